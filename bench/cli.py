@@ -1,0 +1,77 @@
+"""The ``bench`` command: report, merge and list.
+
+    bench report [--db results.db] [--suite NAME] [--metric NAME ...]
+    bench merge SHARD.db [SHARD.db ...] -o OUT.db
+    bench list [methods|models|datasets]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bench.report import DEFAULT_METRICS, render
+
+    if not Path(args.db).exists():
+        print(f"bench report: no database at {args.db}; run a suite first (make bench)", file=sys.stderr)
+        return 2
+    print(render(args.db, args.suite, args.metric or DEFAULT_METRICS))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from bench.store import merge
+
+    for src in args.sources:
+        if not Path(src).exists():
+            print(f"bench merge: no such file: {src}", file=sys.stderr)
+            return 2
+    counts = merge(args.sources, args.out)
+    print(f"merged {len(args.sources)} database(s) into {args.out}: "
+          + ", ".join(f"{n} new {table}" for table, n in counts.items()))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from bench.registry import DATASETS, METHODS, MODELS
+
+    registries = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}
+    for kind in [args.kind] if args.kind else list(registries):
+        print(f"{kind}: {', '.join(registries[kind].names())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="architecture-aware fine-tuning benchmark harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("report", help="seed-aggregated summary of a results database")
+    p.add_argument("--db", default="results.db")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--metric", action="append", help="metric to summarise (repeatable)")
+    p.set_defaults(func=_report)
+    p = sub.add_parser("merge", help="fold shard databases into one (idempotent)")
+    p.add_argument("sources", nargs="+")
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(func=_merge)
+    p = sub.add_parser("list", help="registered methods, models and datasets")
+    p.add_argument("kind", nargs="?", choices=("methods", "models", "datasets"))
+    p.set_defaults(func=_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

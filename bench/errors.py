@@ -1,0 +1,46 @@
+"""One exception family for the harness.
+
+Every error a user can cause (a typo in a name, a bad config key, a missing dataset
+or weight file) is a ``BenchError`` whose message says what was wrong and what is
+valid, so the fix is in the message. Runtime outcomes that become result rows
+(divergence) are also ``BenchError`` subclasses so the runner can classify them.
+"""
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """Base class of every error the harness raises on purpose."""
+
+
+class UnknownName(BenchError, LookupError):
+    """A method, model, dataset or tier name that is not registered."""
+
+
+class DuplicateName(BenchError, ValueError):
+    """A second registration under a name that is already taken."""
+
+
+class InvalidConfig(BenchError, ValueError):
+    """A config key that does not exist, or a value of the wrong type or range."""
+
+
+class InvalidGrid(BenchError, ValueError):
+    """A suite grid that cannot be expanded into valid cells."""
+
+
+class DatasetNotFound(BenchError, FileNotFoundError):
+    """A dataset whose files are not where the harness was told to look."""
+
+
+class WeightsNotFound(BenchError, FileNotFoundError):
+    """Source weights that are not cached and may not be downloaded."""
+
+
+class Diverged(BenchError, FloatingPointError):
+    """Training produced a non-finite loss; the cell is recorded as ``diverged``."""
+
+    def __init__(self, step: int, value: float, stage: str = "train") -> None:
+        self.step = step
+        self.value = value
+        self.stage = stage
+        super().__init__(f"non-finite loss {value!r} at step {step} of stage '{stage}'")

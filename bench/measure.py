@@ -1,0 +1,215 @@
+"""Measurement: step time, peak memory, parameter and FLOP counts.
+
+Rules (DESIGN.md, "Measurement rules"):
+- Step time: CUDA events around each step on GPU, read after one synchronise at the
+  end (never a synchronise per step); ``perf_counter_ns`` on CPU. The first
+  ``warmup`` steps are excluded; summaries are median, p10 and p90 in milliseconds.
+- Memory: on GPU the allocator's peak allocated/reserved bytes after a reset, absolute
+  and over the starting baseline; on CPU the peak resident set size over the starting
+  RSS (tracemalloc cannot see torch allocations). On Linux the kernel's own peak
+  (``VmHWM``) is reset through ``/proc/self/clear_refs`` and read back at the end: exact
+  and free. Elsewhere a background thread samples RSS, which costs step time and can
+  miss short peaks, so it is only the fallback.
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2).
+"""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+MIB = float(1 << 20)
+
+
+def percentiles_ms(times_ms: list[float]) -> dict[str, float]:
+    """Median, p10 and p90 of a list of step times (empty list -> empty dict)."""
+    if not times_ms:
+        return {}
+    arr = np.asarray(times_ms, dtype=np.float64)
+    p10, p50, p90 = np.percentile(arr, [10, 50, 90])
+    return {"median": float(p50), "p10": float(p10), "p90": float(p90)}
+
+
+class StepTimer:
+    """Wall time of individual training steps, without a per-step synchronisation.
+
+    Call ``start()``/``stop()`` around each step. On CUDA each pair records two events;
+    the elapsed times are read once, in ``times_ms``, after a single synchronise.
+    """
+
+    def __init__(self, device: torch.device | str, warmup: int = 5) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.warmup = max(0, int(warmup))
+        self._events: list[tuple[Any, Any]] = []
+        self._ns: list[int] = []
+        self._t0 = 0
+        self._start_event: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event.record()
+        else:
+            self._t0 = time.perf_counter_ns()
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((self._start_event, end))
+        else:
+            self._ns.append(time.perf_counter_ns() - self._t0)
+
+    def __len__(self) -> int:
+        return len(self._events) if self.cuda else len(self._ns)
+
+    def all_times_ms(self) -> list[float]:
+        """Every recorded step time in ms, warm-up included (synchronises once on CUDA)."""
+        if self.cuda:
+            if self._events:
+                self._events[-1][1].synchronize()
+            return [float(a.elapsed_time(b)) for a, b in self._events]
+        return [ns / 1e6 for ns in self._ns]
+
+    def times_ms(self) -> list[float]:
+        """Step times in ms with the warm-up steps dropped (at least one step is kept)."""
+        times = self.all_times_ms()
+        skip = min(self.warmup, max(0, len(times) - 1))
+        return times[skip:]
+
+
+def _status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), or None where procfs is absent."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter to the current RSS; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+class MemoryMeter:
+    """Peak memory of a code region, as a context manager.
+
+    ``result()`` returns ``peak_mem_mib`` (peak over the starting baseline, on whichever
+    device is in use) plus the device-specific absolutes: ``peak_alloc_mib`` and
+    ``peak_reserved_mib`` on CUDA, ``peak_rss_mib`` on CPU.
+    """
+
+    def __init__(self, device: torch.device | str, interval_s: float = 0.01) -> None:
+        self.device = torch.device(device)
+        self.interval_s = interval_s
+        self._baseline = 0
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process = psutil.Process()
+        self._result: dict[str, float] = {}
+        self._kernel_peak = False
+
+    def __enter__(self) -> "MemoryMeter":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self._kernel_peak = reset_peak_rss()
+            self._baseline = self._peak = self._process.memory_info().rss
+            if not self._kernel_peak:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+                self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            rss = self._process.memory_info().rss
+            if rss > self._peak:
+                self._peak = rss
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            alloc = torch.cuda.max_memory_allocated(self.device)
+            self._result = {
+                "peak_mem_mib": (alloc - self._baseline) / MIB,
+                "peak_alloc_mib": alloc / MIB,
+                "peak_reserved_mib": torch.cuda.max_memory_reserved(self.device) / MIB,
+            }
+        else:
+            if self._kernel_peak:
+                self._peak = max(self._peak, (_status_kib("VmHWM") or 0) * 1024)
+            else:
+                self._stop.set()
+                if self._thread is not None:
+                    self._thread.join()
+            self._peak = max(self._peak, self._process.memory_info().rss)
+            self._result = {
+                "peak_mem_mib": max(0, self._peak - self._baseline) / MIB,
+                "peak_rss_mib": self._peak / MIB,
+            }
+
+    def result(self) -> dict[str, float]:
+        return dict(self._result)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter element counts, shared tensors counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def flop_counter() -> Any:
+    """A context manager counting FLOPs of what runs inside it (``.get_total_flops()``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations executed by ``fn()`` (forward and, if run, backward)."""
+    counter = flop_counter()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def inference_flops_per_sample(model: nn.Module, example: torch.Tensor) -> int:
+    """Forward FLOPs of ``model`` in eval mode for one sample shaped like ``example[0]``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return count_flops(lambda: model(example[:1]))
+    finally:
+        model.train(was_training)

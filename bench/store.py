@@ -1,0 +1,422 @@
+"""The results store: one SQLite file, its schema, the one writer, and shard merging.
+
+Usage::
+
+    with Store("results.db") as store:
+        run_id = store.start_run(env.collect(tier="smoke"))
+        store.write_result(run_id, result)          # one row per cell, replaced on re-run
+        store.finish_run(run_id)
+    merge(["shard-a.db", "shard-b.db"], "results.db")  # idempotent fold of cluster shards
+    frame = read_frame("results.db", "select * from latest_results")
+
+Tables (schema by numbered migrations of the ``archbench`` set, recorded in
+``_sqlite_migrations``):
+
+- ``runs``: one row per invocation, with its provenance (``bench.env.collect``).
+- ``results``: one row per cell and run; ``result_id = short_hash(run_id, cell_key)``.
+- ``metrics``: ``(result_id, name, value)``, long format because methods report
+  different metrics; every name carries its unit (``bench.units``). Non-finite -> NULL.
+- ``series``: ``(result_id, name, step, value)``: curves and search telemetry.
+- views ``results_wide`` (results plus the common metrics as columns) and
+  ``latest_results`` (the newest row of each cell).
+
+Exactly one process writes a file (the xdist controller, or a cluster job its own
+shard); foreign keys are enforced on every connection and the file is in WAL mode so
+readers (Datasette, reports) never block the writer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from bench.cell import CellResult, short_hash
+from bench.env import utc_now
+from bench.errors import BenchError, InvalidConfig
+from bench.units import check_metric_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MIGRATIONS = sqlite_utils.Migrations("archbench")
+MIGRATIONS_TABLE = MIGRATIONS.migrations_table
+MIGRATION_NAMES: list[str] = []  # in order; filled by ``_migration``
+
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+# Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them).
+WIDE_METRICS = (
+    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
+    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
+)
+# Merge order follows the foreign keys: parents before children.
+TABLES = ("runs", "results", "metrics", "series")
+RESULT_INDEXES = (
+    "run_id", "cell_key", "suite", "method", "variant", "dataset", "model", "seed",
+    "tier", "status", "started_at",
+)
+
+
+class StoreError(BenchError):
+    """A store that cannot be used as asked (read-only, wrong schema version, ...)."""
+
+
+class SchemaMismatch(StoreError, RuntimeError):
+    """A database whose applied migrations differ from what this code expects."""
+
+
+class NotABenchDatabase(StoreError, ValueError):
+    """A file that is not a results database written by this harness."""
+
+
+def _migration(fn: Callable[[sqlite_utils.Database], None]
+               ) -> Callable[[sqlite_utils.Database], None]:
+    """Register ``fn`` as the next migration (transactional), remembering its name."""
+    MIGRATION_NAMES.append(fn.__name__)
+    return MIGRATIONS()(fn)
+
+
+# m001 as written when it shipped: a migration never changes once released, because
+# databases created by it must keep matching later ones (change the schema in m002...).
+# The status lists are spelled out; a test checks them against ``RUN_STATUSES``/``STATUSES``.
+_M001_TABLES = (
+    """CREATE TABLE runs (
+  run_id TEXT NOT NULL PRIMARY KEY,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  status TEXT NOT NULL DEFAULT 'running'
+    CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+  tier TEXT, mode TEXT, device TEXT, argv TEXT,
+  git_sha TEXT, git_dirty INTEGER,
+  bench_version TEXT, python TEXT, torch TEXT, cuda TEXT, cudnn TEXT,
+  gpu_name TEXT, gpu_count INTEGER, driver TEXT,
+  host TEXT, platform TEXT, cpu_count INTEGER, cpu_threads INTEGER,
+  flags_json TEXT
+)""",
+    """CREATE TABLE results (
+  result_id TEXT NOT NULL PRIMARY KEY,
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  cell_key TEXT NOT NULL,
+  suite TEXT NOT NULL, method TEXT NOT NULL, variant TEXT NOT NULL,
+  dataset TEXT NOT NULL, model TEXT NOT NULL, seed INTEGER NOT NULL,
+  tier TEXT NOT NULL, mode TEXT NOT NULL,
+  config_json TEXT, task_json TEXT,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'oom', 'diverged', 'skipped')),
+  error_type TEXT, error TEXT,
+  arch TEXT, device TEXT, worker TEXT,
+  started_at TEXT, ended_at TEXT, wall_s REAL,
+  info_json TEXT
+)""",
+    """CREATE TABLE metrics (
+  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  value REAL,
+  PRIMARY KEY (result_id, name)
+)""",
+    """CREATE TABLE series (
+  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  value REAL,
+  PRIMARY KEY (result_id, name, step)
+)""",
+)
+
+
+@_migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """Tables (STRICT where SQLite supports it), grid-key indexes and the two views.
+
+    Tables are DDL because sqlite-utils' ``create_table`` cannot declare CHECK
+    constraints. Lookups of series by (result_id, name) and of metrics by result_id use
+    the primary-key indexes, so they get none of their own.
+    """
+    strict = " STRICT" if db.supports_strict else ""
+    for ddl in _M001_TABLES:
+        db.execute(ddl + strict)
+    for column in RESULT_INDEXES:
+        db["results"].create_index([column], if_not_exists=True)
+    db["metrics"].create_index(["name"], if_not_exists=True)
+    _create_views(db)
+
+
+def _create_views(db: sqlite_utils.Database) -> None:
+    """``results_wide`` and ``latest_results`` (see the module docstring)."""
+    pivots = ",\n".join(
+        f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id"
+        f" AND m.name = '{name}') AS {name}"
+        for name in WIDE_METRICS
+    )
+    db.create_view("results_wide", f"SELECT r.*,\n{pivots}\nFROM results r", replace=True)
+    db.create_view("latest_results", """SELECT w.* FROM results_wide w
+WHERE w.result_id = (
+  SELECT r.result_id FROM results r WHERE r.cell_key = w.cell_key
+  ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)""", replace=True)
+
+
+def _connect(path: Path, readonly: bool) -> sqlite_utils.Database:
+    """A sqlite-utils Database on a 60 s busy timeout with foreign keys enforced."""
+    if readonly:
+        if not path.exists():
+            raise FileNotFoundError(f"results database {str(path)!r} does not exist")
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=60)
+    conn.execute("PRAGMA foreign_keys=ON")
+    return sqlite_utils.Database(conn)
+
+
+def _migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str]]:
+    """(pending, unknown): known migrations not applied, applied ones this code lacks."""
+    applied = [m.name for m in MIGRATIONS.applied(db)]
+    pending = [n for n in MIGRATION_NAMES if n not in applied]
+    return pending, [n for n in applied if n not in MIGRATION_NAMES]
+
+
+class Store:
+    """The one writer of a results database (see the module docstring).
+
+    Opening applies pending migrations; ``readonly=True`` opens with ``mode=ro`` and
+    requires an up-to-date schema instead. ``db`` is the ``sqlite_utils.Database``.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.db = _connect(self.path, readonly)
+        try:
+            self._prepare()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _prepare(self) -> None:
+        pending, unknown = _migration_state(self.db)
+        if unknown:
+            raise SchemaMismatch(
+                f"{str(self.path)!r} has migrations {unknown} that this code does not know;"
+                " it was written by a newer archbench: upgrade before using it"
+            )
+        if self.readonly:
+            if pending:
+                state = "has no archbench schema" if len(pending) == len(
+                    MIGRATION_NAMES) else f"lacks migrations {pending}"
+                raise SchemaMismatch(
+                    f"{str(self.path)!r} {state}; open it once with Store(path) (writable)"
+                    " to create or migrate the schema"
+                )
+            return
+        self.db.enable_wal()
+        MIGRATIONS.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"store {str(self.path)!r} was opened read-only")
+
+    def start_run(self, info: dict[str, Any]) -> str:
+        """Insert a ``runs`` row (status ``running``) and return its new uuid4 run_id.
+
+        ``info`` holds runs columns (``bench.env.collect()`` gives them all);
+        ``started_at`` defaults to now; ``argv``/``flags_json`` may be given unencoded.
+        """
+        self._require_writable()
+        valid = [c for c in self.db["runs"].columns_dict if c not in ("run_id", "status")]
+        unknown = sorted(set(info) - set(valid))
+        if unknown:
+            raise InvalidConfig(
+                f"unknown runs column(s) {unknown}; valid: {', '.join(valid)}"
+            )
+        row = {k: _encode_json(v) if k in ("argv", "flags_json") else v for k, v in info.items()}
+        row["run_id"] = uuid.uuid4().hex
+        row.setdefault("started_at", utc_now())
+        with self.db.atomic():
+            self.db["runs"].insert(row)
+        return row["run_id"]
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        """Mark a run ended now with ``status`` (finished, interrupted or failed)."""
+        self._require_writable()
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
+                [utc_now(), status, run_id],
+            )
+            if cursor.rowcount != 1:
+                raise StoreError(f"no run with run_id {run_id!r} in {str(self.path)!r}")
+
+    def write_result(self, run_id: str, result: CellResult) -> str:
+        """Write one cell's row, metrics and series in one transaction; return result_id.
+
+        Re-writing the same cell in the same run replaces the row and all its metrics
+        and series. Names are checked before anything is written.
+        """
+        self._require_writable()
+        row = _result_row(run_id, result)
+        rid = row["result_id"]
+        metrics = [{"result_id": rid, "name": n, "value": _finite(v)}
+                   for n, v in _checked(result.metrics).items()]
+        series = [{"result_id": rid, "name": n, "step": int(s), "value": _finite(v)}
+                  for n, pts in _checked(result.series).items() for s, v in pts]
+        with self.db.atomic():
+            self.db.execute("DELETE FROM metrics WHERE result_id = ?", [rid])
+            self.db.execute("DELETE FROM series WHERE result_id = ?", [rid])
+            self.db["results"].upsert(row, pk="result_id")
+            self.db["metrics"].insert_all(metrics)
+            self.db["series"].insert_all(series)
+        return rid
+
+    def ok_cell_keys(self, *, tier: str | None = None) -> set[str]:
+        """cell_keys with an ``ok`` row in any run (optionally of one tier): resume skips them."""
+        sql = "SELECT DISTINCT cell_key FROM results WHERE status = 'ok'"
+        params: list[str] = []
+        if tier is not None:
+            sql += " AND tier = ?"
+            params.append(tier)
+        return {row[0] for row in self.db.execute(sql, params).fetchall()}
+
+
+def _checked(named: dict[str, Any]) -> dict[str, Any]:
+    """``named`` unchanged after checking every name carries a unit token."""
+    for name in named:
+        check_metric_name(name)
+    return named
+
+
+def _finite(value: float) -> float | None:
+    """``value`` as a float, or None (stored as NULL) when NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None, so SQLite's JSON functions parse it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _encode_json(value: Any) -> Any:
+    """Strings pass through (already JSON); anything else becomes canonical JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(_json_safe(value), sort_keys=True, default=str)
+
+
+def _result_row(run_id: str, result: CellResult) -> dict[str, Any]:
+    """The ``results`` row of a CellResult; an empty start time becomes the write time."""
+    spec = result.spec
+    return {
+        "result_id": short_hash(run_id, spec.cell_key), "run_id": run_id,
+        "cell_key": spec.cell_key, "suite": spec.suite, "method": spec.method,
+        "variant": spec.variant, "dataset": spec.dataset, "model": spec.model,
+        "seed": spec.seed, "tier": spec.tier, "mode": spec.mode,
+        "config_json": spec.config_json, "task_json": spec.task_json,
+        "status": result.status, "error_type": result.error_type, "error": result.error,
+        "arch": result.arch, "device": result.device or spec.device, "worker": result.worker,
+        "started_at": result.started_at or utc_now(), "ended_at": result.ended_at or None,
+        "wall_s": _finite(result.wall_s), "info_json": _encode_json(result.info),
+    }
+
+
+@contextmanager
+def _attached(db: sqlite_utils.Database, path: Path) -> Iterator[str]:
+    """Attach ``path`` as schema ``src`` for the duration of the block."""
+    db.execute("ATTACH DATABASE ? AS src", [str(path)])
+    try:
+        yield "src"
+    finally:
+        db.execute("DETACH DATABASE src")
+
+
+def _check_source(path: Path) -> None:
+    """Raise unless ``path`` is a bench database whose schema this code can read."""
+    if not path.is_file():
+        raise FileNotFoundError(f"shard database {str(path)!r} does not exist")
+    try:
+        with _connect(path, readonly=True) as db:
+            tables = set(db.table_names())
+            applied = {m.name for m in MIGRATIONS.applied(db)}
+            _, unknown = _migration_state(db)
+    except sqlite3.DatabaseError as exc:
+        raise NotABenchDatabase(f"{str(path)!r} is not an SQLite database: {exc}") from exc
+    missing = [t for t in (MIGRATIONS_TABLE, *TABLES) if t not in tables]
+    if missing or not applied:
+        raise NotABenchDatabase(
+            f"{str(path)!r} is not an archbench results database"
+            f" (missing tables {missing or 'none'}, archbench migrations {sorted(applied)})"
+        )
+    if unknown:
+        raise SchemaMismatch(
+            f"{str(path)!r} has migrations {unknown} that this code does not know;"
+            " merge it with a newer archbench"
+        )
+
+
+def _columns(db: sqlite_utils.Database, schema: str, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f'PRAGMA "{schema}".table_info("{table}")').fetchall()]
+
+
+def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
+    """Copy the rows of one shard that ``db`` lacks, in one transaction; counts per table."""
+    counts: dict[str, int] = {}
+    with _attached(db, path) as src, db.atomic():
+        for table in TABLES:
+            source_cols = set(_columns(db, src, table))
+            # Target order; a column an older shard lacks is left NULL.
+            cols = ", ".join(f'"{c}"' for c in _columns(db, "main", table) if c in source_cols)
+            cursor = db.execute(
+                f'INSERT OR IGNORE INTO main."{table}" ({cols}) SELECT {cols} FROM {src}."{table}"'
+            )
+            counts[table] = cursor.rowcount
+    return counts
+
+
+def merge(sources: Sequence[str | Path], out: str | Path) -> dict[str, int]:
+    """Fold shard databases into ``out`` (created if missing); return rows inserted per table.
+
+    Rows already in ``out`` (same primary key) are kept as they are, so merging a
+    shard twice adds nothing. Every source is checked before any is merged.
+    """
+    paths = [Path(s) for s in sources]
+    out_path = Path(out)
+    for path in paths:
+        _check_source(path)
+        if out_path.exists() and path.resolve() == out_path.resolve():
+            raise ValueError(f"cannot merge {str(path)!r} into itself")
+    totals = dict.fromkeys(TABLES, 0)
+    with Store(out_path) as store:
+        for path in paths:
+            for table, n in _merge_one(store.db, path).items():
+                totals[table] += n
+    return totals
+
+
+def read_frame(db_path: str | Path, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+               ) -> pd.DataFrame:
+    """Run a query on a read-only connection and return the rows as a DataFrame."""
+    import pandas as pd  # imported here: only reports need it, and it is slow to import
+
+    with _connect(Path(db_path), readonly=True) as db:
+        return pd.read_sql_query(sql, db.conn, params=params)

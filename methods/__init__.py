@@ -1,0 +1,6 @@
+"""Registered methods. Importing this package registers every method module in it.
+
+A new method is one new module here (a frozen dataclass ``Config``, a class with
+``fit``/``evaluate`` decorated with ``@register_method``) plus one suite file.
+"""
+from methods import baselines  # noqa: F401

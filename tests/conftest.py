@@ -1,0 +1,59 @@
+"""Shared fixtures: a hermetic cache folder, tiny cell specs, throw-away methods."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from bench.cell import CellSpec
+from bench.config import canonical_json, config_dict, make_config
+from bench.interface import TaskSettings
+from bench.registry import METHODS
+
+# A task small enough for a few seconds per cell on 2 CPU cores.
+TINY_TASK = {"input_size": 16, "width": 0.125, "source": "mnist5k", "train_limit": 256,
+             "pretrain.train.epochs": 0.2, "pretrain.train.log_every": 1000}
+TINY_TRAIN = {"train.steps": 6, "train.batch_size": 32, "train.log_every": 3}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Point the source-weights cache at a per-session folder (never the user's cache)."""
+    path = str(tmp_path_factory.mktemp("bench-cache"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BENCH_CACHE_DIR", path)
+    yield path
+    mp.undo()
+
+
+def tiny_spec(method: str = "full_ft", *, dataset: str = "uci-digits", model: str = "resnet20", seed: int = 0,
+              config: dict | None = None, task: dict | None = None, suite: str = "unit") -> CellSpec:
+    """A resolved CellSpec for a tiny CPU cell."""
+    cls = METHODS.get(method)
+    overrides = {**(TINY_TRAIN if "train" in {f for f in cls.Config.__dataclass_fields__} else {}), **(config or {})}
+    cfg = make_config(cls.Config, overrides)
+    settings = make_config(TaskSettings, {**TINY_TASK, **(task or {})})
+    return CellSpec(suite=suite, method=method, variant=method, dataset=dataset, model=model, seed=seed,
+                    tier="smoke", config_json=canonical_json(config_dict(cfg)),
+                    task_json=canonical_json(config_dict(settings)), device="cpu")
+
+
+@pytest.fixture
+def register_temp():
+    """Register throw-away methods for one test; they are removed afterwards."""
+    added: list[str] = []
+
+    def add(name: str, cls: type) -> type:
+        cls.name = name
+        METHODS.register(name, cls)
+        added.append(name)
+        return cls
+
+    yield add
+    for name in added:
+        METHODS.unregister(name)
+
+
+def metrics_of(result) -> dict:
+    return json.loads(json.dumps(result.metrics))

@@ -1,0 +1,88 @@
+"""The ``bench`` command: report aggregates seeds, merge folds shards idempotently, list names registries."""
+import sqlite3
+
+
+from bench.cell import CellResult, CellSpec
+from bench.cli import main
+from bench.store import Store
+
+
+def result(seed: int, acc: float, variant: str = "full_ft", status: str = "ok") -> CellResult:
+    spec = CellSpec(suite="s", method=variant, variant=variant, dataset="uci-digits", model="resnet20", seed=seed)
+    metrics = {"test_top1_pct": acc, "val_top1_pct": acc - 1, "step_ms_median": 10.0 + seed} if status == "ok" else {}
+    return CellResult(spec=spec, status=status, metrics=metrics, error="boom" if status != "ok" else "")
+
+
+def write(db, results, run_info=None):
+    with Store(db) as store:
+        run = store.start_run(run_info or {"tier": "smoke"})
+        for r in results:
+            store.write_result(run, r)
+        store.finish_run(run)
+
+
+def test_report_mean_std_n(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    write(db, [result(0, 90.0), result(1, 92.0), result(2, 94.0), result(0, 50.0, "scratch"),
+               result(1, 0, "scratch", status="failed")])
+    assert main(["report", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "5 cells in" in out and "1 failed, 4 ok" in out
+    line = next(l for l in out.splitlines() if "full_ft" in l)
+    assert "92.00 +- 2.00 (3)" in line and "91.00 +- 2.00 (3)" in line and "11.00 +- 1.00 (3)" in line
+    scratch = next(l for l in out.splitlines() if "scratch" in l)
+    assert "50.00 +- 0.00 (1)" in scratch and scratch.rstrip().endswith("1")
+
+
+def test_report_uses_latest_row_per_cell(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    write(db, [result(0, 10.0)])
+    write(db, [result(0, 80.0)])
+    main(["report", "--db", str(db), "--metric", "test_top1_pct"])
+    out = capsys.readouterr().out
+    assert "1 cells in" in out and "80.00 +- 0.00 (1)" in out
+
+
+def test_report_missing_db(tmp_path, capsys):
+    assert main(["report", "--db", str(tmp_path / "nope.db")]) == 2
+    assert "no database at" in capsys.readouterr().err
+
+
+def test_merge_idempotent(tmp_path, capsys):
+    a, b, out = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "out.db"
+    write(a, [result(0, 90.0), result(1, 91.0)])
+    write(b, [result(2, 92.0)])
+    assert main(["merge", str(a), str(b), "-o", str(out)]) == 0
+    assert "3 new results" in capsys.readouterr().out
+    assert main(["merge", str(a), str(b), "-o", str(out)]) == 0
+    assert "0 new results" in capsys.readouterr().out
+    con = sqlite3.connect(out)
+    assert con.execute("select count(*), count(distinct run_id) from results").fetchone() == (3, 2)
+    assert con.execute("select count(*) from metrics").fetchone() == (9,)
+
+
+def test_merge_rejects_missing_and_foreign_files(tmp_path, capsys):
+    assert main(["merge", str(tmp_path / "none.db"), "-o", str(tmp_path / "o.db")]) == 2
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (x)")
+    assert main(["merge", str(other), "-o", str(tmp_path / "o.db")]) == 2
+    assert "other.db" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list", "methods"]) == 0
+    assert capsys.readouterr().out.strip() == "methods: full_ft, last_k, linear_probe, scratch"
+    main(["list"])
+    out = capsys.readouterr().out
+    assert "models: resnet18, resnet20, resnet32, resnet50" in out and "mnist5k" in out
+
+
+def test_console_script_installed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "bench"
+    assert script.exists(), f"console script missing at {script}: reinstall with pip install -e ."
+    out = subprocess.run([str(script), "list", "methods"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "methods: full_ft, last_k, linear_probe, scratch"

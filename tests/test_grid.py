@@ -1,0 +1,73 @@
+"""Grids expand into validated cells; bad grids fail with messages that list what is valid."""
+import pytest
+
+from bench.errors import InvalidGrid
+from bench.grid import Grid, TierPlan, parse_seeds
+
+BASE = dict(suite="s", methods={"full_ft": {}, "last_k:k1": {"k": 1}}, datasets=("uci-digits", "lfw-faces"),
+            models=("resnet20",), seeds=(0, 1), task={"source": "mnist5k"},
+            tiers={"smoke": TierPlan(task={"width": 0.25}, config={"train.steps": 5})})
+
+
+def grid(**kw):
+    return Grid(**{**BASE, **kw})
+
+
+def test_expands_every_cell_with_readable_ids():
+    cells = grid().cells("smoke")
+    assert len(cells) == 2 * 2 * 2
+    ids = [c.test_id for c in cells]
+    assert "last_k:k1-uci-digits-resnet20-s1" in ids and "full_ft-lfw-faces-resnet20-s0" in ids
+    k1 = next(c for c in cells if c.variant == "last_k:k1")
+    assert k1.method == "last_k" and k1.config["k"] == 1 and k1.config["train"]["steps"] == 5
+    assert k1.task_settings["width"] == 0.25 and k1.task_settings["source"] == "mnist5k"
+    assert len({c.cell_key for c in cells}) == 8
+
+
+def test_seed_override_and_keys_stable():
+    a = grid().cells("smoke", seeds=[3])
+    b = grid().cells("smoke", seeds=[3], threads=4, device="cpu")
+    assert [c.seed for c in a] == [3] * 4
+    assert [c.cell_key for c in a] == [c.cell_key for c in b]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(methods={"fulft": {}}), r"unknown method 'fulft'\. Did you mean 'full_ft'\?"),
+    (dict(datasets=("uci-digit",)), r"unknown dataset 'uci-digit'.*Valid datasets: .*uci-digits"),
+    (dict(models=("resnet19",)), r"unknown model 'resnet19'.*Valid models: .*resnet18"),
+    (dict(methods={"last_k": {"kk": 1}}), r"unknown config key\(s\) kk for LastKConfig; valid keys: k, train"),
+    (dict(methods={"full_ft": {"train.lr": -1.0}}), r"lr must be > 0"),
+    (dict(seeds=()), r"seeds must be a non-empty list"),
+    (dict(task={"source": "mnist5k"}, datasets=("mnist5k",)), r"'mnist5k' is both the source and a target"),
+    (dict(task={"source": "imagenet"}), r"model 'resnet20' has no ImageNet weights"),
+    (dict(task={"source": "svhn"}), r"unknown source 'svhn'; valid sources: imagenet, .*mnist5k"),
+    (dict(datasets=("cifar10",)), r"pass --bench-data-root"),
+    (dict(task={"widht": 1.0}), r"unknown config key\(s\) widht for TaskSettings"),
+])
+def test_bad_grids(kw, msg):
+    with pytest.raises(InvalidGrid, match=msg):
+        grid(**kw).cells("smoke")
+
+
+def test_missing_tier_and_unknown_tier():
+    with pytest.raises(InvalidGrid, match="defines no settings for tier 'paper'; it defines: smoke"):
+        grid().cells("paper")
+    with pytest.raises(InvalidGrid, match="unknown tier 'huge'; valid tiers: smoke, short, paper"):
+        grid().cells("huge")
+
+
+def test_missing_torchvision_folder_named(tmp_path):
+    with pytest.raises(InvalidGrid, match=str(tmp_path / "cifar-10-batches-py")):
+        grid(datasets=("cifar10",)).cells("smoke", data_root=str(tmp_path))
+
+
+def test_imagenet_needs_full_width():
+    g = grid(models=("resnet18",), task={"source": "imagenet"})
+    with pytest.raises(InvalidGrid, match="ImageNet weights need width 1.0, not 0.25"):
+        g.cells("smoke")
+
+
+def test_parse_seeds():
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("7") == [7]
+    with pytest.raises(InvalidGrid, match="cannot parse 'a'"):
+        parse_seeds("a")

@@ -1,0 +1,100 @@
+"""Measurement sanity: known sleeps, known allocations, exact parameter and FLOP counts."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.measure import MemoryMeter, StepTimer, count_flops, count_params, percentiles_ms
+from bench.recorder import Recorder
+
+
+def test_step_timer_measures_known_sleep():
+    timer = StepTimer("cpu", warmup=2)
+    for _ in range(7):
+        timer.start()
+        time.sleep(0.02)
+        timer.stop()
+    times = timer.times_ms()
+    assert len(times) == 5
+    assert all(19.5 <= t <= 40 for t in times), times
+    assert 19.5 <= percentiles_ms(times)["median"] <= 30
+
+
+def test_warmup_excluded():
+    timer = StepTimer("cpu", warmup=1)
+    for delay in (0.05, 0.0, 0.0):
+        timer.start()
+        time.sleep(delay)
+        timer.stop()
+    assert max(timer.times_ms()) < 10 and len(timer.all_times_ms()) == 3
+
+
+def test_percentiles_exact():
+    stats = percentiles_ms([float(i) for i in range(1, 12)])
+    assert stats == {"median": 6.0, "p10": 2.0, "p90": 10.0}
+    assert percentiles_ms([]) == {}
+
+
+def test_rss_of_known_allocation():
+    size_mib = 256
+    with MemoryMeter("cpu", interval_s=0.002) as meter:
+        block = torch.ones(size_mib * (1 << 20) // 4, dtype=torch.float32)
+        time.sleep(0.05)
+        del block
+    peak = meter.result()["peak_mem_mib"]
+    assert size_mib * 0.9 <= peak <= size_mib * 1.25, peak
+    assert meter.result()["peak_rss_mib"] >= size_mib
+
+
+def test_rss_peak_of_freed_allocation_is_seen():
+    """A transient allocation freed before the region ends still counts (kernel peak)."""
+    with MemoryMeter("cpu") as meter:
+        block = torch.ones(128 * (1 << 20) // 4, dtype=torch.float32)
+        del block
+    assert 128 * 0.9 <= meter.result()["peak_mem_mib"] <= 128 * 1.25
+
+
+def test_sampling_fallback(monkeypatch):
+    import bench.measure as measure
+
+    monkeypatch.setattr(measure, "reset_peak_rss", lambda: False)
+    with MemoryMeter("cpu", interval_s=0.002) as meter:
+        block = torch.ones(128 * (1 << 20) // 4, dtype=torch.float32)
+        time.sleep(0.05)
+        del block
+    assert meter._thread is not None and 128 * 0.9 <= meter.result()["peak_mem_mib"] <= 128 * 1.25
+
+
+def test_count_params_shared_once():
+    lin = nn.Linear(4, 3)
+    model = nn.Sequential(lin, lin, nn.Linear(3, 2))
+    model[2].weight.requires_grad_(False)
+    assert count_params(model) == (4 * 3 + 3 + 2, 4 * 3 + 3 + 3 * 2 + 2)
+
+
+def test_count_flops_linear_and_conv():
+    lin = nn.Linear(10, 20, bias=False)
+    assert count_flops(lambda: lin(torch.randn(8, 10))) == 2 * 8 * 10 * 20
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    assert count_flops(lambda: conv(torch.randn(1, 3, 5, 5))) == 2 * 4 * 3 * 9 * 25
+
+
+def test_recorder_rejects_unitless_names_and_folds_timers():
+    rec = Recorder("cpu", timing_warmup=0)
+    with pytest.raises(ValueError, match="has no unit token"):
+        rec.scalar("accuracy", 1.0)
+    with pytest.raises(ValueError, match="has no unit token"):
+        rec.point("loss", 0, 1.0)
+    timer = rec.step_timer("search")
+    for ms in (1, 2, 3):
+        timer._ns.append(ms * 1_000_000)
+    rec.step_timer("train")._ns.extend([10_000_000, 20_000_000])
+    with rec.stage("fit"):
+        time.sleep(0.01)
+    m = rec.finalize()
+    assert m["search_step_ms_median"] == 2.0 and m["train_step_ms_median"] == 15.0
+    assert m["step_ms_median"] == 3.0 and m["timed_steps"] == 5
+    assert np.isclose(m["step_ms_p90"], np.percentile([1, 2, 3, 10, 20], 90))
+    assert 0.009 <= m["fit_s"] < 1.0

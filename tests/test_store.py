@@ -1,0 +1,393 @@
+"""The results store: schema, the writer's guarantees, views, merging, read-only use."""
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import store as store_mod
+from bench.cell import STATUSES, CellResult, CellSpec, short_hash
+from bench.env import utc_now
+from bench.errors import InvalidConfig
+from bench.store import (
+    MIGRATIONS, RUN_STATUSES, NotABenchDatabase, SchemaMismatch, Store, StoreError, merge, read_frame,
+)
+
+RUNS_COLUMNS = [
+    "run_id", "started_at", "ended_at", "status", "tier", "mode", "device", "argv",
+    "git_sha", "git_dirty", "bench_version", "python", "torch", "cuda", "cudnn",
+    "gpu_name", "gpu_count", "driver", "host", "platform", "cpu_count", "cpu_threads",
+    "flags_json",
+]
+RESULTS_COLUMNS = [
+    "result_id", "run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
+    "seed", "tier", "mode", "config_json", "task_json", "status", "error_type", "error",
+    "arch", "device", "worker", "started_at", "ended_at", "wall_s", "info_json",
+]
+WIDE_COLUMNS = RESULTS_COLUMNS + [
+    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
+    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
+]
+
+
+def spec(seed: int = 0, *, method: str = "last_k", tier: str = "smoke") -> CellSpec:
+    return CellSpec(suite="finetune", method=method, dataset="uci-digits", model="resnet18",
+                    seed=seed, tier=tier, config_json='{"k": 2}')
+
+
+def result(cell: CellSpec | None = None, status: str = "ok", *, metrics=None, series=None,
+           started_at: str = "2026-01-01T00:00:00.000000+00:00") -> CellResult:
+    return CellResult(
+        spec=cell or spec(), status=status,
+        metrics={"test_top1_pct": 91.5, "fit_s": 2.0} if metrics is None else metrics,
+        series={"train_loss_nat": [(0, 2.3), (1, 1.1)]} if series is None else series,
+        arch="resnet18[k3]", info={"stopped": "converged"}, device="cpu", worker="gw0",
+        started_at=started_at, ended_at="2026-01-01T00:00:05.000000+00:00", wall_s=5.0,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "results.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    with Store(db_path) as s:
+        yield s
+
+
+@pytest.fixture
+def run_id(store: Store) -> str:
+    return store.start_run({"tier": "smoke", "host": "testhost", "argv": ["pytest", "-q"]})
+
+
+def rows(db_path: Path, sql: str, params=()) -> list[tuple]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count(store: Store, table: str) -> int:
+    return store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_fresh_database_has_the_expected_schema(store: Store):
+    db = store.db
+    assert set(db.table_names()) == {"runs", "results", "metrics", "series", "_sqlite_migrations"}
+    assert [c.name for c in db["runs"].columns] == RUNS_COLUMNS
+    assert [c.name for c in db["results"].columns] == RESULTS_COLUMNS
+    assert [c.name for c in db["metrics"].columns] == ["result_id", "name", "value"]
+    assert [c.name for c in db["series"].columns] == ["result_id", "name", "step", "value"]
+    assert db["metrics"].pks == ["result_id", "name"]
+    assert db["series"].pks == ["result_id", "name", "step"]
+    assert all(db[t].strict for t in ("runs", "results", "metrics", "series"))
+    assert {tuple(i.columns) for i in db["results"].indexes if not i.name.startswith("sqlite_")} == {
+        (c,) for c in ("run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
+                       "seed", "tier", "status", "started_at")
+    }
+    assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [
+        ("name",)]
+    assert set(db.view_names()) == {"results_wide", "latest_results"}
+    assert [c.name for c in db["results_wide"].columns] == WIDE_COLUMNS
+    assert [c.name for c in db["latest_results"].columns] == WIDE_COLUMNS
+    assert db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall() == [
+        ("archbench", "m001_initial")]
+    not_null = {c.name for c in db["results"].columns if c.notnull}
+    assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
+    fks = {(fk.table, fk.column, fk.other_table, fk.on_delete)
+           for t in ("results", "metrics", "series") for fk in db[t].foreign_keys}
+    assert fks == {("results", "run_id", "runs", "NO ACTION"),
+                   ("metrics", "result_id", "results", "CASCADE"),
+                   ("series", "result_id", "results", "CASCADE")}
+
+
+def test_series_lookup_by_result_and_name_uses_the_primary_key_index(store: Store):
+    plan = store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT step, value FROM series WHERE result_id = ? AND name = ?",
+        ["a", "b"]).fetchall()
+    assert "sqlite_autoindex_series_1" in " ".join(str(row[-1]) for row in plan)
+
+
+def test_applying_migrations_again_changes_nothing(db_path: Path):
+    Store(db_path).close()
+    before = rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    with Store(db_path) as s:
+        assert MIGRATIONS.pending(s.db) == []
+        MIGRATIONS.apply(s.db)
+    assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
+    assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [("m001_initial",)]
+
+
+def test_wal_mode_and_foreign_keys_are_on(store: Store, db_path: Path):
+    assert store.db.journal_mode == "wal"
+    assert rows(db_path, "PRAGMA journal_mode") == [("wal",)]  # persisted in the file
+    assert store.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_result_with_unknown_run_id_is_rejected(store: Store):
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        store.write_result("no-such-run", result())
+    assert (count(store, "results"), count(store, "metrics"), count(store, "series")) == (0, 0, 0)
+
+
+def test_start_and_finish_run(store: Store, run_id: str):
+    row = store.db["runs"].get(run_id)
+    assert len(run_id) == 32 and int(run_id, 16) >= 0
+    assert (row["status"], row["tier"], row["host"], row["argv"], row["ended_at"]) == (
+        "running", "smoke", "testhost", '["pytest", "-q"]', None)
+    assert row["started_at"].endswith("+00:00")
+    store.finish_run(run_id, "interrupted")
+    row = store.db["runs"].get(run_id)
+    assert row["status"] == "interrupted" and row["ended_at"] >= row["started_at"]
+
+
+def test_start_run_keeps_a_given_start_and_rejects_unknown_keys(store: Store):
+    rid = store.start_run({"started_at": "2020-01-01T00:00:00+00:00", "gpu_count": 2})
+    assert store.db["runs"].get(rid)["started_at"] == "2020-01-01T00:00:00+00:00"
+    with pytest.raises(InvalidConfig, match=r"unknown runs column\(s\) \['gpu'\]; valid: .*gpu_name"):
+        store.start_run({"gpu": "A100"})
+    assert count(store, "runs") == 1
+
+
+def test_finish_run_rejects_bad_status_and_unknown_run(store: Store, run_id: str):
+    with pytest.raises(ValueError, match="run status must be one of"):
+        store.finish_run(run_id, "done")
+    with pytest.raises(StoreError, match="no run with run_id 'nope'"):
+        store.finish_run("nope")
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        store.db.execute("UPDATE runs SET status = 'done'")
+    assert store.db["runs"].get(run_id)["status"] == "running"
+
+
+def test_write_result_writes_row_metrics_and_series(store: Store, run_id: str):
+    res = result()
+    rid = store.write_result(run_id, res)
+    assert rid == short_hash(run_id, res.spec.cell_key)
+    row = store.db["results"].get(rid)
+    assert {k: row[k] for k in ("run_id", "cell_key", "suite", "method", "variant", "dataset",
+                                "model", "seed", "tier", "mode", "config_json", "status",
+                                "arch", "device", "worker", "started_at", "ended_at",
+                                "wall_s", "info_json")} == {
+        "run_id": run_id, "cell_key": res.spec.cell_key, "suite": "finetune",
+        "method": "last_k", "variant": "", "dataset": "uci-digits", "model": "resnet18",
+        "seed": 0, "tier": "smoke", "mode": "accuracy", "config_json": '{"k": 2}',
+        "status": "ok", "arch": "resnet18[k3]", "device": "cpu", "worker": "gw0",
+        "started_at": "2026-01-01T00:00:00.000000+00:00",
+        "ended_at": "2026-01-01T00:00:05.000000+00:00", "wall_s": 5.0, "info_json": '{"stopped": "converged"}',
+    }
+    assert store.db.execute("SELECT name, value FROM metrics ORDER BY name").fetchall() == [
+        ("fit_s", 2.0), ("test_top1_pct", 91.5)]
+    assert store.db.execute("SELECT name, step, value FROM series ORDER BY step").fetchall() == [
+        ("train_loss_nat", 0, 2.3), ("train_loss_nat", 1, 1.1)]
+
+
+def test_missing_start_time_becomes_the_write_time(store: Store, run_id: str):
+    before = utc_now()
+    rid = store.write_result(run_id, result(started_at=""))
+    assert before <= store.db["results"].get(rid)["started_at"] <= utc_now()
+
+
+def test_rewriting_a_cell_in_the_same_run_replaces_it(store: Store, run_id: str):
+    store.write_result(run_id, result(metrics={"test_top1_pct": 50.0, "fit_s": 1.0},
+                                      series={"train_loss_nat": [(0, 3.0), (1, 2.0), (2, 1.0)]}))
+    rid = store.write_result(run_id, result(status="failed", metrics={"test_top1_pct": 60.0},
+                                            series={"train_loss_nat": [(0, 9.0)]}))
+    assert count(store, "results") == 1
+    assert store.db["results"].get(rid)["status"] == "failed"
+    assert store.db.execute("SELECT name, value FROM metrics").fetchall() == [
+        ("test_top1_pct", 60.0)]
+    assert store.db.execute("SELECT step, value FROM series").fetchall() == [(0, 9.0)]
+
+
+def test_same_cell_in_two_runs_gives_two_rows(store: Store, run_id: str):
+    other = store.start_run({})
+    ids = {store.write_result(run_id, result()), store.write_result(other, result())}
+    assert len(ids) == 2
+    assert store.db.execute("SELECT count(DISTINCT cell_key), count(*) FROM results").fetchone() == (1, 2)
+    assert count(store, "metrics") == 4
+
+
+def test_non_finite_values_are_stored_as_null(store: Store, run_id: str):
+    rid = store.write_result(run_id, result(
+        metrics={"test_top1_pct": math.nan, "fit_s": math.inf, "peak_mem_mib": 12.5},
+        series={"train_loss_nat": [(0, 1.0), (1, math.nan)]}))
+    assert dict(store.db.execute("SELECT name, value FROM metrics").fetchall()) == {
+        "test_top1_pct": None, "fit_s": None, "peak_mem_mib": 12.5}
+    assert store.db.execute("SELECT step, value FROM series ORDER BY step").fetchall() == [
+        (0, 1.0), (1, None)]
+    wide = store.db.execute(
+        "SELECT test_top1_pct, fit_s, peak_mem_mib FROM results_wide WHERE result_id = ?", [rid])
+    assert wide.fetchone() == (None, None, 12.5)
+
+
+def test_metric_name_without_unit_is_rejected_before_writing(store: Store, run_id: str):
+    rid = store.write_result(run_id, result())
+    with pytest.raises(ValueError, match="metric name 'accuracy' has no unit token"):
+        store.write_result(run_id, result(metrics={"test_top1_pct": 1.0, "accuracy": 0.5}))
+    with pytest.raises(ValueError, match="metric name 'loss' has no unit token"):
+        store.write_result(run_id, result(series={"loss": [(0, 1.0)]}))
+    assert count(store, "results") == 1  # the earlier row is untouched
+    assert dict(store.db.execute("SELECT name, value FROM metrics").fetchall()) == {
+        "test_top1_pct": 91.5, "fit_s": 2.0}
+    assert store.db["results"].get(rid)["status"] == "ok"
+
+
+def test_status_is_checked_by_cell_result_and_by_the_table(store: Store, run_id: str):
+    with pytest.raises(ValueError, match="status must be one of"):
+        result(status="crashed")
+    bad = result()
+    bad.status = "crashed"  # bypasses CellResult's own check
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        store.write_result(run_id, bad)
+    assert (count(store, "results"), count(store, "metrics")) == (0, 0)
+
+
+def test_every_declared_status_is_accepted(store: Store, run_id: str):
+    for seed, status in enumerate(STATUSES):
+        store.write_result(run_id, result(spec(seed), status))
+    assert sorted(r[0] for r in store.db.execute("SELECT status FROM results")) == sorted(STATUSES)
+    for status in RUN_STATUSES:
+        store.finish_run(run_id, status)
+        assert store.db["runs"].get(run_id)["status"] == status
+
+
+def test_store_creates_missing_parent_folders(tmp_path: Path):
+    with Store(tmp_path / "out" / "nested" / "results.db") as s:
+        assert "results" in s.db.table_names()
+
+
+def test_deleting_a_result_cascades_to_metrics_and_series(store: Store, run_id: str):
+    rid = store.write_result(run_id, result())
+    store.db.execute("DELETE FROM results WHERE result_id = ?", [rid])
+    assert (count(store, "metrics"), count(store, "series")) == (0, 0)
+
+
+def test_ok_cell_keys_returns_only_ok_cells(store: Store, run_id: str):
+    ok, failed, oom = spec(0), spec(1), spec(2)
+    short_ok = spec(3, tier="short")
+    store.write_result(run_id, result(ok))
+    store.write_result(run_id, result(failed, "failed"))
+    store.write_result(run_id, result(oom, "oom"))
+    store.write_result(run_id, result(short_ok))
+    later = store.start_run({})
+    store.write_result(later, result(failed, "failed"))
+    assert store.ok_cell_keys() == {ok.cell_key, short_ok.cell_key}
+    assert store.ok_cell_keys(tier="smoke") == {ok.cell_key}
+    assert store.ok_cell_keys(tier="paper") == set()
+
+
+def test_results_wide_and_latest_results(store: Store, run_id: str):
+    later = store.start_run({})
+    cell, other = spec(0), spec(1)
+    store.write_result(run_id, result(cell, metrics={"test_top1_pct": 80.0, "step_ms_p90": 3.5},
+                                      started_at="2026-01-01T00:00:00.000000+00:00"))
+    newest = store.write_result(later, result(cell, "failed", metrics={"val_top1_pct": 70.0},
+                                              started_at="2026-01-02T00:00:00.000000+00:00"))
+    store.write_result(run_id, result(other, metrics={"trainable_params": 1000.0}))
+    wide = {r["result_id"]: r for r in store.db.query("SELECT * FROM results_wide")}
+    first = wide[short_hash(run_id, cell.cell_key)]
+    assert (first["test_top1_pct"], first["step_ms_p90"], first["val_top1_pct"]) == (80.0, 3.5, None)
+    assert wide[newest]["val_top1_pct"] == 70.0 and wide[newest]["test_top1_pct"] is None
+    latest = {r["cell_key"]: r for r in store.db.query("SELECT * FROM latest_results")}
+    assert set(latest) == {cell.cell_key, other.cell_key}
+    assert latest[cell.cell_key]["result_id"] == newest
+    assert latest[cell.cell_key]["status"] == "failed"
+    assert latest[other.cell_key]["trainable_params"] == 1000.0
+
+
+def test_latest_results_breaks_start_time_ties_by_result_id(store: Store, run_id: str):
+    later = store.start_run({})
+    ids = [store.write_result(r, result()) for r in (run_id, later)]  # same started_at
+    assert [r["result_id"] for r in store.db.query("SELECT * FROM latest_results")] == [max(ids)]
+
+
+def make_shard(path: Path, seeds: list[int], host: str) -> str:
+    with Store(path) as s:
+        rid = s.start_run({"host": host})
+        for seed in seeds:
+            s.write_result(rid, result(spec(seed)))
+        s.finish_run(rid)
+    return rid
+
+
+def table_rows(path: Path) -> dict[str, set[tuple]]:
+    return {t: set(rows(path, f"SELECT * FROM {t}")) for t in store_mod.TABLES}
+
+
+def test_merge_is_the_union_and_idempotent(tmp_path: Path):
+    a, b, out = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "out.db"
+    make_shard(a, [0, 1], "node-a")
+    make_shard(b, [1, 2, 3], "node-b")
+    counts = merge([a, b], out)
+    assert counts == {"runs": 2, "results": 5, "metrics": 10, "series": 10}
+    merged, shard_a, shard_b = table_rows(out), table_rows(a), table_rows(b)
+    assert merged == {t: shard_a[t] | shard_b[t] for t in merged}
+    assert merge([a, b, a], out) == {"runs": 0, "results": 0, "metrics": 0, "series": 0}
+    assert table_rows(out) == merged
+    with Store(out, readonly=True) as s:
+        assert len(s.ok_cell_keys()) == 4  # seed 1 ran on both nodes: one cell_key
+
+
+def test_merge_rejects_files_that_are_not_bench_databases(tmp_path: Path):
+    plain, text, out = tmp_path / "plain.db", tmp_path / "notes.txt", tmp_path / "out.db"
+    conn = sqlite3.connect(plain)
+    conn.execute("CREATE TABLE results (x)")
+    conn.close()
+    text.write_text("hello, not sqlite at all" * 10)
+    with pytest.raises(NotABenchDatabase, match=r"plain\.db' is not an archbench results database"):
+        merge([plain], out)
+    with pytest.raises(ValueError, match=r"notes\.txt' is not an SQLite database"):
+        merge([text], out)
+    with pytest.raises(FileNotFoundError, match=r"missing\.db' does not exist"):
+        merge([tmp_path / "missing.db"], out)
+    assert not out.exists()  # sources are checked before anything is created
+
+
+def test_merge_rejects_a_shard_from_newer_code(tmp_path: Path):
+    shard, out = tmp_path / "new.db", tmp_path / "out.db"
+    make_shard(shard, [0], "node")
+    conn = sqlite3.connect(shard)
+    conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
+                 " VALUES ('archbench', 'm999_future', 'x')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaMismatch, match=r"new\.db' has migrations \['m999_future'\]"):
+        merge([shard], out)
+    with pytest.raises(SchemaMismatch, match="written by a newer archbench"):
+        Store(shard)
+
+
+def test_read_only_store_cannot_write(db_path: Path):
+    make_shard(db_path, [0], "node")
+    with Store(db_path, readonly=True) as s:
+        assert len(s.ok_cell_keys()) == 1
+        with pytest.raises(StoreError, match="opened read-only"):
+            s.start_run({})
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            s.db.execute("DELETE FROM metrics")
+    assert rows(db_path, "SELECT count(*) FROM metrics") == [(2,)]
+
+
+def test_read_only_store_needs_an_existing_current_schema(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Store(tmp_path / "absent.db", readonly=True)
+    assert not (tmp_path / "absent.db").exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(SchemaMismatch, match=r"has no archbench schema; open it once with Store"):
+        Store(empty, readonly=True)
+
+
+def test_read_frame_returns_a_dataframe(db_path: Path):
+    make_shard(db_path, [0, 1], "node")
+    frame = read_frame(db_path, "SELECT seed, test_top1_pct FROM results_wide WHERE seed >= ?"
+                                " ORDER BY seed", (0,))
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.to_dict("records") == [{"seed": 0, "test_top1_pct": 91.5},
+                                        {"seed": 1, "test_top1_pct": 91.5}]
