@@ -91,7 +91,7 @@ class Registry(Generic[T]):
 
 
 METHODS: Registry = Registry("method", loaders=("methods",), entry_point_group="archbench.methods")
-MODELS: Registry = Registry("model", loaders=("bench.models",), entry_point_group="archbench.models")
+MODELS: Registry = Registry("model", loaders=("bench.models", "bench.resnets"), entry_point_group="archbench.models")
 DATASETS: Registry = Registry("dataset", loaders=("bench.data",), entry_point_group="archbench.datasets")
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import require
-from bench.data import DeviceLoader, iter_eval
+from bench.loader import DeviceLoader, iter_eval
 from bench.errors import Diverged
 from bench.split import Split
 from bench.measure import flop_counter

@@ -14,9 +14,9 @@ import torch
 import torchvision
 from torchvision import transforms as T
 
-from bench import data
+from bench import data, loader, splits, tvdata
 from bench.errors import DatasetNotFound, UnknownName
-from bench.interface import Split
+from bench.split import Split
 from bench.registry import DATASETS
 
 EMBEDDED = {  # name: (images, classes, flip_ok)
@@ -101,7 +101,7 @@ def test_train_split_is_normalised_per_channel(name):
 
 def test_normalisation_stats_come_from_train_pixels_only():
     x, y = _raw("uci-digits")  # native 8x8: no resize, so the stats are exact raw-pixel stats
-    train_idx, _, _ = data.split_indices(y, seed=1)
+    train_idx, _, _ = splits.split_indices(y, seed=1)
     train, _, test = data.load_splits("uci-digits", seed=1, input_size=8)
     assert train.mean[0] == pytest.approx(float(x[train_idx].mean()), rel=1e-5)
     assert train.std[0] == pytest.approx(float(x[train_idx].std()), rel=1e-5)
@@ -119,7 +119,7 @@ def test_lfw_faces_are_the_first_hundred():
 
 def test_loaded_splits_hold_the_indexed_labels(mnist16):
     _, y = _raw("mnist5k")
-    for s, idx in zip(mnist16, data.split_indices(y, seed=0)):
+    for s, idx in zip(mnist16, splits.split_indices(y, seed=0)):
         assert s.y.tolist() == y[idx].tolist()
 
 
@@ -128,7 +128,7 @@ def test_loaded_splits_hold_the_indexed_labels(mnist16):
 @pytest.mark.parametrize("name", sorted(EMBEDDED))
 def test_splits_are_disjoint_covering_and_stratified(name):
     _, y = _raw(name)
-    parts = data.split_indices(y, seed=7)
+    parts = splits.split_indices(y, seed=7)
     joined = np.concatenate(parts)
     assert len(joined) == len(y) and np.array_equal(np.sort(joined), np.arange(len(y)))
     overall = np.bincount(y) / len(y)
@@ -139,7 +139,7 @@ def test_splits_are_disjoint_covering_and_stratified(name):
 
 def test_split_fractions_are_respected():
     _, y = _raw("uci-digits")
-    train, val, test = data.split_indices(y, seed=0, val_frac=0.1, test_frac=0.3)
+    train, val, test = splits.split_indices(y, seed=0, val_frac=0.1, test_frac=0.3)
     assert len(test) == math.ceil(0.3 * 1797)
     assert len(val) == pytest.approx(0.1 * 1797, abs=2)
     assert len(train) == 1797 - len(val) - len(test)
@@ -147,7 +147,7 @@ def test_split_fractions_are_respected():
 
 def test_same_seed_same_split_and_other_seed_differs():
     _, y = _raw("uci-digits")
-    a, b, c = (data.split_indices(y, seed=s) for s in (5, 5, 6))
+    a, b, c = (splits.split_indices(y, seed=s) for s in (5, 5, 6))
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
     assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2])
     s5 = data.load_splits("lfw-faces", seed=5, input_size=16)
@@ -210,7 +210,7 @@ def test_present_but_corrupt_folder_becomes_dataset_not_found(tmp_path):
 def test_images_to_uint8_resizes_short_side_and_center_crops():
     fake = torchvision.datasets.FakeData(size=12, image_size=(3, 40, 30), num_classes=4)
     state = torch.get_rng_state()
-    x, y = data.images_to_uint8(fake, 24, indices=[0, 5, 11])
+    x, y = tvdata.images_to_uint8(fake, 24, indices=[0, 5, 11])
     assert torch.equal(torch.get_rng_state(), state)  # FakeData's reseeding did not leak
     assert tuple(x.shape) == (3, 3, 24, 24) and x.dtype == torch.uint8
     assert y.tolist() == [fake[i][1] for i in (0, 5, 11)]
@@ -229,7 +229,7 @@ def test_cifar_style_array_is_used_at_native_size():
         def __getitem__(self, i):
             raise AssertionError("the in-memory array must be used")
 
-    x, y = data.images_to_uint8(ArrayDataset(), 64, indices=[3, 4])
+    x, y = tvdata.images_to_uint8(ArrayDataset(), 64, indices=[3, 4])
     assert tuple(x.shape) == (2, 3, 32, 32)
     assert torch.equal(x[0], torch.from_numpy(ArrayDataset.data[3]).permute(2, 0, 1))
     assert y.tolist() == [3, 4]
@@ -238,7 +238,7 @@ def test_cifar_style_array_is_used_at_native_size():
 def test_fakedata_splits_follow_the_policy():
     train_ds = torchvision.datasets.FakeData(size=60, image_size=(3, 20, 20), num_classes=3)
     test_ds = torchvision.datasets.FakeData(size=15, image_size=(3, 20, 20), num_classes=3, random_offset=1000)
-    train, val, test = data.splits_from_datasets(train_ds, None, test_ds, num_classes=3, seed=0, input_size=16,
+    train, val, test = tvdata.splits_from_datasets(train_ds, None, test_ds, num_classes=3, seed=0, input_size=16,
                                                  val_frac=0.25)
     assert (len(train), len(val), len(test)) == (45, 15, 15)
     assert train.x.dtype == torch.uint8 and tuple(train.x.shape[1:]) == (3, 32, 32)
@@ -247,16 +247,16 @@ def test_fakedata_splits_follow_the_policy():
     assert train.mean == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), rel=1e-9)
     assert train.std == pytest.approx(pixels.std(dim=(0, 2, 3), correction=0).tolist(), rel=1e-6)
     assert val.mean == train.mean and train.input_size == 16
-    with_val = data.splits_from_datasets(train_ds, test_ds, test_ds, num_classes=3, seed=0, input_size=16,
+    with_val = tvdata.splits_from_datasets(train_ds, test_ds, test_ds, num_classes=3, seed=0, input_size=16,
                                          train_limit=30)
     assert [len(s) for s in with_val] == [30, 15, 15]
-    pooled = data.splits_from_datasets(train_ds, num_classes=3, seed=0, input_size=16)  # no official split
+    pooled = tvdata.splits_from_datasets(train_ds, num_classes=3, seed=0, input_size=16)  # no official split
     assert [len(s) for s in pooled] == [36, 12, 12]
 
 
 def test_split_batch_on_uint8_normalises_and_resizes():
     fake = torchvision.datasets.FakeData(size=40, image_size=(3, 32, 32), num_classes=2)
-    train, _, _ = data.splits_from_datasets(fake, num_classes=2, seed=0, input_size=16)
+    train, _, _ = tvdata.splits_from_datasets(fake, num_classes=2, seed=0, input_size=16)
     xb, yb = train.batch(torch.arange(len(train)))
     assert tuple(xb.shape) == (len(train), 3, 16, 16) and xb.dtype == torch.float32
     assert torch.equal(yb, train.y)
@@ -274,25 +274,25 @@ def _indexed_split(n: int, size: int = 8, flip_ok: bool = True) -> Split:
     return Split("train", x, torch.arange(n), n, size, flip_ok=flip_ok)
 
 
-def _epoch(loader: data.DeviceLoader) -> list[list[int]]:
-    return [y.tolist() for _, y in loader]
+def _epoch(ldr: loader.DeviceLoader) -> list[list[int]]:
+    return [y.tolist() for _, y in ldr]
 
 
 def test_loader_epoch_visits_every_index_once():
     split = _indexed_split(10)
-    loader = data.DeviceLoader(split, 4, drop_last=False, seed=1)
-    batches = _epoch(loader)
-    assert len(loader) == 3 and [len(b) for b in batches] == [4, 4, 2]
+    ldr = loader.DeviceLoader(split, 4, drop_last=False, seed=1)
+    batches = _epoch(ldr)
+    assert len(ldr) == 3 and [len(b) for b in batches] == [4, 4, 2]
     assert sorted(sum(batches, [])) == list(range(10))
-    dropped = data.DeviceLoader(split, 4, seed=1)
+    dropped = loader.DeviceLoader(split, 4, seed=1)
     assert len(dropped) == 2 and [len(b) for b in _epoch(dropped)] == [4, 4]
-    ordered = data.DeviceLoader(split, 4, shuffle=False, drop_last=False)
+    ordered = loader.DeviceLoader(split, 4, shuffle=False, drop_last=False)
     assert sum(_epoch(ordered), []) == list(range(10))
 
 
 def test_loader_is_deterministic_per_seed_and_epochs_differ():
     split = _indexed_split(50)
-    a, b, c = (data.DeviceLoader(split, 10, seed=s) for s in (3, 3, 4))
+    a, b, c = (loader.DeviceLoader(split, 10, seed=s) for s in (3, 3, 4))
     first, second = _epoch(a), _epoch(a)
     assert first == _epoch(b) and second == _epoch(b)
     assert first != second and first != _epoch(c)
@@ -300,21 +300,21 @@ def test_loader_is_deterministic_per_seed_and_epochs_differ():
 
 def test_flip_mirrors_some_samples_and_nothing_else():
     split = _indexed_split(64)
-    x, y = next(iter(data.DeviceLoader(split, 64, flip=True, seed=0)))
+    x, y = next(iter(loader.DeviceLoader(split, 64, flip=True, seed=0)))
     same = (x == split.x[y]).flatten(1).all(1)
     mirrored = (x == split.x[y].flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all())
     assert 10 < int(mirrored.sum()) < 54
-    x, y = next(iter(data.DeviceLoader(split, 64, flip=False, seed=0)))
+    x, y = next(iter(loader.DeviceLoader(split, 64, flip=False, seed=0)))
     assert torch.equal(x, split.x[y])
     digits = _indexed_split(64, flip_ok=False)
-    x, y = next(iter(data.DeviceLoader(digits, 64, flip=True, seed=0)))
+    x, y = next(iter(loader.DeviceLoader(digits, 64, flip=True, seed=0)))
     assert torch.equal(x, digits.x[y])  # labels of digits do not survive a mirror
 
 
 def test_crop_pad_translates_each_sample_and_keeps_shape():
     split, pad = _indexed_split(16), 2
-    x, y = next(iter(data.DeviceLoader(split, 16, crop_pad=pad, seed=0)))
+    x, y = next(iter(loader.DeviceLoader(split, 16, crop_pad=pad, seed=0)))
     assert tuple(x.shape) == (16, 3, 8, 8)
     padded = torch.nn.functional.pad(split.x[y], (pad,) * 4)
     shifts = set()
@@ -328,15 +328,15 @@ def test_crop_pad_translates_each_sample_and_keeps_shape():
 
 def test_tiny_split_still_gives_one_batch():
     split = _indexed_split(5)
-    loader = data.DeviceLoader(split, 32, seed=0)
-    assert len(loader) == 1
-    batches = _epoch(loader)
+    ldr = loader.DeviceLoader(split, 32, seed=0)
+    assert len(ldr) == 1
+    batches = _epoch(ldr)
     assert len(batches) == 1 and sorted(batches[0]) == [0, 1, 2, 3, 4]
 
 
 def test_iter_eval_covers_all_samples_in_order():
     split = _indexed_split(10)
-    batches = list(data.iter_eval(split, batch_size=4))
+    batches = list(loader.iter_eval(split, batch_size=4))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(10))
     assert torch.equal(torch.cat([x for x, _ in batches]), split.x)

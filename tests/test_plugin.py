@@ -130,3 +130,41 @@ def test_seeds_option_and_benchmark_json(suite: pytest.Pytester):
     data = json.loads((suite.path / "bm.json").read_text())
     extra = data["benchmarks"][0]["extra_info"]
     assert extra["status"] == "ok" and 0 <= extra["test_top1_pct"] <= 100 and extra["step_ms_median"] > 0
+
+
+def test_gpu_for_worker_round_robin():
+    from bench.plugin import gpu_for_worker
+
+    assert [gpu_for_worker(f"gw{i}", ["2", "5"]) for i in range(4)] == ["2", "5", "2", "5"]
+    assert gpu_for_worker("gw0", []) is None and gpu_for_worker("master", ["0"]) is None
+
+
+def test_visible_gpus_from_env(monkeypatch):
+    from bench.plugin import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 4")
+    assert visible_gpus() == ["3", "4"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+
+
+PINNING = '''
+import os
+
+
+def test_pinned():
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    with open(f"pin-{worker}.txt", "w") as fh:
+        fh.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+'''
+
+
+def test_xdist_workers_pinned_to_fake_gpus(pytester: pytest.Pytester, monkeypatch):
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")
+    pytester.makepyfile(test_pin=PINNING)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=2)
+    seen = {p.stem: p.read_text() for p in pytester.path.glob("pin-*.txt")}
+    assert seen == {"pin-gw0": "7", "pin-gw1": "9"}

@@ -43,3 +43,11 @@ def test_builtin_registries_populated():
     assert set(DATASETS.names()) >= {"mnist5k", "uci-digits", "lfw-faces", "cifar10"}
     with pytest.raises(UnknownName, match="Valid methods: .*full_ft.*last_k"):
         METHODS.get("lastk")
+
+
+def test_public_api_lazy_exports():
+    import bench
+
+    assert bench.run_cell.__module__ == "bench.runner" and bench.Grid.__module__ == "bench.grid"
+    with pytest.raises(AttributeError, match="public names: .*CellResult"):
+        bench.nope  # noqa: B018
