@@ -36,6 +36,10 @@ class WeightsNotFound(BenchError, FileNotFoundError):
     """Source weights that are not cached and may not be downloaded."""
 
 
+class DeviceUnavailable(BenchError, RuntimeError):
+    """The requested device does not exist here; the cell is recorded as ``skipped``."""
+
+
 class Diverged(BenchError, FloatingPointError):
     """Training produced a non-finite loss; the cell is recorded as ``diverged``."""
 

@@ -203,6 +203,8 @@ class BenchCell:
             result = run_cell(self.spec)
         self.result = result
         self._request.node.user_properties.append((RESULT_PROPERTY, result.to_json()))
+        if result.status == "skipped":
+            pytest.skip(result.error)  # the row is written all the same, with its reason
         return result
 
     def _benchmark(self) -> Any:

@@ -7,7 +7,8 @@ the device, build the ``Task``, then run ``method.fit`` under memory measurement
 
 Failure is a result: an exception becomes a ``failed`` row with the error's type,
 message and where it was raised; a CUDA out-of-memory becomes ``oom`` with the batch
-size and the memory held at failure; a non-finite loss becomes ``diverged``. Bad input
+size and the memory held at failure; a non-finite loss becomes ``diverged``; a device
+that does not exist here (``--bench-device cuda`` on a CPU machine) becomes ``skipped``. Bad input
 (unknown names, invalid config) is not a result: it raises before anything runs.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from bench.cell import CellResult, CellSpec
 from bench.config import make_config
 from bench.env import utc_now
-from bench.errors import Diverged
+from bench.errors import DeviceUnavailable, Diverged
 from bench.interface import EVAL_KEYS, Fitted, Task, TaskSettings
 from bench.measure import MemoryMeter, count_params, inference_flops_per_sample
 from bench.pretrain import warm_source
@@ -42,7 +43,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available; use --bench-device cpu")
+        raise DeviceUnavailable(f"device '{name}' requested but CUDA is not available here; "
+                                "use --bench-device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device '{name}' requested but only {torch.cuda.device_count()} GPU(s) are visible")
     return device
 
 
@@ -84,7 +88,12 @@ def build_task(spec: CellSpec, settings: TaskSettings, device: torch.device) -> 
 def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -> CellResult:
     """Run one cell and return its result; see the module docstring."""
     cls, config, settings = resolve(spec)
-    device = resolve_device(spec.device)
+    try:
+        device = resolve_device(spec.device)
+    except DeviceUnavailable as err:
+        now = utc_now()
+        return CellResult(spec=spec, status="skipped", error_type=type(err).__name__, error=str(err),
+                          started_at=now, ended_at=now)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     apply_mode(spec.mode)

@@ -87,6 +87,15 @@ def test_serial_and_parallel_write_the_same_cells(suite: pytest.Pytester):
     assert workers == {"gw0", "gw1"} and runs == (1, "finished", "smoke") and metrics == (4,)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_gpu_skips_cells_and_records_why(suite: pytest.Pytester):
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "s.db", "--bench-device", "cuda",
+                                        "-q", "-rs")
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["*CUDA is not available here*"])
+    assert {r[3] for r in rows(suite.path / "s.db")} == {"skipped"} and len(rows(suite.path / "s.db")) == 4
+
+
 def test_ids_are_readable(suite: pytest.Pytester):
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_cell?full_ft-uci-digits-resnet20-s0?*",

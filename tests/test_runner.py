@@ -139,3 +139,12 @@ def test_pretraining_is_its_own_stage_not_fit():
     assert r.status == "ok" and r.metrics["pretrain_s"] > 0
     assert r.metrics["source_s"] >= r.metrics["pretrain_s"] > r.metrics["train_s"]
     assert r.metrics["fit_s"] < r.metrics["source_s"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without CUDA")
+def test_missing_device_is_a_skipped_row():
+    import dataclasses
+
+    r = run_cell(dataclasses.replace(tiny_spec("full_ft"), device="cuda"))
+    assert r.status == "skipped" and r.error_type == "DeviceUnavailable" and "CUDA is not available" in r.error
+    assert r.metrics == {}
