@@ -18,8 +18,8 @@ def test_step_timer_measures_known_sleep():
         timer.stop()
     times = timer.times_ms()
     assert len(times) == 5
-    assert all(19.5 <= t <= 40 for t in times), times
-    assert 19.5 <= percentiles_ms(times)["median"] <= 30
+    assert all(t >= 19.9 for t in times), times  # a sleep never returns early
+    assert percentiles_ms(times)["median"] < 60  # generous: shared CI machines are noisy
 
 
 def test_warmup_excluded():
@@ -28,7 +28,9 @@ def test_warmup_excluded():
         timer.start()
         time.sleep(delay)
         timer.stop()
-    assert max(timer.times_ms()) < 10 and len(timer.all_times_ms()) == 3
+    everything = timer.all_times_ms()
+    assert len(everything) == 3 and everything[0] >= 49.9
+    assert timer.times_ms() == everything[1:]
 
 
 def test_percentiles_exact():

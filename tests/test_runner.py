@@ -134,11 +134,30 @@ def test_unknown_dataset_is_a_failed_row_naming_valid_ones():
     assert r.status == "failed" and r.error_type == "UnknownName" and "uci-digits" in r.error
 
 
-def test_pretraining_is_its_own_stage_not_fit():
-    r = run_cell(tiny_spec("full_ft", task={"source_seed": 7}))  # a source no other test uses: cold cache
-    assert r.status == "ok" and r.metrics["pretrain_s"] > 0
-    assert r.metrics["source_s"] >= r.metrics["pretrain_s"] > r.metrics["train_s"]
-    assert r.metrics["fit_s"] < r.metrics["source_s"]
+class ProbeSource(Raises):
+    """Records whether the task's source checkpoint is already cached when ``fit`` starts."""
+
+    def fit(self, task, rec):
+        from bench.pretrain import pretrained_source
+
+        s = task.settings
+        _, meta = pretrained_source(task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed,
+                                    task.device)
+        rec.note("cached_before_fit", meta["cache_hit"])
+        model = task.build_model()
+        engine.fit(model, task.train, self.config.train, rec)
+        return Fitted(model, model.arch_string())
+
+    def evaluate(self, fitted, split):
+        return engine.evaluate(fitted.model, split)
+
+
+def test_pretraining_is_its_own_stage_not_fit(register_temp):
+    register_temp("probe_source", ProbeSource)
+    r = run_cell(tiny_spec("probe_source", task={"source_seed": 7}))  # a source no other test uses: cold cache
+    assert r.status == "ok", r.error
+    assert r.info["cached_before_fit"] is True  # pretrained in the 'source' stage, before fit started
+    assert r.metrics["pretrain_s"] > 0 and r.metrics["source_s"] >= r.metrics["pretrain_s"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without CUDA")
