@@ -86,7 +86,8 @@ class CellResult:
     """The outcome of ``run_cell``: status, metrics, curves and timings of one cell.
 
     ``metrics`` maps unit-suffixed names (``test_top1_pct``, ``step_ms_median``) to
-    floats. ``series`` maps a curve name to a list of (step, value) pairs. A cell that
+    floats. ``series`` maps a curve name to a list of (step, value) points, or
+    (step, value, position) for curves over a second axis. A cell that
     failed still carries whatever metrics were measured before the failure.
     """
 
@@ -95,7 +96,7 @@ class CellResult:
     error_type: str = ""
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
-    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    series: dict[str, list[tuple]] = field(default_factory=dict)
     arch: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     device: str = ""
@@ -120,5 +121,10 @@ class CellResult:
     def from_json(cls, text: str) -> "CellResult":
         data = json.loads(text)
         data["spec"] = CellSpec.from_dict(data["spec"])
-        data["series"] = {k: [(int(s), float(v)) for s, v in pts] for k, pts in data["series"].items()}
+        data["series"] = {k: [_point(p) for p in pts] for k, pts in data["series"].items()}
         return cls(**data)
+
+
+def _point(p: list) -> tuple:
+    """A series point from JSON: (step, value) or (step, value, position)."""
+    return (int(p[0]), float(p[1])) if len(p) == 2 else (int(p[0]), float(p[1]), int(p[2]))

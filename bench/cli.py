@@ -1,12 +1,19 @@
-"""The ``bench`` command: report, merge and list.
+"""The ``bench`` command.
 
     bench report [--db results.db] [--suite NAME] [--metric NAME ...]
     bench merge SHARD.db [SHARD.db ...] -o OUT.db
     bench list [methods|models|datasets]
+
+More subcommands come from ``bench/cli_*.py`` modules: each defines
+``register(subparsers)`` and adds its parsers with ``set_defaults(func=handler)``, where
+``handler(args) -> int`` is the exit status. Only these small modules are imported to
+build the parser; they import heavy dependencies inside their handlers.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered methods, models and datasets")
     p.add_argument("kind", nargs="?", choices=("methods", "models", "datasets"))
     p.set_defaults(func=_list)
+    for module in command_modules():
+        importlib.import_module(module).register(sub)
     return parser
+
+
+def command_modules() -> list[str]:
+    """The ``bench.cli_*`` modules that contribute subcommands, in name order."""
+    import bench
+
+    return sorted(f"bench.{m.name}" for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("cli_"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-resume", action="store_true", help="skip cells that already have an ok row in --bench-db")
     group.addoption("--bench-mode", default="accuracy", choices=("accuracy", "speed"),
                     help="accuracy: deterministic kernels; speed: cudnn.benchmark (for timing gates)")
+    group.addoption("--bench-tag", default=None,
+                    help="label stored on the run (e.g. main, nightly); bench gate can select 'tag:NAME'")
     group.addoption("--bench-threads", type=int, default=None,
                     help="torch CPU threads per process (default: cores / xdist workers)")
 
@@ -91,9 +93,9 @@ class ResultWriter:
 
             opt = self.config.getoption
             self.store = Store(self.db_path)
-            self.run_id = self.store.start_run(collect(
-                argv=list(sys.argv), tier=opt("bench_budget"), mode=opt("bench_mode"),
-                device=opt("bench_device"), threads=result.spec.threads or None))
+            info = collect(argv=list(sys.argv), tier=opt("bench_budget"), mode=opt("bench_mode"),
+                           device=opt("bench_device"), threads=result.spec.threads or None)
+            self.run_id = self.store.start_run({**info, "tag": opt("bench_tag")})
         self.store.write_result(self.run_id, result)
         self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
 

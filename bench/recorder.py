@@ -2,7 +2,8 @@
 
 Methods never touch the store, pytest or the clock directly. They call:
 - ``scalar(name, value)`` for a metric of the cell (the name carries its unit);
-- ``point(name, step, value)`` for a curve or search telemetry (goes to ``series``);
+- ``point(name, step, value, position=None)`` for a curve or search telemetry (goes to
+  ``series``; ``position`` makes it a (step, position) grid such as a heatmap);
 - ``note(key, value)`` for non-numeric facts (stored in the row's ``info_json``);
 - ``stage(name)`` around a phase, which records ``<name>_s`` wall seconds;
 - ``step_timer(stage)`` (used by the training engine) for per-step times;
@@ -49,9 +50,17 @@ class Recorder:
         for name, value in values.items():
             self.scalar(name, value)
 
-    def point(self, name: str, step: int, value: float) -> None:
-        """Append one (step, value) point to curve ``name``."""
-        self.series[check_metric_name(name)].append((int(step), float(value)))
+    def point(self, name: str, step: int, value: float, *, position: int | None = None) -> None:
+        """Append one point to curve ``name``; ``position`` indexes a second axis.
+
+        With ``position`` the curve is a (step, position) grid, e.g. the probability of
+        the 5x5 kernel for every mutable layer at every controller update (a heatmap).
+        """
+        key = check_metric_name(name)
+        if position is None:
+            self.series[key].append((int(step), float(value)))
+        else:
+            self.series[key].append((int(step), float(value), int(position)))
 
     def note(self, key: str, value: Any) -> None:
         """Record a non-numeric fact (architecture choice, stopping reason, ...)."""

@@ -30,7 +30,7 @@ import json
 import math
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,28 +40,14 @@ import sqlite_utils
 from bench.cell import CellResult, short_hash
 from bench.env import utc_now
 from bench.errors import BenchError, InvalidConfig
+from bench.schema import MIGRATION_NAMES, MIGRATIONS, MIGRATIONS_TABLE, RUN_STATUSES, TABLES, WIDE_METRICS
 from bench.units import check_metric_name
+
+__all__ = ["MIGRATIONS", "MIGRATION_NAMES", "RUN_STATUSES", "TABLES", "WIDE_METRICS", "NotABenchDatabase",
+           "SchemaMismatch", "Store", "StoreError", "merge", "read_frame"]
 
 if TYPE_CHECKING:
     import pandas as pd
-
-MIGRATIONS = sqlite_utils.Migrations("archbench")
-MIGRATIONS_TABLE = MIGRATIONS.migrations_table
-MIGRATION_NAMES: list[str] = []  # in order; filled by ``_migration``
-
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-# Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them).
-WIDE_METRICS = (
-    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
-)
-# Merge order follows the foreign keys: parents before children.
-TABLES = ("runs", "results", "metrics", "series")
-RESULT_INDEXES = (
-    "run_id", "cell_key", "suite", "method", "variant", "dataset", "model", "seed",
-    "tier", "status", "started_at",
-)
-
 
 class StoreError(BenchError):
     """A store that cannot be used as asked (read-only, wrong schema version, ...)."""
@@ -75,91 +61,6 @@ class NotABenchDatabase(StoreError, ValueError):
     """A file that is not a results database written by this harness."""
 
 
-def _migration(fn: Callable[[sqlite_utils.Database], None]
-               ) -> Callable[[sqlite_utils.Database], None]:
-    """Register ``fn`` as the next migration (transactional), remembering its name."""
-    MIGRATION_NAMES.append(fn.__name__)
-    return MIGRATIONS()(fn)
-
-
-# m001 as written when it shipped: a migration never changes once released, because
-# databases created by it must keep matching later ones (change the schema in m002...).
-# The status lists are spelled out; a test checks them against ``RUN_STATUSES``/``STATUSES``.
-_M001_TABLES = (
-    """CREATE TABLE runs (
-  run_id TEXT NOT NULL PRIMARY KEY,
-  started_at TEXT NOT NULL,
-  ended_at TEXT,
-  status TEXT NOT NULL DEFAULT 'running'
-    CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
-  tier TEXT, mode TEXT, device TEXT, argv TEXT,
-  git_sha TEXT, git_dirty INTEGER,
-  bench_version TEXT, python TEXT, torch TEXT, cuda TEXT, cudnn TEXT,
-  gpu_name TEXT, gpu_count INTEGER, driver TEXT,
-  host TEXT, platform TEXT, cpu_count INTEGER, cpu_threads INTEGER,
-  flags_json TEXT
-)""",
-    """CREATE TABLE results (
-  result_id TEXT NOT NULL PRIMARY KEY,
-  run_id TEXT NOT NULL REFERENCES runs(run_id),
-  cell_key TEXT NOT NULL,
-  suite TEXT NOT NULL, method TEXT NOT NULL, variant TEXT NOT NULL,
-  dataset TEXT NOT NULL, model TEXT NOT NULL, seed INTEGER NOT NULL,
-  tier TEXT NOT NULL, mode TEXT NOT NULL,
-  config_json TEXT, task_json TEXT,
-  status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'oom', 'diverged', 'skipped')),
-  error_type TEXT, error TEXT,
-  arch TEXT, device TEXT, worker TEXT,
-  started_at TEXT, ended_at TEXT, wall_s REAL,
-  info_json TEXT
-)""",
-    """CREATE TABLE metrics (
-  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
-  name TEXT NOT NULL,
-  value REAL,
-  PRIMARY KEY (result_id, name)
-)""",
-    """CREATE TABLE series (
-  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
-  name TEXT NOT NULL,
-  step INTEGER NOT NULL,
-  value REAL,
-  PRIMARY KEY (result_id, name, step)
-)""",
-)
-
-
-@_migration
-def m001_initial(db: sqlite_utils.Database) -> None:
-    """Tables (STRICT where SQLite supports it), grid-key indexes and the two views.
-
-    Tables are DDL because sqlite-utils' ``create_table`` cannot declare CHECK
-    constraints. Lookups of series by (result_id, name) and of metrics by result_id use
-    the primary-key indexes, so they get none of their own.
-    """
-    strict = " STRICT" if db.supports_strict else ""
-    for ddl in _M001_TABLES:
-        db.execute(ddl + strict)
-    for column in RESULT_INDEXES:
-        db["results"].create_index([column], if_not_exists=True)
-    db["metrics"].create_index(["name"], if_not_exists=True)
-    _create_views(db)
-
-
-def _create_views(db: sqlite_utils.Database) -> None:
-    """``results_wide`` and ``latest_results`` (see the module docstring)."""
-    pivots = ",\n".join(
-        f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id"
-        f" AND m.name = '{name}') AS {name}"
-        for name in WIDE_METRICS
-    )
-    db.create_view("results_wide", f"SELECT r.*,\n{pivots}\nFROM results r", replace=True)
-    db.create_view("latest_results", """SELECT w.* FROM results_wide w
-WHERE w.result_id = (
-  SELECT r.result_id FROM results r WHERE r.cell_key = w.cell_key
-  ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)""", replace=True)
-
-
 def _connect(path: Path, readonly: bool) -> sqlite_utils.Database:
     """A sqlite-utils Database on a 60 s busy timeout with foreign keys enforced."""
     if readonly:
@@ -170,7 +71,17 @@ def _connect(path: Path, readonly: bool) -> sqlite_utils.Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=60)
     conn.execute("PRAGMA foreign_keys=ON")
+    _ensure_sqrt(conn)
     return sqlite_utils.Database(conn)
+
+
+def _ensure_sqrt(conn: sqlite3.Connection) -> None:
+    """Register ``sqrt`` where SQLite was built without math functions (``seed_summary`` uses it)."""
+    try:
+        conn.execute("SELECT sqrt(4.0)")
+    except sqlite3.OperationalError:
+        conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x),
+                             deterministic=True)
 
 
 def _migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str]]:
@@ -273,8 +184,9 @@ class Store:
         rid = row["result_id"]
         metrics = [{"result_id": rid, "name": n, "value": _finite(v)}
                    for n, v in _checked(result.metrics).items()]
-        series = [{"result_id": rid, "name": n, "step": int(s), "value": _finite(v)}
-                  for n, pts in _checked(result.series).items() for s, v in pts]
+        series = [{"result_id": rid, "name": n, "step": int(pt[0]), "value": _finite(pt[1]),
+                   "position": int(pt[2]) if len(pt) > 2 else 0}
+                  for n, pts in _checked(result.series).items() for pt in pts]
         with self.db.atomic():
             self.db.execute("DELETE FROM metrics WHERE result_id = ?", [rid])
             self.db.execute("DELETE FROM series WHERE result_id = ?", [rid])

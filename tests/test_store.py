@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlite_utils
 
 from bench import store as store_mod
 from bench.cell import STATUSES, CellResult, CellSpec, short_hash
@@ -20,7 +21,7 @@ RUNS_COLUMNS = [
     "run_id", "started_at", "ended_at", "status", "tier", "mode", "device", "argv",
     "git_sha", "git_dirty", "bench_version", "python", "torch", "cuda", "cudnn",
     "gpu_name", "gpu_count", "driver", "host", "platform", "cpu_count", "cpu_threads",
-    "flags_json",
+    "flags_json", "tag",
 ]
 RESULTS_COLUMNS = [
     "result_id", "run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
@@ -79,25 +80,27 @@ def count(store: Store, table: str) -> int:
 
 def test_fresh_database_has_the_expected_schema(store: Store):
     db = store.db
-    assert set(db.table_names()) == {"runs", "results", "metrics", "series", "_sqlite_migrations"}
+    assert set(db.table_names()) == {"runs", "results", "metrics", "series", "claims", "gate_decisions",
+                                     "_sqlite_migrations"}
     assert [c.name for c in db["runs"].columns] == RUNS_COLUMNS
     assert [c.name for c in db["results"].columns] == RESULTS_COLUMNS
     assert [c.name for c in db["metrics"].columns] == ["result_id", "name", "value"]
-    assert [c.name for c in db["series"].columns] == ["result_id", "name", "step", "value"]
+    assert [c.name for c in db["series"].columns] == ["result_id", "name", "step", "position", "value"]
     assert db["metrics"].pks == ["result_id", "name"]
-    assert db["series"].pks == ["result_id", "name", "step"]
-    assert all(db[t].strict for t in ("runs", "results", "metrics", "series"))
+    assert db["series"].pks == ["result_id", "name", "step", "position"]
+    assert all(db[t].strict for t in ("runs", "results", "metrics", "series", "claims", "gate_decisions"))
+    assert db["claims"].pks == ["claim_id", "tier"]
     assert {tuple(i.columns) for i in db["results"].indexes if not i.name.startswith("sqlite_")} == {
         (c,) for c in ("run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
                        "seed", "tier", "status", "started_at")
     }
     assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [
         ("name",)]
-    assert set(db.view_names()) == {"results_wide", "latest_results"}
+    assert set(db.view_names()) == {"results_wide", "latest_results", "results_provenance", "seed_summary"}
     assert [c.name for c in db["results_wide"].columns] == WIDE_COLUMNS
     assert [c.name for c in db["latest_results"].columns] == WIDE_COLUMNS
     assert db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall() == [
-        ("archbench", "m001_initial")]
+        ("archbench", "m001_initial"), ("archbench", "m002_tags_positions_claims_gates")]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
     fks = {(fk.table, fk.column, fk.other_table, fk.on_delete)
@@ -111,7 +114,7 @@ def test_series_lookup_by_result_and_name_uses_the_primary_key_index(store: Stor
     plan = store.db.execute(
         "EXPLAIN QUERY PLAN SELECT step, value FROM series WHERE result_id = ? AND name = ?",
         ["a", "b"]).fetchall()
-    assert "sqlite_autoindex_series_1" in " ".join(str(row[-1]) for row in plan)
+    assert "sqlite_autoindex_series_1" in " ".join(str(row[-1]) for row in plan)  # (rebuilt by m002)
 
 
 def test_applying_migrations_again_changes_nothing(db_path: Path):
@@ -121,7 +124,8 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         assert MIGRATIONS.pending(s.db) == []
         MIGRATIONS.apply(s.db)
     assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
-    assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [("m001_initial",)]
+    assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [("m001_initial",),
+                                                                   ("m002_tags_positions_claims_gates",)]
 
 
 def test_wal_mode_and_foreign_keys_are_on(store: Store, db_path: Path):
@@ -391,3 +395,42 @@ def test_read_frame_returns_a_dataframe(db_path: Path):
     assert isinstance(frame, pd.DataFrame)
     assert frame.to_dict("records") == [{"seed": 0, "test_top1_pct": 91.5},
                                         {"seed": 1, "test_top1_pct": 91.5}]
+
+
+def test_m002_upgrades_an_m001_database_in_place(db_path: Path):
+    """A database created before m002 keeps its series (position 0) and gains the new objects."""
+    from bench import schema
+
+    db = sqlite_utils.Database(db_path)  # an m001-only file, as the first release wrote it
+    schema.MIGRATIONS.apply(db, stop_before="m002_tags_positions_claims_gates")
+    db.execute("INSERT INTO runs (run_id, started_at) VALUES ('r', '2026-01-01')")
+    db.execute("INSERT INTO results (result_id, run_id, cell_key, suite, method, variant, dataset, model, seed,"
+               " tier, mode, status) VALUES ('x', 'r', 'k', 's', 'm', 'm', 'd', 'mo', 0, 'smoke', 'accuracy', 'ok')")
+    db.execute("INSERT INTO series (result_id, name, step, value) VALUES ('x', 'a_pct', 1, 2.0)")
+    db.conn.commit()
+    db.close()
+    with Store(db_path) as s:
+        assert s.db.execute("SELECT result_id, name, step, position, value FROM series").fetchall() == [
+            ("x", "a_pct", 1, 0, 2.0)]
+        assert "tag" in s.db["runs"].columns_dict and s.db["claims"].exists()
+
+
+def test_positional_series_are_stored_with_their_position(store: Store, run_id: str):
+    res = result()
+    res.series = {"layer_p5x5_prob": [(1, 0.5, 0), (1, 0.6, 1), (2, 0.7, 0), (2, 0.9, 1)], "x_loss_nat": [(3, 1.0)]}
+    store.write_result(run_id, res)
+    got = store.db.execute("SELECT name, step, position, value FROM series ORDER BY name, step, position").fetchall()
+    assert got == [("layer_p5x5_prob", 1, 0, 0.5), ("layer_p5x5_prob", 1, 1, 0.6), ("layer_p5x5_prob", 2, 0, 0.7),
+                   ("layer_p5x5_prob", 2, 1, 0.9), ("x_loss_nat", 3, 0, 1.0)]
+
+
+def test_seed_summary_and_provenance_views(store: Store):
+    run = store.start_run({"tier": "smoke", "git_sha": "abc", "tag": "main"})
+    for seed, acc in ((0, 90.0), (1, 92.0), (2, 97.0)):
+        store.write_result(run, result(spec(seed), metrics={"test_top1_pct": acc}))
+    rows_ = store.db.execute("SELECT n, mean, std, min, max FROM seed_summary WHERE metric = 'test_top1_pct'").fetchall()
+    assert len(rows_) == 1
+    n, mean, std, lo, hi = rows_[0]
+    assert (n, lo, hi) == (3, 90.0, 97.0) and mean == pytest.approx(93.0) and std == pytest.approx(3.605551, rel=1e-6)
+    prov = store.db.execute("SELECT DISTINCT git_sha, run_tag FROM results_provenance").fetchall()
+    assert prov == [("abc", "main")]
