@@ -54,8 +54,8 @@ def test_collect_returns_every_runs_column(tmp_path: Path):
         columns = [c.name for c in store.db["runs"].columns]
         run_id = store.start_run(info)  # the dict is accepted as-is
         stored = store.db["runs"].get(run_id)
-    assert list(info) == [c for c in columns
-                          if c not in ("run_id", "started_at", "ended_at", "status")]
+    assert list(info) == [c for c in columns  # tag is the caller's label, not provenance
+                          if c not in ("run_id", "started_at", "ended_at", "status", "tag")]
     assert {k: stored[k] for k in info} == info
     assert (info["tier"], info["mode"], info["device"], info["cpu_threads"]) == (
         "smoke", "speed", "cpu", 3)
