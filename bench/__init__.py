@@ -15,6 +15,7 @@ _WHERE = {
     "Grid": "bench.grid", "TierPlan": "bench.grid", "CellSpec": "bench.cell", "CellResult": "bench.cell",
     "run_cell": "bench.runner", "register_method": "bench.registry", "get_method": "bench.registry",
     "list_methods": "bench.registry", "TrainConfig": "bench.train", "StepHooks": "bench.train",
+    "load": "bench.exports", "Claim": "bench.claims",
 }
 __all__ = sorted(_WHERE)
 

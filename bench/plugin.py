@@ -85,6 +85,7 @@ class ResultWriter:
         self.store: Any = None
         self.run_id: str | None = None
         self.statuses: dict[str, int] = {}
+        self.claims: list = []
 
     def write(self, result: CellResult) -> None:
         if self.store is None:
@@ -111,6 +112,10 @@ class ResultWriter:
             interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
             self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")
             self.store.close()
+            if not interrupted:
+                from bench.cli_claims import evaluate_db
+
+                self.claims = evaluate_db(self.db_path)  # keep the claims table current
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.statuses:
@@ -119,6 +124,11 @@ class ResultWriter:
         terminalreporter.write_sep("-", "bench")
         terminalreporter.write_line(f"{sum(self.statuses.values())} cells written to {self.db_path} "
                                     f"(run {self.run_id}): {counts}")
+        if self.claims:
+            verdicts = [r.verdict for r in self.claims]
+            terminalreporter.write_line("claims: " + ", ".join(
+                f"{verdicts.count(v)} {v}" for v in ("reproduced", "not reproduced", "not yet measured"))
+                + f" (bench claims --db {self.db_path})")
         terminalreporter.write_line(f"summary: bench report --db {self.db_path}")
 
 

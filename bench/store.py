@@ -195,6 +195,13 @@ class Store:
             self.db["series"].insert_all(series)
         return rid
 
+    def write_claims(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert claim verdicts (``bench.claims.ClaimRow.as_row``) keyed by (claim_id, tier)."""
+        self._require_writable()
+        with self.db.atomic():
+            self.db["claims"].upsert_all(list(rows), pk=("claim_id", "tier"))
+        return len(rows)
+
     def ok_cell_keys(self, *, tier: str | None = None) -> set[str]:
         """cell_keys with an ``ok`` row in any run (optionally of one tier): resume skips them."""
         sql = "SELECT DISTINCT cell_key FROM results WHERE status = 'ok'"

@@ -1,6 +1,7 @@
 """Registered methods. Importing this package registers every method module in it.
 
 A new method is one new module here (a frozen dataclass ``Config``, a class with
-``fit``/``evaluate`` decorated with ``@register_method``) plus one suite file.
+``fit``/``evaluate`` decorated with ``@register_method``, and the checks of its paper's
+claims) plus one suite file.
 """
-from methods import baselines  # noqa: F401
+from methods import baselines, paper_claims  # noqa: F401
