@@ -30,7 +30,9 @@ class TierPlan:
     ``task``: TaskSettings overrides; ``config``: overrides applied to every method entry
     (dotted keys such as ``"train.steps"``); ``methods``: per-label overrides;
     ``models``: per-model TaskSettings overrides (e.g. a different width per model);
-    ``seeds``: the tier's default seeds (the grid's otherwise).
+    ``seeds``: the tier's default seeds (the grid's otherwise); ``datasets``: the tier's
+    target datasets (the grid's otherwise), e.g. CIFAR-10 at paper tier where the smoke
+    tier uses an embedded set.
     """
 
     task: Mapping[str, Any] = field(default_factory=dict)
@@ -38,6 +40,7 @@ class TierPlan:
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seeds: Sequence[int] | None = None
+    datasets: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,20 +70,21 @@ class Grid:
                data_root: str | None, download: bool, threads: int) -> list[CellSpec]:
         plan = self._plan(tier)
         seeds = list(seeds if seeds is not None else (plan.seeds if plan.seeds is not None else self.seeds))
-        self._check_basics(seeds, plan)
-        for name in self.datasets:
+        datasets = tuple(plan.datasets if plan.datasets is not None else self.datasets)
+        self._check_basics(seeds, plan, datasets)
+        for name in datasets:
             DATASETS.get(name)
         from bench.data import check_available
 
-        for name in self.datasets:
+        for name in datasets:
             check_available(name, data_root, download)
         configs = {label: self._resolve_config(label, plan) for label in self.methods}
         specs = []
         for model in self.models:
             MODELS.get(model)
-            task_json = self._task_json(model, plan)
+            task_json = self._task_json(model, plan, datasets)
             for label, config_json in configs.items():
-                for dataset in self.datasets:
+                for dataset in datasets:
                     for seed in seeds:
                         specs.append(CellSpec(
                             suite=self.suite, method=label.split(":", 1)[0], variant=label,
@@ -100,11 +104,11 @@ class Grid:
                               f"it defines: {', '.join(self.tiers)}")
         return self.tiers.get(tier, TierPlan())
 
-    def _check_basics(self, seeds: list[int], plan: TierPlan) -> None:
+    def _check_basics(self, seeds: list[int], plan: TierPlan, datasets: tuple[str, ...]) -> None:
         if not self.suite:
             raise InvalidGrid("a grid needs a suite name")
-        for what in ("methods", "datasets", "models"):
-            if not getattr(self, what):
+        for what, values in (("methods", self.methods), ("datasets", datasets), ("models", self.models)):
+            if not values:
                 raise InvalidGrid(f"suite '{self.suite}': the grid lists no {what}")
         if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
             raise InvalidGrid(f"suite '{self.suite}': seeds must be a non-empty list of integers >= 0, got {seeds}")
@@ -123,12 +127,12 @@ class Grid:
         overrides = {**plan.config, **self.methods[label], **plan.methods.get(label, {})}
         return canonical_json(config_dict(make_config(cls.Config, overrides)))
 
-    def _task_json(self, model: str, plan: TierPlan) -> str:
+    def _task_json(self, model: str, plan: TierPlan, datasets: tuple[str, ...]) -> str:
         settings = make_config(TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {})})
-        self._check_source(settings, model)
+        self._check_source(settings, model, datasets)
         return canonical_json(config_dict(settings))
 
-    def _check_source(self, settings: TaskSettings, model: str) -> None:
+    def _check_source(self, settings: TaskSettings, model: str, datasets: tuple[str, ...]) -> None:
         source = settings.source
         if source is None:
             return
@@ -148,7 +152,7 @@ class Grid:
 
             raise InvalidGrid(f"suite '{self.suite}': unknown source '{source}'; valid sources: imagenet, "
                               + ", ".join(list_datasets("embedded")))
-        if source in self.datasets:
+        if source in datasets:
             raise InvalidGrid(f"suite '{self.suite}': dataset '{source}' is both the source and a target; "
                               "its test split would have been seen in pretraining")
 

@@ -250,6 +250,23 @@ def freeze_all_but_last_blocks(model: MappedNet, k: int) -> MappedNet:
     return model.set_frozen_prefix(model.structure.prefix_len_for_blocks(num_blocks - k))
 
 
+SCOPES = ("small", "medium", "large", "full")
+
+
+def scope_blocks(structure: StructuralMap, scope: str) -> tuple[str, ...]:
+    """Blocks of a search scope that grows stage by stage from the end of the network.
+
+    ``small`` is the last stage, ``medium`` the last two, ``large`` the last three and
+    ``full`` every stage (a network with fewer stages saturates at all of them).
+    Shallow layers extract general features, so scopes that keep them frozen suit
+    transfer (two-stage architectural fine-tuning, Table 1).
+    """
+    if scope not in SCOPES:
+        raise InvalidConfig(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    n = len(structure.stages) if scope == "full" else min(SCOPES.index(scope) + 1, len(structure.stages))
+    return tuple(b for stage in structure.stages[-n:] for b in stage)
+
+
 def head_only(model: MappedNet) -> MappedNet:
     """Freeze everything before the classifier (pool and flatten included)."""
     return model.set_frozen_prefix(model.structure.sequence.index(model.structure.classifier))

@@ -9,7 +9,8 @@ under ``no_grad``); the engine optimises exactly the parameters that require gra
 Methods with unusual steps customise through ``StepHooks`` rather than writing their
 own loop: ``before_step`` (e.g. sample a subnet), ``loss_fn`` (e.g. a contrastive loss),
 ``after_step`` (e.g. an architecture update on the same batch) all run inside the
-timed step; ``periodic`` callbacks (evaluation, controller updates) run outside it.
+timed step; ``periodic`` callbacks (evaluation, controller updates) run outside it, and
+one that returns True ends the stage early (e.g. a search that has converged).
 
 Per step the engine times the step (``Recorder.step_timer``), keeps the loss on the
 device (no ``.item()`` in the timed region), and every ``log_every`` steps checks for a
@@ -90,7 +91,7 @@ class StepHooks:
     before_step: Callable[[int], None] | None = None
     loss_fn: LossFn | None = None
     after_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
-    periodic: Sequence[tuple[int, Callable[[int], None]]] = field(default_factory=tuple)
+    periodic: Sequence[tuple[int, Callable[[int], bool | None]]] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,17 @@ def _flip(cfg: TrainConfig, split: Split) -> bool:
 
 
 def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stage: str = "train",
-        val: Split | None = None, hooks: StepHooks | None = None, seed: int = 0,
+        val: Split | None = None, curves: Sequence[Split] = (), hooks: StepHooks | None = None, seed: int = 0,
         params: Sequence[nn.Parameter] | None = None) -> FitReport:
     """Train ``model`` on ``train`` for ``cfg``'s budget; see the module docstring.
 
     ``params`` defaults to every parameter that requires grad. Records the curves
-    ``<stage>_loss_nat`` (and ``<stage>_val_top1_pct`` when ``val`` and ``eval_every``),
-    the metric ``trainable_params`` (elements updated by this stage; a later stage
-    overwrites it), ``<stage>_step_gflop`` and the per-step timings.
+    ``<stage>_loss_nat`` and, every ``eval_every`` steps, ``<stage>_<split>_top1_pct`` for
+    ``val`` and every split in ``curves`` (e.g. ``finetune_test_top1_pct``: accuracy
+    against iteration, never used for selection), the metric ``trainable_params``
+    (elements updated by this stage; a later stage overwrites it),
+    ``<stage>_step_gflop``, the per-step timings, and ``<stage>_stopped_steps`` when a
+    periodic callback ended the stage early.
     """
     hooks = hooks or StepHooks()
     device = train.device
@@ -210,11 +214,17 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
         done = step + 1
         if done % cfg.log_every == 0 or done == total:
             logged = _check_and_log(losses, logged, done, total, stage, rec, opt)
-        for every, callback in hooks.periodic:
-            if done % every == 0:
-                callback(done)
-        if val is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == total):
-            rec.point(f"{stage}_val_top1_pct", done, evaluate(model, val)["top1_pct"])
+        stop = any([callback(done) for every, callback in hooks.periodic if done % every == 0])
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == total or stop):
+            for split in ([val] if val is not None else []) + list(curves):
+                rec.point(f"{stage}_{split.name}_top1_pct", done, evaluate(model, split)["top1_pct"])
+        if stop and done < total:
+            if done % cfg.log_every:
+                _check_and_log(losses, logged, done, total, stage, rec, opt)
+            rec.scalar(f"{stage}_stopped_steps", done)
+            rec.progress(f"{stage}: stopped early at step {done}/{total}")
+            return FitReport(steps=done, trainable_params=sum(p.numel() for p in params),
+                             final_loss_nat=float(losses[done - 1]))
     return FitReport(steps=total, trainable_params=sum(p.numel() for p in params),
                      final_loss_nat=float(losses[-1]))
 

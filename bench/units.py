@@ -29,6 +29,7 @@ UNITS: dict[str, str] = {
     "lr": "learning rate",
     "bool": "0/1 flag",
     "images": "image count",
+    "updates": "controller or architecture updates",
 }
 
 

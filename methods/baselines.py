@@ -12,33 +12,52 @@ differ only in initialisation and in what trains:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from bench import train as engine
 from bench.config import require
 from bench.errors import InvalidConfig
 from bench.interface import Fitted, Split, Task
-from bench.models import MappedNet, freeze_all_but_last_blocks, head_only
+from bench.analysis import first_step_reaching
+from bench.models import MappedNet, freeze_all_but_last_blocks, head_only, scope_blocks
 from bench.recorder import Recorder
 from bench.registry import register_method
 
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    """Training recipe shared by the baselines."""
+    """Training recipe shared by the baselines.
+
+    ``target_top1_pct`` > 0 records ``target_reached_steps``: the first evaluation step
+    (every ``train.eval_every``) at which test accuracy reached it, read off the
+    ``train_test_top1_pct`` curve (the curve is for plotting and milestones, never for
+    selecting anything).
+    """
 
     train: engine.TrainConfig = field(default_factory=engine.TrainConfig)
+    target_top1_pct: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.target_top1_pct <= 100.0, "target_top1_pct must be in [0, 100] (0: off)")
 
 
 @dataclass(frozen=True)
 class LastKConfig:
-    """``k``: how many of the last blocks train together with the head (0 = head only)."""
+    """``k``: how many of the last blocks train together with the head (0 = head only).
+
+    ``scope`` (``small``/``medium``/``large``/``full``, see ``bench.models.scope_blocks``)
+    sets k to the blocks of the last 1/2/3/all stages instead, so one grid entry means
+    the same thing for ResNet-18 (2 blocks per stage) and ResNet-50 (3-6).
+    """
 
     k: int = 2
+    scope: Literal["small", "medium", "large", "full"] | None = None
     train: engine.TrainConfig = field(default_factory=engine.TrainConfig)
+    target_top1_pct: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.k >= 0, f"k must be >= 0, got {self.k}")
+        require(0.0 <= self.target_top1_pct <= 100.0, "target_top1_pct must be in [0, 100] (0: off)")
 
 
 class FineTune:
@@ -58,11 +77,23 @@ class FineTune:
         model = task.build_model(pretrained=self.pretrained)
         self.prepare(model)
         with rec.stage("train"):
-            engine.fit(model, task.train, self.config.train, rec, stage="train", val=task.val, seed=task.seed)
+            engine.fit(model, task.train, self.config.train, rec, stage="train", val=task.val,
+                       curves=(task.test,), seed=task.seed)
+        record_target(rec, "train", self.config.target_top1_pct)
         return Fitted(model=model, arch=model.arch_string(), info={"frozen_prefix": model.frozen_prefix})
 
     def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
         return engine.evaluate(fitted.model, split)
+
+
+def record_target(rec: Recorder, stage: str, target: float) -> None:
+    """Record ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve when it reached ``target``."""
+    if target <= 0:
+        return
+    reached = first_step_reaching(rec.series.get(f"{stage}_test_top1_pct", []), target)
+    rec.note("target_top1_pct", target)
+    if reached is not None:
+        rec.scalar("target_reached_steps", reached)
 
 
 @register_method("scratch")
@@ -85,9 +116,10 @@ class LastK(FineTune):
 
     def prepare(self, model: MappedNet) -> None:
         blocks = len(model.structure.blocks)
-        if self.config.k > blocks:
-            raise InvalidConfig(f"last_k: k={self.config.k} but the model has only {blocks} blocks (valid k: 0..{blocks})")
-        freeze_all_but_last_blocks(model, self.config.k)
+        k = len(scope_blocks(model.structure, self.config.scope)) if self.config.scope else self.config.k
+        if k > blocks:
+            raise InvalidConfig(f"last_k: k={k} but the model has only {blocks} blocks (valid k: 0..{blocks})")
+        freeze_all_but_last_blocks(model, k)
 
 
 @register_method("linear_probe")

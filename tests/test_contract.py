@@ -4,7 +4,8 @@
 - the ``trainable_params`` the engine reports equals the parameters that require grad;
 - tensors that did not train (parameters with requires_grad False and the buffers of the
   frozen prefix) are bit-identical to the source weights after ``fit``;
-- parameters that trained moved away from the source weights.
+- parameters that trained (and share a name and shape with the source) moved away from
+  the source weights.
 """
 import math
 
@@ -16,7 +17,14 @@ from bench.pretrain import pretrained_source
 from bench.recorder import Recorder
 from bench.registry import METHODS
 from bench.runner import build_task, resolve, seed_everything
-from tests.conftest import tiny_spec
+from tests.conftest import TINY_CONFIGS, tiny_spec
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_has_a_tiny_config(name):
+    cls = METHODS.get(name)
+    assert name in TINY_CONFIGS or "train" in cls.Config.__dataclass_fields__, (
+        f"{name}: add a tiny config to TINY_CONFIGS in tests/conftest.py so contract tests stay fast")
 
 
 def _source_state(task):
@@ -52,7 +60,6 @@ def test_method_contract(name):
     state = model.state_dict()
     for key in frozen + frozen_buffers:
         assert torch.equal(state[key].cpu(), source[key]), f"{name}: frozen tensor {key} changed"
-    if cls.pretrained:
-        moved = [n for n, p in params.items() if p.requires_grad and n in source and p.shape == source[n].shape
-                 and not n.startswith("fc.")]
-        assert all(not torch.equal(state[n].cpu(), source[n]) for n in moved), f"{name}: a trainable tensor did not move"
+    moved = [n for n, p in params.items() if p.requires_grad and n in source and p.shape == source[n].shape
+             and not n.startswith("fc.")]
+    assert all(not torch.equal(state[n].cpu(), source[n]) for n in moved), f"{name}: a trainable tensor did not move"

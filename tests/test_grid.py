@@ -35,7 +35,7 @@ def test_seed_override_and_keys_stable():
     (dict(methods={"fulft": {}}), r"unknown method 'fulft'\. Did you mean 'full_ft'\?"),
     (dict(datasets=("uci-digit",)), r"unknown dataset 'uci-digit'.*Valid datasets: .*uci-digits"),
     (dict(models=("resnet19",)), r"unknown model 'resnet19'.*Valid models: .*resnet18"),
-    (dict(methods={"last_k": {"kk": 1}}), r"unknown config key\(s\) kk for LastKConfig; valid keys: k, train"),
+    (dict(methods={"last_k": {"kk": 1}}), r"unknown config key\(s\) kk for LastKConfig; valid keys: k, scope, train, target_top1_pct"),
     (dict(methods={"full_ft": {"train.lr": -1.0}}), r"lr must be > 0"),
     (dict(seeds=()), r"seeds must be a non-empty list"),
     (dict(task={"source": "mnist5k"}, datasets=("mnist5k",)), r"'mnist5k' is both the source and a target"),
@@ -71,3 +71,11 @@ def test_parse_seeds():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("7") == [7]
     with pytest.raises(InvalidGrid, match="cannot parse 'a'"):
         parse_seeds("a")
+
+
+def test_tier_can_name_its_own_datasets(tmp_path):
+    g = grid(tiers={"smoke": TierPlan(config={"train.steps": 5}),
+                    "paper": TierPlan(datasets=("cifar10",), task={"source": "mnist5k"})})
+    assert {c.dataset for c in g.cells("smoke")} == {"uci-digits", "lfw-faces"}
+    with pytest.raises(InvalidGrid, match=str(tmp_path / "cifar-10-batches-py")):
+        g.cells("paper", data_root=str(tmp_path))

@@ -122,3 +122,16 @@ def test_evaluate_exact_values():
     assert out["top1_pct"] == pytest.approx(80.0)
     logits = LabelReader()(x)
     assert out["loss_nat"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-6)
+
+
+def test_periodic_callback_can_stop_early_and_curves_are_named_by_split(digits):
+    train, val, test = digits
+    model = build_model("resnet20", num_classes=10, width=0.25)
+    rec = Recorder("cpu")
+    hooks = engine.StepHooks(periodic=((2, lambda done: done >= 4),))
+    report = engine.fit(model, train, engine.TrainConfig(steps=10, batch_size=16, eval_every=2, log_every=3), rec,
+                        stage="search", val=val, curves=(test,), hooks=hooks)
+    assert report.steps == 4 and rec.metrics["search_stopped_steps"] == 4
+    assert [s for s, _ in rec.series["search_val_top1_pct"]] == [2, 4]
+    assert [s for s, _ in rec.series["search_test_top1_pct"]] == [2, 4]
+    assert [s for s, _ in rec.series["search_loss_nat"]] == [3, 4]
