@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,10 +100,12 @@ class Compare:
     every: tuple[str, ...] = ("dataset", "model")
 
     def __call__(self, frame: pd.DataFrame) -> Outcome:
-        a = _group_means(self.ours.rows(frame), self.ours.metric, self.every)
-        b = _group_means(self.baseline.rows(frame), self.baseline.metric, self.every)
-        if a.empty or b.empty:
-            return Outcome(None, detail="no rows for " + (self.ours.describe() if a.empty else self.baseline.describe()))
+        ours, base = self.ours.rows(frame), self.baseline.rows(frame)
+        if ours.empty or base.empty:
+            return Outcome(None, detail="no rows for " + (self.ours.describe() if ours.empty
+                                                          else self.baseline.describe()))
+        a = _group_means(ours, self.ours.metric, self.every)
+        b = _group_means(base, self.baseline.metric, self.every)
         both = a.merge(b, on=list(self.every), suffixes=("_ours", "_base")) if self.every else pd.concat(
             [a.add_suffix("_ours"), b.add_suffix("_base")], axis=1)
         if both.empty:
@@ -263,17 +266,25 @@ def evaluate(frame: pd.DataFrame, claims: Iterable[Claim] | None = None,
         check = checks.get(claim.id)
         wanted = [claim.tier] if claim.tier else tiers
         measured = False
+        errors: list[str] = []
         for tier in wanted:
             rows = frame[frame["tier"] == tier] if not frame.empty else frame
             if check is None or rows.empty:
                 continue
-            outcome = check(rows)
+            try:
+                outcome = check(rows)
+            except Exception as exc:  # a broken check must not take the run (or the other claims) down
+                errors.append(f"{claim.id}@{tier}: {type(exc).__name__}: {exc}")
+                warnings.warn(f"claim check {claim.id} failed at tier {tier}: {type(exc).__name__}: {exc}",
+                              RuntimeWarning, stacklevel=2)
+                continue
             if outcome.holds is None:
                 continue
             measured = True
             out.append(ClaimRow(claim, tier, "reproduced" if outcome.holds else "not reproduced", outcome))
         if not measured:
-            why = "no check declared yet (the method is not implemented)" if check is None else "no matching results"
+            why = ("no check declared yet (the method is not implemented)" if check is None
+                   else "check raised " + "; ".join(errors) if errors else "no matching results")
             out.append(ClaimRow(claim, claim.tier or "any", "not yet measured", Outcome(None, detail=why)))
     return out
 

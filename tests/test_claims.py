@@ -44,6 +44,12 @@ def test_compare_every_group_must_hold():
     assert with_margin.holds is False
 
 
+def test_compare_on_a_metric_no_row_has_is_not_measured():
+    out = Compare(Select("target_reached_steps", variant="two_stage"),
+                  Select("target_reached_steps", variant="last_k"), op="<")(frame(ROWS))
+    assert out.holds is None and "no rows for two_stage.target_reached_steps" in out.detail
+
+
 def test_ratio_threshold_custom_and_missing_rows():
     f = frame(ROWS)
     ratio = Ratio(Select("peak_mem_mib", variant="last_k"), Select("peak_mem_mib", variant="two_stage"), 2.0)(f)
@@ -67,6 +73,16 @@ def test_evaluate_per_tier_and_not_yet_measured():
     rows = claims.evaluate(f, [tiered], {"x": check})
     assert [(r.tier, r.verdict) for r in rows] == [("paper", "not yet measured")]
     assert "no matching results" in rows[0].outcome.detail
+
+
+def test_a_raising_check_is_reported_not_fatal():
+    def broken(rows):
+        raise KeyError("target_reached_steps")
+
+    with pytest.warns(RuntimeWarning, match="claim check x failed at tier smoke"):
+        rows = claims.evaluate(frame(ROWS), [CLAIM], {"x": broken})
+    assert [(r.tier, r.verdict) for r in rows] == [("any", "not yet measured")]
+    assert "check raised x@smoke: KeyError" in rows[0].outcome.detail
 
 
 def test_paper_claims_are_registered_as_data():
