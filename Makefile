@@ -1,5 +1,7 @@
-# The two commands: `make bench` (default suites -> results.db -> summary) and `make test`.
+# The two commands: `make bench` (default suites -> results.db -> summary) and `make test`
+# (unit tests, then the smoke suites gated against the committed reference).
 # Both bootstrap .venv on first use and reinstall when pyproject.toml changes.
+# `make reference` re-runs the smoke suites and refreshes suites/reference/smoke.json.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,8 +12,21 @@ BUDGET ?= smoke
 WORKERS ?= 2
 SUITES ?= suites
 STAMP  := $(VENV)/.installed
+# The smoke gate: a scratch database (*.db is gitignored), the committed reference and its tolerances.
+CI_DB       ?= .bench/ci.db
+REF_DB      ?= .bench/reference.db
+REFERENCE   ?= suites/reference/smoke.json
+GATE_CONFIG ?= suites/reference/gate.toml
+# The smoke suites as both the reference and the CI gate run them. One torch thread per
+# worker whatever the core count, and every CPU math library pinned to the AVX2 code path
+# (ATen kernels, oneDNN convolutions, MKL's conditional numerical reproducibility), so the
+# arithmetic, and every accuracy, is the same on any AVX2 machine as in the reference,
+# whatever wider instructions (AVX-512, AMX) the machine also has.
+SMOKE_ENV = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
+SMOKE_RUN = $(SMOKE_ENV) $(BIN)/python -m pytest $(SUITES) -p no:cacheprovider -n $(WORKERS) --dist worksteal \
+	--bench-budget smoke --bench-threads 1 -q -rfE
 
-.PHONY: bench test venv clean
+.PHONY: bench test smoke-gate reference venv clean
 
 venv: $(STAMP)
 
@@ -27,10 +42,26 @@ bench: $(STAMP)
 		--bench-db $(DB) --bench-budget $(BUDGET) -q -rfE
 	$(BIN)/bench report --db $(DB)
 	@echo
-	@echo "Browse the results:  $(BIN)/datasette $(DB)    (then open http://127.0.0.1:8001)"
+	@echo "Browse the results:  $(BIN)/bench serve $(DB)    (then open http://127.0.0.1:8001)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider -n $(WORKERS) -q -rfEs
+	@$(MAKE) --no-print-directory smoke-gate
+
+# Run the smoke suites into a fresh $(CI_DB), then gate it against the committed reference:
+# exit 1 when a cell regressed (the gate's table says which), 2 when the runs are not comparable.
+# The gate runs even when a cell failed, so its table shows the failure beside the rest.
+smoke-gate: $(STAMP)
+	@mkdir -p $(dir $(CI_DB)) && rm -f $(CI_DB) $(CI_DB)-wal $(CI_DB)-shm
+	$(SMOKE_RUN) --bench-db $(CI_DB) --bench-tag ci; suites=$$?; \
+	$(BIN)/bench gate --baseline $(REFERENCE) --candidate $(CI_DB):latest --config $(GATE_CONFIG); gate=$$?; \
+	test $$suites -eq 0 && test $$gate -eq 0
+
+# Refresh the committed reference from a fresh smoke run (review the diff, then commit it).
+reference: $(STAMP)
+	@mkdir -p $(dir $(REF_DB)) && rm -f $(REF_DB) $(REF_DB)-wal $(REF_DB)-shm
+	$(SMOKE_RUN) --bench-db $(REF_DB) --bench-tag reference
+	$(BIN)/bench reference export --db $(REF_DB) --run tag:reference --config $(GATE_CONFIG) -o $(REFERENCE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
+	rm -rf $(VENV) .pytest_cache .benchmarks .bench build *.egg-info

@@ -90,9 +90,11 @@ class ResultWriter:
     def write(self, result: CellResult) -> None:
         if self.store is None:
             from bench.env import collect
+            from bench.runner import apply_mode
             from bench.store import Store
 
             opt = self.config.getoption
+            apply_mode(opt("bench_mode"))  # the flags every worker sets: record them, not this process's defaults
             self.store = Store(self.db_path)
             info = collect(argv=list(sys.argv), tier=opt("bench_budget"), mode=opt("bench_mode"),
                            device=opt("bench_device"), threads=result.spec.threads or None)

@@ -1,0 +1,317 @@
+"""``bench gate`` and ``bench reference export``: regression gates against a reference.
+
+    bench gate --baseline REF --candidate CAND [--db results.db] [--config gate.toml] [options]
+    bench reference export --db DB [--run SELECTOR] [--config gate.toml] -o suites/reference/smoke.json
+
+``REF`` and ``CAND`` are selectors (``latest``, ``tag:NAME``, ``sha:PREFIX``, ``run:PREFIX``,
+a bare prefix, ``PATH.db:SELECTOR``, or a reference ``PATH.json``; see
+``bench.reference``). The decision rules, tolerances and config format are in
+``bench.gate``. Exit status: 0 pass, 1 regression, 2 usage error or incomparable runs.
+
+This module holds the command side: options, config files (``load_config``; the
+command line overrides the file), the printed markdown table (``render_markdown``), the
+JSON report (``report_dict``) and the ``gate_decisions`` rows (``write_decisions``).
+
+``bench reference export`` writes one run's cells (grid key, seed, status and only the
+metrics the gate reads, as chosen by ``--metric``/``--config``) with the run's
+comparability fields to a small, sorted JSON file that ``bench gate`` takes as either
+side. ``make reference`` refreshes the committed ``suites/reference/smoke.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:  # bench.gate imports scipy/pandas-backed stats: only handlers import it
+    from bench.gate import Decision, GateReport, GateSettings
+    from bench.reference import Side
+
+
+class GateError(BenchError, ValueError):
+    """Bad gate options or config file; the message lists what is valid."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gate", help="compare a candidate run with a reference; exit 1 on a regression",
+                       description="Compare a candidate run with a reference (rules: python -m pydoc bench.gate).")
+    p.add_argument("--baseline", required=True, help="reference: selector or reference .json file")
+    p.add_argument("--candidate", required=True, help="candidate: selector or reference .json file")
+    p.add_argument("--db", default="results.db", help="database for selectors without PATH.db: (default results.db)")
+    p.add_argument("--config", default=None, help="gate config, TOML or JSON ([gate] and [metrics.NAME] tables)")
+    p.add_argument("--metric", action="append", default=None,
+                   help="accuracy metric to gate (repeatable; default test_top1_pct); *_tau/*_rho always")
+    p.add_argument("--abs-tol", action="append", default=[], metavar="METRIC[@DATASET]=VALUE",
+                   help="absolute tolerance of a metric (optionally on one dataset), e.g. test_top1_pct=1.5")
+    p.add_argument("--k", type=float, default=None, help="threshold = max(abs_tol, k x reference std); default 2")
+    p.add_argument("--alpha", type=float, default=None, help="one-sided test level after BH (n >= 5); default 0.05")
+    p.add_argument("--min-seeds", type=int, default=None,
+                   help="fewer seeds than this over a threshold -> suspect, not failed; default 3")
+    p.add_argument("--time-tol", type=float, default=None,
+                   help="step-time ratio of medians tolerated (speed mode only); default 1.10")
+    p.add_argument("--mem-pct", type=float, default=None, help="memory growth tolerated in percent; default 2")
+    p.add_argument("--mem-mib", type=float, default=None, help="memory growth tolerated in MiB; default 32")
+    p.add_argument("--allow-missing", action="store_true", default=None,
+                   help="cells or metrics only in the reference do not fail the gate")
+    p.add_argument("--force", action="store_true", help="compare even when tier/GPU/torch/CUDA/flags differ")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--decisions-db", default=None, metavar="PATH",
+                   help="database for the gate_decisions rows (default: the candidate database)")
+    p.add_argument("--no-write", action="store_true", help="do not write gate_decisions rows")
+    p.set_defaults(func=run_gate)
+
+    ref = sub.add_parser("reference", help="reference files for bench gate")
+    ref_sub = ref.add_subparsers(dest="reference_command", required=True)
+    e = ref_sub.add_parser("export", help="write one run's gated metrics as a text-diffable JSON reference")
+    e.add_argument("--db", default="results.db")
+    e.add_argument("--run", default="latest", help="run selector (default latest)")
+    e.add_argument("--config", default=None, help="gate config whose [gate] metrics are exported")
+    e.add_argument("--metric", action="append", default=None, help="accuracy metric to keep (repeatable)")
+    e.add_argument("-o", "--out", required=True, help="output .json file")
+    e.set_defaults(func=run_export)
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+def run_gate(args: argparse.Namespace) -> int:
+    from bench.gate import evaluate
+    from bench.reference import load_side
+
+    try:
+        settings = build_settings(args)
+        ref = load_side(args.baseline, args.db)
+        cand = load_side(args.candidate, args.db)
+        report = evaluate(ref, cand, settings)
+    except BenchError as err:
+        print(f"bench gate: {err}", file=sys.stderr)
+        return 2
+    print(render_markdown(report))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report_dict(report), indent=2, sort_keys=True) + "\n")
+    target = args.decisions_db or (cand.source if cand.kind == "db" else None)
+    if target and not args.no_write:
+        write_decisions(report, target)
+    return report.exit_code
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from bench.reference import export_reference, load_side
+
+    try:
+        settings = build_settings(args)
+        if args.run.lower().endswith(".json"):
+            raise GateError(f"--run takes a run selector in --db, not a file ({args.run})")
+        side = load_side(args.run, args.db)
+    except BenchError as err:
+        print(f"bench reference export: {err}", file=sys.stderr)
+        return 2
+    text = export_reference(side, settings.gated)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {len(side.rows)} cell rows of run {side.run['run_id']} ({side.source}) to {out} "
+          f"({len(text.encode())} bytes)")
+    return 0
+
+
+def build_settings(args: argparse.Namespace) -> GateSettings:
+    """Defaults, then ``--config``, then the command-line options (which win)."""
+    from bench.gate import GateSettings
+
+    settings = load_config(args.config) if getattr(args, "config", None) else GateSettings()
+    if args.metric:
+        settings = dataclasses.replace(settings, metrics=tuple(args.metric))
+    for spec in getattr(args, "abs_tol", []) or []:
+        settings = with_abs_tol(settings, spec)
+    changes: dict[str, Any] = {}
+    for name in ("k", "alpha", "min_seeds", "time_tol", "mem_pct", "mem_mib", "allow_missing"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if not isinstance(value, bool) and value < 0:
+                raise GateError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            changes[name] = value
+    if "k" in changes:
+        changes["metric_k"], changes["dataset_k"] = {}, {}  # --k overrides every per-metric k
+    if getattr(args, "force", False):
+        changes["force"] = True
+    return dataclasses.replace(settings, **changes)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+_GLOBAL_TYPES: dict[str, type] = {"metrics": list, "k": float, "alpha": float, "min_seeds": int,
+                                  "time_tol": float, "mem_pct": float, "mem_mib": float, "allow_missing": bool}
+_TOL_KEYS = ("abs_tol", "k")
+
+
+def _unknown(keys: Sequence[str], valid: Sequence[str], where: str) -> None:
+    bad = sorted(set(keys) - set(valid))
+    if bad:
+        raise GateError(f"{where}: unknown key(s) {bad}; valid: {', '.join(valid)}")
+
+
+def _number(value: Any, where: str, kind: type = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GateError(f"{where} must be a finite number, got {value!r}")
+    if value < 0:
+        raise GateError(f"{where} must be >= 0, got {value!r}")
+    return kind(value)
+
+
+def load_config(path: str | Path, base: GateSettings | None = None) -> GateSettings:
+    """Settings from a TOML (``.toml``) or JSON file on top of ``base`` (the defaults)."""
+    from bench.gate import GateSettings
+
+    p = Path(path)
+    if not p.is_file():
+        raise GateError(f"no gate config file at {p}")
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(p.read_text())
+        else:
+            data = json.loads(p.read_text())
+    except ValueError as exc:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise GateError(f"cannot parse gate config {p}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GateError(f"gate config {p} must hold a table/object, got {type(data).__name__}")
+    return settings_from_dict(data, base or GateSettings(), where=str(p))
+
+
+def settings_from_dict(data: dict[str, Any], base: GateSettings, where: str = "config") -> GateSettings:
+    """Apply a parsed config (``[gate]`` and ``[metrics.NAME]`` tables) to ``base``."""
+    _unknown(list(data), ("gate", "metrics"), where)
+    changes: dict[str, Any] = {}
+    gate = data.get("gate", {})
+    _unknown(list(gate), list(_GLOBAL_TYPES), f"{where} [gate]")
+    for key, value in gate.items():
+        kind = _GLOBAL_TYPES[key]
+        if kind is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise GateError(f"{where} [gate] metrics must be a list of metric names, got {value!r}")
+            changes["metrics"] = tuple(value)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise GateError(f"{where} [gate] {key} must be true or false, got {value!r}")
+            changes[key] = value
+        else:
+            changes[key] = _number(value, f"{where} [gate] {key}", kind)
+    abs_tol, metric_k = dict(base.abs_tol), dict(base.metric_k)
+    ds_tol, ds_k = dict(base.dataset_abs_tol), dict(base.dataset_k)
+    for metric, spec in data.get("metrics", {}).items():
+        here = f"{where} [metrics.{metric}]"
+        _unknown(list(spec), (*_TOL_KEYS, "datasets"), here)
+        if "abs_tol" in spec:
+            abs_tol[metric] = _number(spec["abs_tol"], f"{here} abs_tol")
+        if "k" in spec:
+            metric_k[metric] = _number(spec["k"], f"{here} k")
+        for dataset, dspec in spec.get("datasets", {}).items():
+            _unknown(list(dspec), _TOL_KEYS, f"{here} datasets.{dataset}")
+            if "abs_tol" in dspec:
+                ds_tol[(metric, dataset)] = _number(dspec["abs_tol"], f"{here} datasets.{dataset} abs_tol")
+            if "k" in dspec:
+                ds_k[(metric, dataset)] = _number(dspec["k"], f"{here} datasets.{dataset} k")
+    return dataclasses.replace(base, **changes, abs_tol=abs_tol, metric_k=metric_k,
+                               dataset_abs_tol=ds_tol, dataset_k=ds_k)
+
+
+def with_abs_tol(settings: GateSettings, spec: str) -> GateSettings:
+    """Apply ``METRIC=VALUE`` (the metric everywhere) or ``METRIC@DATASET=VALUE``."""
+    target, sep, value = spec.partition("=")
+    if not sep or not target:
+        raise GateError(f"--abs-tol expects METRIC=VALUE or METRIC@DATASET=VALUE, got {spec!r}")
+    try:
+        number = _number(float(value), f"--abs-tol {target}")
+    except ValueError:
+        raise GateError(f"--abs-tol {target}: {value!r} is not a number") from None
+    metric, _, dataset = target.partition("@")
+    if dataset:
+        return dataclasses.replace(settings, dataset_abs_tol={**settings.dataset_abs_tol, (metric, dataset): number})
+    kept = {key: v for key, v in settings.dataset_abs_tol.items() if key[0] != metric}
+    return dataclasses.replace(settings, abs_tol={**settings.abs_tol, metric: number}, dataset_abs_tol=kept)
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, std: float | None, n: int) -> str:
+    from bench.stats import format_mean_std
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if std is not None:
+        return format_mean_std(value, std, n)
+    return f"{value:.2f} ({n})"
+
+
+def _delta(d: Decision) -> str:
+    if d.delta is None:
+        return "-"
+    ratio = f" (x{d.ratio:.3f})" if d.ratio is not None and math.isfinite(d.ratio) else ""
+    return f"{d.delta:+.2f}{ratio}"
+
+
+def render_markdown(report: GateReport) -> str:
+    """The table, the notes, and the one-line summary last (what ``bench gate`` prints)."""
+    lines = ["| cell | metric | reference | candidate | delta | verdict | reason |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for d in report.decisions:
+        verdict = f"**{d.verdict}**" if report.failing(d) else d.verdict
+        lines.append(f"| {d.cell} | {d.metric} | {_fmt(d.reference, d.reference_std, d.n_reference)} | "
+                     f"{_fmt(d.candidate, d.candidate_std, d.n_candidate)} | {_delta(d)} | {verdict} | "
+                     f"{d.reason.replace('|', '/')} |")
+    if report.notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in report.notes]
+    lines += ["", report.summary()]
+    return "\n".join(lines)
+
+
+def _side(s: Side) -> dict[str, Any]:
+    return {"selector": s.selector, "source": s.source, "kind": s.kind, "label": s.label,
+            "run": {k: v for k, v in s.run.items() if k != "flags_json"}, "rows": len(s.rows)}
+
+
+def report_dict(report: GateReport) -> dict[str, Any]:
+    """The machine-readable report (``--json``): summary, counts, sides, settings, notes, decisions."""
+    return {"gate_id": report.gate_id, "created_at": report.created_at, "exit_code": report.exit_code,
+            "passed": report.exit_code == 0, "summary": report.summary(), "counts": report.counts(),
+            "baseline": _side(report.baseline), "candidate": _side(report.candidate),
+            "settings": report.settings.as_dict(), "notes": report.notes,
+            "decisions": [d.as_dict() for d in report.decisions]}
+
+
+def decision_rows(report: GateReport) -> list[dict[str, Any]]:
+    """``gate_decisions`` rows (columns in ``bench.schema``), one per decision."""
+    from bench.cell import short_hash
+    from bench.reference import KEY_FIELDS
+
+    rows = []
+    for d in report.decisions:
+        data = d.as_dict()
+        rows.append({"decision_id": short_hash(report.gate_id, *d.key, d.metric), "gate_id": report.gate_id,
+                     "created_at": report.created_at, "baseline": report.baseline.label,
+                     "candidate": report.candidate.label, **{k: data[k] for k in KEY_FIELDS},
+                     "metric": d.metric, "reference": data["reference"], "candidate_value": data["candidate"],
+                     "delta": data["delta"], "n_reference": d.n_reference, "n_candidate": d.n_candidate,
+                     "p_value": data["p_value"], "p_adjusted": data["p_adjusted"], "verdict": d.verdict,
+                     "reason": d.reason})
+    return rows
+
+
+def write_decisions(report: GateReport, db_path: str | Path) -> int:
+    """Insert every decision into ``gate_decisions`` of ``db_path`` in one transaction."""
+    from bench.store import Store
+
+    rows = decision_rows(report)
+    with Store(db_path) as store, store.db.atomic():
+        store.db["gate_decisions"].insert_all(rows)
+    return len(rows)
