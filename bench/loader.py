@@ -1,10 +1,10 @@
 """On-device batching: no DataLoader, no workers, nothing waits on the host.
 
-``DeviceLoader(split, batch_size, shuffle=..., flip=..., crop_pad=..., seed=...)``
+``DeviceLoader(split, batch_size, shuffle=..., flip=..., crop_pad=..., cutout=..., seed=...)``
 yields one epoch of ``(x, y)`` per ``iter()``, all on the split's device: a seeded
-permutation, random horizontal flips (only where ``split.flip_ok``) and random
-translations by up to ``crop_pad`` pixels (zero padding in normalised units), all
-vectorised over the batch. ``iter_eval(split)`` yields the split in order, unaugmented.
+permutation, random horizontal flips (only where ``split.flip_ok``), random
+translations by up to ``crop_pad`` pixels (zero padding in normalised units) and
+Cutout (a zeroed square per image, the NAS training recipe), all vectorised over the batch. ``iter_eval(split)`` yields the split in order, unaugmented.
 """
 from __future__ import annotations
 
@@ -23,16 +23,19 @@ class DeviceLoader:
     seeded with ``seed``: epochs differ, and the sequence of epochs is the same for a seed.
     ``flip`` mirrors a random half of each batch where ``split.flip_ok`` allows it (digit
     sets never flip). ``crop_pad`` translates each image by up to that many pixels (zero
-    padding, i.e. the mean in normalised units). ``drop_last`` drops a final partial batch,
+    padding, i.e. the mean in normalised units). ``cutout`` zeroes a ``cutout`` x ``cutout``
+    square centred on a uniformly drawn pixel of each image, clipped at the border (DeVries
+    and Taylor 2017, as DARTS trains). ``drop_last`` drops a final partial batch,
     but a split smaller than ``batch_size`` still yields one batch of all of it.
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True, flip: bool = False,
-                 crop_pad: int = 0, drop_last: bool = True, seed: int = 0) -> None:
-        if batch_size < 1 or crop_pad < 0:
-            raise ValueError(f"batch_size must be >= 1 and crop_pad >= 0, got {batch_size}, {crop_pad}")
+                 crop_pad: int = 0, cutout: int = 0, drop_last: bool = True, seed: int = 0) -> None:
+        if batch_size < 1 or crop_pad < 0 or cutout < 0:
+            raise ValueError(f"batch_size must be >= 1, crop_pad and cutout >= 0, got {batch_size}, {crop_pad}, {cutout}")
         self.split, self.batch_size = split, int(batch_size)
         self.shuffle, self.flip, self.crop_pad, self.drop_last = shuffle, flip and split.flip_ok, crop_pad, drop_last
+        self.cutout = cutout
         self.generator = torch.Generator(device=split.device)
         self.generator.manual_seed(seed)
         self._ar = torch.arange(split.input_size, device=split.device)  # reused by every crop
@@ -52,6 +55,8 @@ class DeviceLoader:
                 x = self._random_flip(x)
             if self.crop_pad:
                 x = self._random_translate(x)
+            if self.cutout:
+                x = self._cutout(x)
             yield x, y
 
     def _random_flip(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +73,17 @@ class DeviceLoader:
         batch = torch.arange(nb, device=x.device).view(nb, 1, 1, 1)
         chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
         return padded[batch, chans, rows, cols]
+
+    def _cutout(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero a ``cutout``-sided square around a random centre per image (clipped at the border)."""
+        nb, _, h, w = x.shape
+        centre = torch.stack([torch.randint(0, h, (nb,), generator=self.generator, device=x.device),
+                              torch.randint(0, w, (nb,), generator=self.generator, device=x.device)])
+        lo = centre - self.cutout // 2
+        rows = (self._ar[:h].view(1, h) >= lo[0].view(-1, 1)) & (self._ar[:h].view(1, h) < (lo[0] + self.cutout).view(-1, 1))
+        cols = (self._ar[:w].view(1, w) >= lo[1].view(-1, 1)) & (self._ar[:w].view(1, w) < (lo[1] + self.cutout).view(-1, 1))
+        hole = rows.view(nb, 1, h, 1) & cols.view(nb, 1, 1, w)
+        return x.masked_fill(hole, 0.0)
 
 
 def iter_eval(split: Split, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -91,7 +91,9 @@ class Registry(Generic[T]):
 
 
 METHODS: Registry = Registry("method", loaders=("methods",), entry_point_group="archbench.methods")
-MODELS: Registry = Registry("model", loaders=("bench.models", "bench.resnets"), entry_point_group="archbench.models")
+# Method packages may register the models they bring (NAS cells, model zoos), so they load too.
+MODELS: Registry = Registry("model", loaders=("bench.models", "bench.resnets", "methods"),
+                            entry_point_group="archbench.models")
 DATASETS: Registry = Registry("dataset", loaders=("bench.data",), entry_point_group="archbench.datasets")
 
 

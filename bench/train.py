@@ -56,6 +56,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.0
     flip: Literal["auto", "on", "off"] = "auto"
     crop_pad: int = 0
+    cutout: int = 0
     bf16: bool = True
     channels_last: bool = True
     eval_every: int = 0
@@ -70,8 +71,8 @@ class TrainConfig:
         require(0.0 <= self.final_lr_frac <= 1.0, f"final_lr_frac must be in [0, 1], got {self.final_lr_frac}")
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
         require(self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0 (0 disables clipping)")
-        require(self.crop_pad >= 0 and self.eval_every >= 0 and self.log_every >= 1,
-                "crop_pad and eval_every must be >= 0, log_every >= 1")
+        require(self.crop_pad >= 0 and self.cutout >= 0 and self.eval_every >= 0 and self.log_every >= 1,
+                "crop_pad, cutout and eval_every must be >= 0, log_every >= 1")
 
     def total_steps(self, train_size: int) -> int:
         """Optimisation steps this config runs on a training split of ``train_size`` images."""
@@ -170,7 +171,7 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
         model.to(memory_format=torch.channels_last)
     total = cfg.total_steps(len(train))
     loader = DeviceLoader(train, cfg.batch_size, shuffle=True, flip=_flip(cfg, train),
-                          crop_pad=cfg.crop_pad, drop_last=True, seed=seed)
+                          crop_pad=cfg.crop_pad, cutout=cfg.cutout, drop_last=True, seed=seed)
     opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
     loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)

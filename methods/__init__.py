@@ -1,7 +1,13 @@
 """Registered methods. Importing this package registers every method module in it.
 
-A new method is one new module here (a frozen dataclass ``Config``, a class with
-``fit``/``evaluate`` decorated with ``@register_method``, and the checks of its paper's
-claims) plus one suite file.
+A new method is one new module or subpackage here (a frozen dataclass ``Config``, a
+class with ``fit``/``evaluate`` decorated with ``@register_method``, the checks of its
+paper's claims, and any models it adds) plus one suite file. Every module and
+subpackage of ``methods`` is imported here, so adding one needs no other edit.
 """
-from methods import baselines, paper_claims, two_stage  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+del _module

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ TINY_TASK = {"input_size": 16, "width": 0.125, "source": "mnist5k", "train_limit
 TINY_TRAIN = {"train.steps": 6, "train.batch_size": 32, "train.log_every": 3}
 # Per-method tiny configs for methods whose budget is not a single ``train`` recipe.
 # Every registered method must appear here or have a ``train`` field (test_contract checks).
-TINY_CONFIGS = {
+# A method family may also ship ``tests/tiny_configs/<family>.json`` ({method: overrides}).
+TINY_CONFIGS: dict[str, dict] = {
     "two_stage": {"scope": "small", "search.steps": 6, "search.batch_size": 16, "search.log_every": 3,
                   "steps_per_update": 2, "controller.hidden": 8, "controller.samples_per_update": 2,
                   "controller.reward_batch": 16, "early_stop.rollouts": 8, "early_stop.window": 2,
@@ -25,6 +27,12 @@ TINY_CONFIGS = {
                   "finetune.steps": 6, "finetune.batch_size": 32, "finetune.log_every": 3,
                   "finetune.eval_every": 3, "target_top1_pct": 10.0},
 }
+
+for _path in sorted((Path(__file__).parent / "tiny_configs").glob("*.json")):
+    for _method, _overrides in json.loads(_path.read_text()).items():
+        if _method in TINY_CONFIGS:
+            raise ValueError(f"{_path.name}: tiny config of '{_method}' is already defined")
+        TINY_CONFIGS[_method] = _overrides
 
 
 @pytest.fixture(scope="session", autouse=True)

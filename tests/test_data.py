@@ -326,6 +326,24 @@ def test_crop_pad_translates_each_sample_and_keeps_shape():
     assert len(shifts) > 3 and any(dy != dx for dy, dx in shifts)  # rows and columns shift independently
 
 
+def test_cutout_zeroes_one_clipped_square_per_sample():
+    split, side = _indexed_split(32, size=8), 4
+    x, y = next(iter(loader.DeviceLoader(split, 32, cutout=side, seed=0)))
+    src = split.x[y]
+    holes = (x != src).any(1)  # (n, h, w): the pixels that changed
+    assert bool((x[(x != src)] == 0).all())  # only zeroing, nothing else moves
+    sizes = set()
+    for k in range(32):
+        rows, cols = holes[k].any(1).nonzero().flatten(), holes[k].any(0).nonzero().flatten()
+        assert len(rows) <= side and len(cols) <= side, f"sample {k}: hole larger than {side}x{side}"
+        if len(rows):  # a contiguous rectangle (clipped at the border)
+            assert rows.tolist() == list(range(rows[0], rows[-1] + 1))
+            assert int(holes[k].sum()) == len(rows) * len(cols)
+        sizes.add((len(rows), len(cols)))
+    assert (side, side) in sizes and len(sizes) > 1  # full squares inside, clipped ones at borders
+    assert torch.equal(next(iter(loader.DeviceLoader(split, 32, seed=0)))[0], split.x[y])
+
+
 def test_tiny_split_still_gives_one_batch():
     split = _indexed_split(5)
     ldr = loader.DeviceLoader(split, 32, seed=0)
