@@ -526,3 +526,22 @@ def test_cpu_note_when_reference_made_on_another_cpu(tmp_path, capsys, monkeypat
     code, gout, _ = gate(capsys, "--baseline", str(out), "--candidate", f"{db}:latest")
     assert code == 0
     assert "the reference was made on CPU 'AMD EPYC' (avx2), this machine is 'Intel Xeon' (avx512)" in gout
+
+
+@pytest.mark.parametrize("drop, code", [(0.0, 0), (5.0, 1)])
+def test_committed_reference_and_tolerances_catch_a_five_point_drop(tmp_path, capsys, drop, code):
+    """The CI gate's own files: a 5-point drop of one uci-digits cell fails, no drop passes."""
+    ref_path, config = ROOT / "suites" / "reference" / "smoke.json", ROOT / "suites" / "reference" / "gate.toml"
+    data = json.loads(ref_path.read_text())
+    target = ("baselines", "full_ft", "uci-digits", "resnet20")
+    hit = [c for c in data["cells"] if (c["suite"], c["variant"], c["dataset"], c["model"]) == target]
+    assert len(hit) == 3
+    for cell in hit:
+        cell["metrics"]["test_top1_pct"] -= drop
+    cand = tmp_path / "candidate.json"
+    cand.write_text(json.dumps(data))
+    got, out, _ = gate(capsys, "--baseline", str(ref_path), "--candidate", str(cand), "--config", str(config))
+    assert got == code
+    expected = "regression" if drop else "pass"
+    assert verdicts(out)[("baselines/full_ft/uci-digits/resnet20", "test_top1_pct")] == expected
+    assert list(verdicts(out).values()).count("regression") == (1 if drop else 0)
