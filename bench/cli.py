@@ -1,6 +1,6 @@
 """The ``bench`` command.
 
-    bench report [--db results.db] [--suite NAME] [--metric NAME ...]
+    bench report [--db results.db] [--suite NAME] [--metric NAME ...] [--by-variant | --per-seed]
     bench merge SHARD.db [SHARD.db ...] -o OUT.db
     bench list [methods|models|datasets]
 
@@ -27,7 +27,8 @@ def _report(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         print(f"bench report: no database at {args.db}; run a suite first (make bench)", file=sys.stderr)
         return 2
-    print(render(args.db, args.suite, args.metric or DEFAULT_METRICS))
+    layout = "by-variant" if args.by_variant else "per-seed" if args.per_seed else "summary"
+    print(render(args.db, args.suite, args.metric or DEFAULT_METRICS, layout))
     return 0
 
 
@@ -59,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="seed-aggregated summary of a results database")
     p.add_argument("--db", default="results.db")
     p.add_argument("--suite", default=None)
-    p.add_argument("--metric", action="append", help="metric to summarise (repeatable)")
+    p.add_argument("--metric", action="append", help="metric to summarise (repeatable; the first one for"
+                                                     " --by-variant and --per-seed)")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--by-variant", action="store_true",
+                        help="method entries side by side, one row per suite/dataset/model/tier (the papers' tables)")
+    layout.add_argument("--per-seed", action="store_true",
+                        help="every seed's value beside the mean (collapsed seeds show)")
     p.set_defaults(func=_report)
     p = sub.add_parser("merge", help="fold shard databases into one (idempotent)")
     p.add_argument("sources", nargs="+")

@@ -74,10 +74,12 @@ def test_list(capsys):
     from bench.registry import METHODS
 
     out = capsys.readouterr().out.strip()
-    assert out == "methods: " + ", ".join(METHODS.names()) and "last_k, linear_probe, scratch" in out
+    assert out == "methods: " + ", ".join(METHODS.names()) and "last_k, linear_probe" in out
     main(["list"])
     out = capsys.readouterr().out
-    assert "models: resnet18, resnet20, resnet32, resnet50" in out and "mnist5k" in out
+    from bench.registry import MODELS
+
+    assert "models: " + ", ".join(MODELS.names()) in out and "resnet18, resnet20" in out and "mnist5k" in out
 
 
 def test_console_script_installed():
@@ -88,4 +90,19 @@ def test_console_script_installed():
     script = Path(sys.executable).parent / "bench"
     assert script.exists(), f"console script missing at {script}: reinstall with pip install -e ."
     out = subprocess.run([str(script), "list", "methods"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("methods: full_ft, last_k, linear_probe, scratch")
+    assert out.startswith("methods: ") and "full_ft, last_k, linear_probe" in out
+
+
+def test_report_layouts_by_variant_and_per_seed(tmp_path, capsys):
+    """--by-variant puts method entries side by side; --per-seed shows every seed and failures."""
+    from bench.report import render
+
+    db = tmp_path / "r.db"
+    write(db, [result(0, 90.0, "a"), result(1, 92.0, "a"), result(2, 10.0, "a"),
+               result(0, 80.0, "b"), result(1, 82.0, "b"), result(2, 0, "b", status="failed")])
+    wide = render(db, layout="by-variant", metrics=["test_top1_pct"]).splitlines()
+    assert wide[4].split()[-8:] == ["64.00", "+-", "46.78", "(3)", "81.00", "+-", "1.41", "(2)"]
+    seeds = render(db, layout="per-seed", metrics=["test_top1_pct"]).splitlines()
+    assert seeds[4].split()[5:8] == ["90.00", "92.00", "10.00"]
+    assert seeds[5].split()[5:8] == ["80.00", "82.00", "failed"]
+    assert main(["report", "--db", str(db), "--per-seed"]) == 0 and "seed 2" in capsys.readouterr().out
