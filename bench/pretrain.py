@@ -16,6 +16,8 @@ cache never changes that cell's own random stream.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import contextlib
 import dataclasses
 import os
@@ -70,7 +72,7 @@ def source_path(model: str, width: float, source: str, input_size: int, recipe: 
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``path`` (no-op where fcntl is unavailable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -133,7 +135,7 @@ def pretrained_source(model: str, width: float, source: str, input_size: int, re
     hit the cache.
     """
     path = source_path(model, width, source, input_size, recipe, seed)
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if path.exists():
             blob = torch.load(path, map_location="cpu", weights_only=True)
             return blob["state_dict"], {**blob["meta"], "cache_hit": True, "path": str(path)}

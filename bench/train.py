@@ -155,8 +155,9 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
     ``val`` and every split in ``curves`` (e.g. ``finetune_test_top1_pct``: accuracy
     against iteration, never used for selection), the metric ``trainable_params``
     (elements updated by this stage; a later stage overwrites it),
-    ``<stage>_step_gflop``, the per-step timings, and ``<stage>_stopped_steps`` when a
-    periodic callback ended the stage early.
+    ``<stage>_step_gflop`` (counted in the first fit of a stage name only: searches that run
+    many short fits of one stage, e.g. proxy trainings, pay the counting overhead once), the
+    per-step timings, and ``<stage>_stopped_steps`` when a periodic callback ended the stage early.
     """
     hooks = hooks or StepHooks()
     device = train.device
@@ -198,16 +199,17 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
             hooks.after_step(step, x, y)
         return loss
 
+    flops_key = f"{stage}_step_gflop"
     for step in range(total):
         x, y = next(batches)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         timer.start()
-        if step == 0:  # warm-up step (excluded from timing stats): also count its FLOPs
+        if step == 0 and flops_key not in rec.metrics:  # warm-up step (untimed): count its FLOPs once per stage
             counter = flop_counter()
             with counter:
                 loss = step_fn(0, x, y)
-            rec.scalar(f"{stage}_step_gflop", counter.get_total_flops() / 1e9)
+            rec.scalar(flops_key, counter.get_total_flops() / 1e9)
         else:
             loss = step_fn(step, x, y)
         timer.stop()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.models import build_model, freeze_all_but_last_blocks, scope_blocks
+from bench.models import build_model, scope_blocks
 from bench.pretrain import pretrained_source
 from bench.recorder import Recorder
 from bench.runner import build_task, resolve, run_cell, seed_everything

@@ -1,0 +1,224 @@
+"""The schedule generator G(D, T) (Algorithm 3, ONLINEPREDICTION) and its search baselines.
+
+``plan``: for every candidate model the largest whole number of epochs whose planned
+time (iterations x measured step ms) fits the budget T; a model whose single epoch
+does not fit is left out, so no plan is ever over budget.
+
+``Generator``: scores (model, lr, frozen stages) combinations with the predictor (all of
+them, or ``num_configs`` random ones as Algorithm 3 samples H), trains the argmax and, if
+online, updates the predictor with the accuracy reached.
+
+Baselines spend ``cost_factor`` x T device-seconds (the paper: 40):
+- random search: random (model, lr, frozen) each trained with the largest plan that fits;
+- BOHB: Optuna's TPE sampler (the model-based half of BOHB: a Parzen-estimator density
+  ratio, as BOHB's KDE) with Optuna's ``HyperbandPruner`` (successive halving on the
+  intermediate val accuracy reported at 25/50/75/100 % of a trial's iterations; min
+  budget 25 %, eta 3 as the paper's HpBandSter setting). Why Optuna: it is maintained,
+  installed, and its ask/tell interface lets the harness's one training engine run the
+  trials; HpBandSter is unmaintained and Syne Tune / SMAC3 are not installed.
+Selection always uses the val split; the test split is only read by the runner.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench import train as engine
+from bench.models import MappedNet
+from bench.recorder import Recorder
+from bench.split import Split
+from methods.nasoa.metadata import FROZEN, LRS, MetaConfig, SourceFeatures, ZooSpec, features, finetune
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One candidate schedule: model, lr, frozen stages and the iterations that fit T."""
+
+    model: str
+    lr: float
+    frozen: int
+    epochs: int
+    iters: int
+    planned_s: float
+
+
+def max_epochs(budget_s: float, step_ms: float, steps_per_epoch: int) -> int:
+    """Largest whole number of epochs with epochs * steps_per_epoch * step_ms <= budget."""
+    return max(0, math.floor(budget_s * 1000.0 / (step_ms * steps_per_epoch) + 1e-9))
+
+
+def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, train_size: int, batch: int
+         ) -> list[Plan]:
+    """Every feasible (model, lr, frozen) with the largest epoch count within ``budget_s``."""
+    per_epoch = max(1, math.ceil(train_size / batch))
+    out = []
+    for m in models:
+        e = max_epochs(budget_s, step_ms[m], per_epoch)
+        if e < 1:
+            continue
+        iters = e * per_epoch
+        for lr in LRS:
+            for k in FROZEN:
+                out.append(Plan(m, lr, k, e, iters, iters * step_ms[m] / 1000.0))
+    return out
+
+
+def budget_seconds(index: int, low_s: float, high_s: float, count: int = 4) -> float:
+    """t_x = t_0 (t_3 / t_0)^{x/3}: ``count`` budgets log-uniform between ``low_s`` and ``high_s``."""
+    return low_s * (high_s / low_s) ** (index / max(1, count - 1))
+
+
+@dataclass
+class DatasetInfo:
+    """Meta-features of the target dataset (the parts that do not depend on the plan)."""
+
+    num_classes: int
+    mean_ipc: float
+    std_ipc: float
+    similarity: float
+
+
+def dataset_info(zoo: ZooSpec, meta: MetaConfig, train: Split, device: torch.device) -> DatasetInfo:
+    counts = np.bincount(train.y.cpu().numpy(), minlength=train.num_classes)
+    counts = counts[counts > 0]
+    sim = SourceFeatures(zoo, meta, device).similarity(train, meta.emd_gamma)
+    return DatasetInfo(len(counts), float(counts.mean()), float(counts.std()), sim)
+
+
+def plan_features(p: Plan, info: DatasetInfo, source_acc: dict[str, float], models: Sequence[str]) -> list[float]:
+    return features({"model": p.model, "lr": p.lr, "frozen": p.frozen, "iters": p.iters,
+                     "num_classes": info.num_classes, "mean_ipc": info.mean_ipc, "std_ipc": info.std_ipc,
+                     "similarity": info.similarity, "source_top1_pct": source_acc[p.model]}, models)
+
+
+@dataclass
+class Trial:
+    """One trained configuration of a search."""
+
+    plan: Plan
+    val_top1_pct: float
+    train_s: float
+    net: MappedNet | None
+    complete: bool = True
+
+
+def _train(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device, seed: int, rec: Recorder,
+           stage: str, hooks: engine.StepHooks | None = None) -> Trial:
+    # Search trials train under their own recorder (their curves would collide in the cell's series).
+    own = rec if stage == "final" else Recorder(device)
+    net, acc, secs = finetune(zoo, p.model, train, val, lr=p.lr, frozen=p.frozen, iters=p.iters, device=device,
+                              seed=seed, rec=own, stage=stage, hooks=hooks)
+    return Trial(p, acc, secs, net)
+
+
+def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
+                  device: torch.device, seed: int, rec: Recorder, max_trials: int = 0) -> list[Trial]:
+    """Random configurations until ``cost_factor * budget_s`` device-seconds are spent."""
+    rng = np.random.default_rng(seed)
+    by_model: dict[str, list[Plan]] = {}
+    for p in plans:
+        by_model.setdefault(p.model, []).append(p)
+    trials: list[Trial] = []
+    spent = 0.0
+    while spent < cost_factor * budget_s and (not max_trials or len(trials) < max_trials):
+        model = str(rng.choice(sorted(by_model)))
+        p = by_model[model][int(rng.integers(len(by_model[model])))]
+        t = _train(zoo, p, train, val, device, seed + len(trials), rec, "search")
+        spent += t.train_s
+        trials.append(t)
+        rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
+        best = max(trials, key=lambda tr: tr.val_top1_pct)
+        for tr in trials[:-1]:
+            if tr is not best:
+                tr.net = None
+    return trials
+
+
+def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
+                device: torch.device, seed: int, rec: Recorder, min_frac: float = 0.25, eta: int = 3,
+                max_trials: int = 0) -> list[Trial]:
+    """Optuna TPE + HyperbandPruner over (model, lr, frozen) until the cost is spent (see module docstring)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rungs = max(1, round(1 / min_frac))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs,
+                                                                      reduction_factor=eta))
+    index = {(p.model, p.lr, p.frozen): p for p in plans}
+    models = sorted({p.model for p in plans})
+    trials: list[Trial] = []
+    spent = 0.0
+    while spent < cost_factor * budget_s and (not max_trials or len(trials) < max_trials):
+        trial = study.ask()
+        p = index[(trial.suggest_categorical("model", models), trial.suggest_categorical("lr", list(LRS)),
+                   trial.suggest_categorical("frozen", list(FROZEN)))]
+        every = max(1, p.iters // rungs)
+        state = {"pruned": False}
+        holder: dict[str, MappedNet] = {}
+
+        def report(done: int, trial=trial, holder=holder, state=state) -> bool:
+            acc = engine.evaluate(holder["net"], val)["top1_pct"]
+            trial.report(acc, min(rungs, done // every))
+            if done < p.iters and trial.should_prune():
+                state["pruned"] = True
+                return True
+            return False
+
+        hooks = engine.StepHooks(periodic=((every, report),))
+        net_box = _NetCapture(holder)
+        t = _train_captured(zoo, p, train, val, device, seed + len(trials), rec, hooks, net_box)
+        spent += t.train_s
+        t.complete = not state["pruned"]
+        if t.complete:
+            study.tell(trial, t.val_top1_pct)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        trials.append(t)
+        rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
+        done = [tr for tr in trials if tr.complete]
+        best = max(done, key=lambda tr: tr.val_top1_pct) if done else None
+        for tr in trials:
+            if tr is not best:
+                tr.net = None
+    return trials
+
+
+class _NetCapture:
+    def __init__(self, holder: dict[str, MappedNet]) -> None:
+        self.holder = holder
+
+
+def _train_captured(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device, seed: int,
+                    rec: Recorder, hooks: engine.StepHooks, box: _NetCapture) -> Trial:
+    """Like ``_train`` but exposes the network to the periodic callback before training starts."""
+    from methods.nasoa.builder import freeze_stages
+
+    net = zoo.build(p.model, train.num_classes, device)
+    freeze_stages(net, p.frozen)
+    box.holder["net"] = net
+    cfg = engine.TrainConfig(steps=max(1, p.iters), lr=p.lr, momentum=0.9, weight_decay=1e-4,
+                             batch_size=min(zoo.batch_size, len(train)), log_every=max(1, p.iters))
+    t0 = time.perf_counter()
+    engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    secs = time.perf_counter() - t0
+    return Trial(p, engine.evaluate(net, val)["top1_pct"], secs, net)
+
+
+def best_trial(trials: list[Trial]) -> Trial:
+    done = [t for t in trials if t.complete] or trials
+    return max(done, key=lambda t: t.val_top1_pct)
+
+
+def choose(predict: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> tuple[int, np.ndarray]:
+    """(argmax index, every prediction) of the predictor over candidate rows."""
+    with torch.no_grad():
+        scores = predict(rows).double().numpy()
+    return int(np.argmax(scores)), scores

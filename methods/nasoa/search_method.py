@@ -1,0 +1,130 @@
+"""Registered method ``nasoa_nsga``: NASOA's offline NAS (modified NSGA-II, Algorithms 1-2) at proxy scale.
+
+The cell runs the block-level then the macro-level search (``methods.nasoa.nsga``) with
+proxy accuracy (tiny ET-NAS nets trained by the engine on the proxy data) and measured
+step time as the objectives, then trains the chosen architecture (the most accurate on
+the final Pareto front, all of which respect the step-time cap) from scratch on the
+cell's training split so the row carries a test accuracy like every other row.
+
+Recorded per evaluated architecture (``position`` = evaluation index over both phases,
+``step`` = its generation, 0 for the random initial population):
+``nsga_proxy_top1_pct``, ``nsga_step_ms``, ``nsga_pareto_rank_count`` (final rank within
+its phase, 0 = on the front) and ``nsga_phase_count`` (0 block, 1 macro); the note
+``nsga_archs`` lists every architecture in evaluation order (encoding, origin, parent,
+objectives, rank) so the fronts can be charted and traced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from bench import train as engine
+from bench.interface import Fitted, Split, Task
+from bench.recorder import Recorder
+from bench.registry import register_method
+from methods.nasoa.builder import ETNet
+from methods.nasoa.nsga import (
+    Individual,
+    NsgaConfig,
+    ProxyEvaluator,
+    etnas_search,
+    hypervolume,
+)
+
+
+@dataclass(frozen=True)
+class NasoaNsgaConfig:
+    """The search (``nsga``, see ``NsgaConfig``) and the final training of the chosen architecture."""
+
+    nsga: NsgaConfig = field(default_factory=NsgaConfig)
+    final: engine.TrainConfig = field(default_factory=lambda: engine.TrainConfig(
+        epochs=30.0, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4))
+    final_width: float = 0.0             # width of the final net; 0 = the cell's width setting
+
+
+def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
+    """The proxy train / val splits: the cell's own, or those of ``proxy.dataset``."""
+    p = cfg.proxy
+    if not p.dataset:
+        return task.train, task.val
+    from bench.data import load_splits
+
+    train, val, _ = load_splits(p.dataset, seed=task.seed, input_size=p.input_size, train_limit=p.images,
+                                data_root=task.data_root, download=task.download, device=task.device)
+    return train, val
+
+
+@register_method("nasoa_nsga")
+class NasoaNsga:
+    """Block-then-macro NSGA-II (exactly N children per generation, step-time cap), then the chosen net."""
+
+    Config = NasoaNsgaConfig
+
+    def __init__(self, config: NasoaNsgaConfig) -> None:
+        self.config = config
+
+    def fit(self, task: Task, rec: Recorder) -> Fitted:
+        cfg = self.config
+        ptrain, pval = proxy_splits(cfg.nsga, task)
+        rec.note("nsga_proxy_dataset", cfg.nsga.proxy.dataset or task.dataset)
+        ev = ProxyEvaluator(cfg.nsga.proxy, ptrain, pval, task.device, task.seed)
+
+        def on_eval(ind: Individual) -> None:
+            rec.point("nsga_proxy_top1_pct", ind.generation, ind.acc_pct, position=ind.index)
+            rec.point("nsga_step_ms", ind.generation, ind.step_ms, position=ind.index)
+            rec.point("nsga_phase_count", ind.generation, 0 if ind.phase == "block" else 1, position=ind.index)
+            rec.progress(f"nsga {ind.phase} g{ind.generation} #{ind.index}: {ind.encoding} "
+                         f"{ind.acc_pct:.1f}% {ind.step_ms:.2f} ms ({ind.origin})")
+
+        t0 = time.perf_counter()
+        with rec.stage("search"):
+            res = etnas_search(cfg.nsga, ev, task.seed, on_eval=on_eval)
+        search_s = time.perf_counter() - t0
+        ranks = res.ranks()
+        for ind in res.history:
+            rec.point("nsga_pareto_rank_count", ind.generation, ranks[ind.index], position=ind.index)
+        rec.note("nsga_archs", [{"index": i.index, "phase": i.phase, "generation": i.generation,
+                                 "encoding": i.encoding, "origin": i.origin, "parent": i.parent,
+                                 "proxy_top1_pct": i.acc_pct, "step_ms": i.step_ms, "rank": ranks[i.index]}
+                                for i in res.history])
+        rec.note("nsga_encodings", [i.encoding for i in res.history])
+        rec.note("nsga_cells", [str(b) for b in res.cells])
+        rec.note("nsga_zoo", [i.encoding for i in res.zoo])
+        rec.note("nsga_invalid_examples", res.stats.invalid_reasons[:5])
+        macro = [i for i in res.history if i.phase == "macro"]
+        hv_ref = res.cap_ms or 1.1 * max(i.step_ms for i in macro)
+        rec.scalar("nsga_evaluated_count", len(res.history))
+        rec.scalar("nsga_block_evaluated_count", sum(i.phase == "block" for i in res.history))
+        rec.scalar("nsga_macro_evaluated_count", len(macro))
+        rec.scalar("nsga_children_min_count", min(res.children_per_generation, default=0))
+        rec.scalar("nsga_children_max_count", max(res.children_per_generation, default=0))
+        rec.scalar("nsga_front_count", len(res.front))
+        rec.scalar("nsga_front_hv_ratio", hypervolume([i.acc_pct for i in macro], [i.step_ms for i in macro], hv_ref))
+        rec.scalar("nsga_cap_ms", res.cap_ms)
+        rec.scalar("nsga_frame_step_ms", res.ref_ms)
+        rec.scalar("nsga_redraw_invalid_count", res.stats.invalid)
+        rec.scalar("nsga_redraw_duplicate_count", res.stats.duplicate)
+        rec.scalar("nsga_redraw_over_cap_count", res.stats.over_cap)
+        rec.scalar("nsga_exhausted_parents_count", res.stats.exhausted_parents)
+        rec.scalar("nsga_proxy_train_s", ev.train_s)
+        rec.scalar("nsga_step_timing_s", ev.time_s)
+        rec.scalar("search_cost_s", search_s)
+        chosen = max(res.front, key=lambda i: (i.acc_pct, -i.step_ms, -i.index))
+        rec.note("nsga_chosen", chosen.encoding)
+        rec.scalar("nsga_front_best_top1_pct", chosen.acc_pct)
+        rec.scalar("nsga_chosen_step_ms", chosen.step_ms)
+        rec.scalar("nsga_chosen_blocks_count", chosen.arch.num_blocks)
+        width = cfg.final_width or task.settings.width
+        torch.manual_seed(task.seed)
+        net = ETNet(chosen.arch, num_classes=task.num_classes, width=width).to(task.device)
+        final = dataclasses.replace(cfg.final, batch_size=min(cfg.final.batch_size, len(task.train)))
+        with rec.stage("final"):
+            engine.fit(net, task.train, final, rec, stage="final", seed=task.seed)
+        return Fitted(net, net.arch_string(), info={"chosen_encoding": chosen.encoding})
+
+    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
+        return engine.evaluate(fitted.model, split)
+

@@ -1,0 +1,10 @@
+"""Tr-NAS / Transfer-NAS (paper ``003_cb5dca99ce803e17.txt``): NAS with frozen pretrained blocks.
+
+``space``: the NAS-Bench-201 cell space (strings, indices, isomorphism, mutation);
+``network``: the NB201 macro network and the Tr-Net-i-j prefix surgery;
+``supernet``: the DARTS supernet with shared architecture weights; ``common``: protocols
+and candidate training; ``rank``, ``rea``, ``darts_pt``, ``memory``: the registered
+methods ``trnas_rank``, ``trnas_rea``, ``trnas_dartspt``, ``trnas_memory``;
+``claims``: the checks of the paper's headline claims.
+"""
+from methods.trnas import claims, darts_pt, memory, rank, rea  # noqa: F401

@@ -1,0 +1,253 @@
+"""Shared pieces of the Tr-NAS methods: transfer settings, the training protocols, building
+and training one candidate network, the harness reference cache and the NATS-Bench table.
+
+The grid's *model* of a Tr-NAS cell is the hand-crafted network B whose stem and first
+``j`` blocks are transferred (``resnet32``, CIFAR option A); ``task.build_model()``
+returns it with the source weights the harness pretrained on the task's ``source`` at
+the tier's scale (cached), exactly as for any other method. The NAS networks are the
+method's own; their width ``C`` defaults to B's stem width so Tr-Net-5-5 fits.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fcntl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bench import train as engine
+from bench.cell import short_hash
+from bench.config import canonical_json, require
+from bench.errors import InvalidConfig
+from bench.interface import Split, Task
+from bench.models import MappedNet
+from bench.pretrain import atomic_save, cache_dir
+from bench.recorder import Recorder
+from methods.trnas.network import (
+    Count,
+    NB201Net,
+    nb201,
+    saved_activation_bytes,
+    transfer,
+)
+from methods.trnas.space import Arch, format_arch
+
+MIB = float(1 << 20)
+
+
+def nb201_train(epochs: float = 200.0, **overrides: Any) -> engine.TrainConfig:
+    """NAS-Bench-201 hyperparameters: SGD nesterov 0.9, lr 0.1, wd 5e-4, batch 256, cosine, crop + flip."""
+    base = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+            "batch_size": 256, "epochs": epochs, "schedule": "cosine", "crop_pad": 4, "log_every": 100}
+    return engine.TrainConfig(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Tr-Net-i-j: ``enabled`` replaces NB201's stem + first ``i`` entries by B's stem + ``j`` blocks.
+
+    ``count="modules"`` counts ``i`` over cells and reduction blocks (methods.md's default),
+    ``"cells"`` over cells only. ``pretrain_on="source"`` takes B with the task's source
+    weights (the harness's cached source pretraining); ``"target"`` pretrains B on the
+    task's own *training* split with ``pretrain`` (the paper: NB201 train split, SGD
+    nesterov lr 0.1 cosine, wd 5e-4, batch 256, 200 epochs), cached the same way.
+    """
+
+    enabled: bool = True
+    i: int = 5
+    j: int = 5
+    count: Literal["modules", "cells"] = "modules"
+    pretrain_on: Literal["source", "target"] = "source"
+    pretrain: engine.TrainConfig = field(default_factory=lambda: nb201_train(200.0))
+
+    def __post_init__(self) -> None:
+        require(self.i >= 0 and self.j >= 0, f"i and j must be >= 0, got {self.i}, {self.j}")
+
+    def label(self) -> str:
+        return f"tr{self.i}_{self.j}" + ("" if self.count == "modules" else "c") if self.enabled else "original"
+
+
+def with_warmup(cfg: engine.TrainConfig, warmup_epochs: float, train_size: int) -> engine.TrainConfig:
+    """``cfg`` with linear warmup over ``warmup_epochs`` (cosine over the rest: methods.md's choice)."""
+    total = cfg.total_steps(train_size)
+    per_epoch = max(1, train_size // cfg.batch_size)
+    frac = min(warmup_epochs * per_epoch / total, 0.99) if warmup_epochs > 0 else 0.0
+    return dataclasses.replace(cfg, warmup_frac=frac)
+
+
+def network_width(task: Task, C: int) -> int:
+    """``C`` if set, else the stem width of the task's source network B (16 x width)."""
+    if C:
+        return C
+    return task.build_model(pretrained=False).get_submodule("conv1").out_channels
+
+
+class Builder:
+    """Builds candidate networks for one task: original NB201 or Tr-Net-i-j, seeded."""
+
+    def __init__(self, task: Task, C: int, N: int, tr: TransferConfig) -> None:
+        self.task, self.N, self.tr = task, N, tr
+        self.C = network_width(task, C)
+        self.source: MappedNet | None = None
+        if tr.enabled:
+            self.source = target_source(task, tr.pretrain) if tr.pretrain_on == "target" else task.build_model()
+
+    def net(self, arch: Arch, seed: int, *, transferred: bool | None = None) -> MappedNet:
+        """``arch`` at width C and depth N, initialised from ``seed``; Tr-Net when transfer is on."""
+        torch.manual_seed(seed)
+        net = nb201(arch, self.C, self.N, self.task.num_classes)
+        return self.wrap(net, transferred)
+
+    def wrap(self, net: NB201Net, transferred: bool | None = None) -> MappedNet:
+        use = self.tr.enabled if transferred is None else transferred
+        if not use:
+            return net.to(self.task.device)
+        assert self.source is not None
+        return transfer(net, copy.deepcopy(self.source), self.tr.i, self.tr.j, self.tr.count).to(self.task.device)
+
+
+def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
+    """B pretrained on the task's training split (never val or test), cached per task and recipe."""
+    key = short_hash(canonical_json({"model": task.model, "dataset": task.dataset, "seed": task.seed,
+                                     "settings": dataclasses.asdict(task.settings),
+                                     "recipe": dataclasses.asdict(recipe), "version": 1}))
+    path = cache_dir() / "trnas-source" / f"{task.model}-{task.dataset}-s{task.seed}-{key}.pt"
+
+    def compute() -> dict:
+        devices = [task.device] if task.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(task.seed)
+            net = task.build_model(pretrained=False)
+            quiet = Recorder(task.device, progress=lambda _m: None)
+            engine.fit(net, task.train, recipe, quiet, stage="pretrain", seed=task.seed)
+        return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+    blob, _ = cached_reference(path, compute)
+    net = task.build_model(pretrained=False)
+    net.load_state_dict(blob["state"])
+    return net.to(task.device)
+
+
+@dataclass
+class Trained:
+    """One candidate trained with a protocol."""
+
+    arch: Arch
+    model: nn.Module
+    val_top1_pct: float
+    train_s: float
+    act_mib: float
+    peak_alloc_mib: float | None = None
+
+
+def train_candidate(net: nn.Module, arch: Arch, train: Split, val: Split, cfg: engine.TrainConfig,
+                    seed: int, stage: str) -> Trained:
+    """Train ``net`` with ``cfg`` through the engine (a quiet recorder) and score it on ``val``.
+
+    Activation memory is the saved-tensor bytes of one training batch (any device); on
+    CUDA the allocator's peak of the whole training is recorded too.
+    """
+    device = train.device
+    n = min(cfg.batch_size, len(train))
+    x, y = train.batch(slice(0, n))
+    act = saved_activation_bytes(net, x, y) / MIB
+    quiet = Recorder(device, progress=lambda _m: None)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_s = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None
+    acc = engine.evaluate(net, val)["top1_pct"]
+    return Trained(arch, net, acc, train_s, act, peak)
+
+
+# ------------------------------------------------------------------ harness reference cache
+
+
+def reference_path(task: Task, archs: list[Arch], cfg: engine.TrainConfig, C: int, N: int, seed: int) -> Path:
+    """Cache file of the harness reference accuracies of ``archs`` for this task."""
+    key = short_hash(canonical_json({
+        "archs": [format_arch(a) for a in archs], "train": dataclasses.asdict(cfg), "C": C, "N": N,
+        "seed": seed, "dataset": task.dataset, "settings": dataclasses.asdict(task.settings),
+        "device": task.device.type, "version": 1}))
+    return cache_dir() / "trnas-reference" / f"{task.dataset}-C{C}-N{N}-s{seed}-{key}.pt"
+
+
+def cached_reference(path: Path, compute: Any) -> tuple[dict[str, Any], bool]:
+    """(blob, hit): the cached reference at ``path``, or ``compute()`` saved there under a lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return torch.load(path, map_location="cpu", weights_only=False), True
+            blob = compute()
+            atomic_save(blob, path)
+            return blob, False
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- NATS-Bench
+
+
+NATS_DATASETS = {"cifar10": "cifar10-valid", "cifar100": "cifar100", "imagenet16-120": "ImageNet16-120"}
+
+
+class NatsTable:
+    """NAS-Bench-201 / NATS-Bench topology table through the optional ``nats_bench`` package."""
+
+    def __init__(self, path: str, dataset: str) -> None:
+        try:
+            import nats_bench
+        except ImportError:
+            raise InvalidConfig(
+                "reference='nats' needs the optional package nats_bench (pip install nats_bench) and the "
+                "benchmark file (NATS-tss-v1_0-3ffb9-simple) at nats_path; without them use "
+                "reference='harness' (a longer reference training by the harness)") from None
+        if not path or not Path(path).exists():
+            raise InvalidConfig(f"nats_path {path!r} does not exist; point it at the NATS-Bench topology "
+                                "file or folder (e.g. $TORCH_HOME/NATS-tss-v1_0-3ffb9-simple)")
+        self.api = nats_bench.create(path, "tss", fast_mode=True, verbose=False)
+        self.dataset = dataset
+
+    def accuracy(self, arch: Arch, hp: str, key: str) -> float:
+        """``key`` ('valid-accuracy' or 'test-accuracy') of ``arch`` trained for ``hp`` epochs."""
+        index = self.api.query_index_by_arch(format_arch(arch))
+        info = self.api.get_more_info(index, self.dataset, hp=hp, is_random=False)
+        return float(info[key])
+
+
+def nats_dataset(dataset: str, override: str) -> str:
+    """The NATS-Bench dataset name of a harness dataset (``override`` wins)."""
+    if override:
+        return override
+    if dataset not in NATS_DATASETS:
+        raise InvalidConfig(f"no NATS-Bench table for dataset '{dataset}'; tables exist for "
+                            f"{', '.join(NATS_DATASETS)} (or set nats_dataset)")
+    return NATS_DATASETS[dataset]
+
+
+__all__ = [
+    "Builder",
+    "Count",
+    "NatsTable",
+    "Trained",
+    "TransferConfig",
+    "cached_reference",
+    "nb201_train",
+    "network_width",
+    "reference_path",
+    "target_source",
+    "train_candidate",
+    "with_warmup",
+]

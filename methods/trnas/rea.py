@@ -1,0 +1,180 @@
+"""``trnas_rea``: regularized evolution (Real et al. 2019) on NB201 with Original or Tr-Net evaluations.
+
+``RegularizedEvolution`` is the algorithm alone: a population of ``population``
+random architectures; then repeatedly sample ``tournament`` members uniformly, mutate
+the fittest (one edge set to a *different* op), evaluate the child, append it and
+remove the *oldest* member; stop after ``evaluations`` evaluations. An architecture met
+again reuses its first fitness (as a table lookup would) and still counts.
+
+The method's fitness is the validation accuracy after the proxy protocol (Tr-Net-i-j
+with warmup, or the original network). The best architecture found (by fitness) is then
+trained as the plain NB201 network with ``final`` and returned, so ``test_top1_pct``
+is its accuracy; with a NATS-Bench table (``nats_path``) its 200-epoch test accuracy
+is also recorded as ``found_table_test_top1_pct``. Series per evaluation (Fig. 4):
+``rea_best_val_top1_pct`` (best fitness so far), ``rea_fitness_val_top1_pct``,
+``rea_eval_act_mib`` (saved activations of one training batch) and on CUDA
+``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
+``search_peak_alloc_mib`` (CUDA) summarise the search cost.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from bench import train as engine
+from bench.config import require
+from bench.interface import Fitted, Split, Task
+from bench.recorder import Recorder
+from bench.registry import register_method
+from methods.trnas.common import (
+    Builder,
+    NatsTable,
+    TransferConfig,
+    nats_dataset,
+    nb201_train,
+    train_candidate,
+    with_warmup,
+)
+from methods.trnas.network import nb201
+from methods.trnas.space import Arch, format_arch, mutate, sample
+
+
+@dataclass
+class Individual:
+    arch: Arch
+    fitness: float
+    born: int
+
+
+class RegularizedEvolution:
+    """Aging evolution over NB201 architectures; see the module docstring."""
+
+    def __init__(self, fitness: Callable[[Arch], float], population: int, tournament: int, evaluations: int,
+                 seed: int) -> None:
+        if not 1 <= tournament <= population <= evaluations:
+            raise ValueError(f"need 1 <= tournament <= population <= evaluations, got "
+                             f"{tournament}, {population}, {evaluations}")
+        self.fitness, self.size, self.tournament, self.evaluations = fitness, population, tournament, evaluations
+        self.rng = random.Random(seed)
+        self.population: deque[Individual] = deque()
+        self.history: list[Individual] = []
+        self.removed: list[Individual] = []
+        self.mutations: list[tuple[Arch, Arch]] = []
+        self._seen: dict[Arch, float] = {}
+
+    def _evaluate(self, arch: Arch) -> Individual:
+        if arch not in self._seen:
+            self._seen[arch] = float(self.fitness(arch))
+        ind = Individual(arch, self._seen[arch], len(self.history))
+        self.history.append(ind)
+        return ind
+
+    def run(self, on_eval: Callable[[Individual, Individual], None] | None = None) -> Individual:
+        """Evolve until the evaluation budget is spent; returns the fittest ever evaluated."""
+        best: Individual | None = None
+        for arch in sample(self.size, self.rng.randrange(2**31)):
+            ind = self._evaluate(arch)
+            self.population.append(ind)
+            best = ind if best is None or ind.fitness > best.fitness else best
+            if on_eval:
+                on_eval(ind, best)
+        while len(self.history) < self.evaluations:
+            contenders = self.rng.sample(list(self.population), self.tournament)
+            parent = max(contenders, key=lambda c: c.fitness)
+            child_arch = mutate(parent.arch, self.rng)
+            self.mutations.append((parent.arch, child_arch))
+            child = self._evaluate(child_arch)
+            self.population.append(child)
+            self.removed.append(self.population.popleft())
+            best = child if child.fitness > best.fitness else best
+            if on_eval:
+                on_eval(child, best)
+        assert best is not None
+        return best
+
+
+@dataclass(frozen=True)
+class ReaConfig:
+    """Paper settings: population 10, tournament 3, 100 evaluations, Tr-Net-5-5 with 13/18 warmup."""
+
+    population: int = 10
+    tournament: int = 3
+    evaluations: int = 100
+    C: int = 0
+    N: int = 5
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    proxy: engine.TrainConfig = field(default_factory=lambda: nb201_train(18.0))
+    warmup_epochs: float = 13.0
+    final: engine.TrainConfig = field(default_factory=lambda: nb201_train(200.0))
+    nats_path: str = ""
+    nats_dataset: str = ""
+
+    def __post_init__(self) -> None:
+        require(1 <= self.tournament <= self.population <= self.evaluations,
+                "need 1 <= tournament <= population <= evaluations")
+        require(self.N >= 1 and self.C >= 0 and self.warmup_epochs >= 0, "N >= 1, C >= 0, warmup_epochs >= 0")
+
+
+@register_method("trnas_rea")
+class TrNasRea:
+    """Regularized evolution with Original or Tr-Net evaluations; see the module docstring."""
+
+    Config: ClassVar[type] = ReaConfig
+    name: ClassVar[str]
+
+    def __init__(self, config: ReaConfig) -> None:
+        self.config = config
+
+    def fit(self, task: Task, rec: Recorder) -> Fitted:
+        cfg = self.config
+        builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
+        proxy_cfg = with_warmup(cfg.proxy, cfg.warmup_epochs, len(task.train))
+        acts, peaks = [], []
+
+        def fitness(arch: Arch) -> float:
+            k = len(acts)
+            got = train_candidate(builder.net(arch, seed=task.seed * 100_003 + k), arch, task.train, task.val,
+                                  proxy_cfg, seed=task.seed + k, stage="proxy")
+            acts.append(got.act_mib)
+            rec.point("rea_eval_act_mib", len(acts), got.act_mib)
+            if got.peak_alloc_mib is not None:
+                peaks.append(got.peak_alloc_mib)
+                rec.point("rea_eval_peak_alloc_mib", len(acts), got.peak_alloc_mib)
+            return got.val_top1_pct
+
+        def on_eval(ind: Individual, best: Individual) -> None:
+            step = ind.born + 1
+            rec.point("rea_fitness_val_top1_pct", step, ind.fitness)
+            rec.point("rea_best_val_top1_pct", step, best.fitness)
+            rec.progress(f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}% "
+                         f"(best {best.fitness:.2f}%)")
+
+        with rec.stage("search"):
+            rea = RegularizedEvolution(fitness, cfg.population, cfg.tournament, cfg.evaluations, task.seed)
+            best = rea.run(on_eval)
+        rec.scalar("search_evals_count", len(rea.history))
+        rec.scalar("search_trained_count", len(acts))
+        rec.scalar("search_act_mib", float(np.mean(acts)))
+        if peaks:
+            rec.scalar("search_peak_alloc_mib", float(np.mean(peaks)))
+        rec.scalar("found_val_top1_pct", best.fitness)
+        rec.note("found_arch", format_arch(best.arch))
+        if cfg.nats_path:
+            table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
+            rec.scalar("found_table_test_top1_pct", table.accuracy(best.arch, "200", "test-accuracy"))
+        with rec.stage("train"):
+            import torch
+
+            torch.manual_seed(task.seed)
+            net = nb201(best.arch, builder.C, cfg.N, task.num_classes).to(task.device)
+            engine.fit(net, task.train, cfg.final, rec, stage="train", seed=task.seed)
+        rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
+        return Fitted(net, format_arch(best.arch), info={"proxy": cfg.transfer.label()})
+
+    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
+        return engine.evaluate(fitted.model, split)

@@ -1,0 +1,136 @@
+"""Tr-NAS: NAS with frozen pretrained ResNet-32 blocks on NAS-Bench-201 (paper 003).
+
+The grid's model is B, the CIFAR ResNet-32 whose stem and first j blocks replace the
+first i entries of every NB201 network (pretrained by the harness on the source and
+cached); the variant label says which proxy: ``original`` (no transfer, the NB201
+protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear warmup).
+
+- ``trnas_rank:<proxy>``: Kendall / Spearman of the proxy's validation accuracy against
+  a reference (a longer harness training, or the NATS-Bench table) over M sampled
+  architectures, all and top-k, with bootstrap CIs (Tables 1 and 3);
+  ``trnas_rank:tr_5_5_w0`` is the warmup ablation's no-warmup point (Fig. 7);
+- ``trnas_rea:<proxy>``: regularized evolution with that proxy (Fig. 4);
+- ``trnas_dartspt:<proxy>[_nocutout]``: DARTS+PT on the NB201 supernet or
+  Tr-Supernet-5-5, with and without Cutout (Table 4, Fig. 5-6, Sec. 4.4.2);
+- ``trnas_memory:<net|supernet>_<proxy>``: training memory on tensors of the real shape
+  (batch 256 networks, 128 supernets; Table 2, Fig. 6); peak allocated on CUDA.
+
+Short and paper tiers pretrain B on the target's own training split (never val or
+test; ``transfer.pretrain_on="target"``), as the paper pretrains ResNet-32 on the
+NB201 train split. Smoke tier: NB201 at C = 4 (B at width 0.25), N = 1 cell per stage, 16 px, a dozen
+architectures (10), a few epochs on ``uci-digits``, B pretrained on ``mnist5k``. With N = 1
+the paper's splits keep their meaning: ``tr_5_5`` replaces stage 1 by ResNet stage 1
+(i = 1, j = 5), ``tr_10_10`` also the first reduction (i = 2, j = 10), leaving one
+stage-2 cell trainable as Tr-Net-10-10 does with N = 5.
+
+    pytest suites/test_trnas.py                                          # smoke: CPU, ~2 minutes
+    pytest suites/test_trnas.py --bench-budget paper --bench-device cuda --bench-data-root /data
+"""
+from bench.grid import Grid, TierPlan
+
+PROXIES = ("original", "tr_5_5", "tr_10_10")
+TRANSFER = {"original": {"transfer.enabled": False},
+            "tr_5_5": {"transfer.enabled": True, "transfer.i": 5, "transfer.j": 5},
+            "tr_10_10": {"transfer.enabled": True, "transfer.i": 10, "transfer.j": 10}}
+# With N = 1 (smoke) the same replacements are i = 1 (stage 1) and i = 2 (stage 1 + reduction).
+SMOKE_I = {"tr_5_5": {"transfer.i": 1}, "tr_10_10": {"transfer.i": 2}}
+ORIGINAL_EPOCHS = 12.0 / 18.0  # the Original proxy trains 12 epochs where Tr-Net trains 18
+
+METHODS = {
+    **{f"trnas_rank:{p}": TRANSFER[p] for p in PROXIES},
+    "trnas_rank:tr_5_5_w0": {**TRANSFER["tr_5_5"], "warmup_epochs": 0.0},
+    **{f"trnas_rea:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
+    **{f"trnas_dartspt:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
+    **{f"trnas_dartspt:{p}_nocutout": TRANSFER[p] for p in ("original", "tr_5_5")},
+    **{f"trnas_memory:{kind}_{p}": {**TRANSFER[p], "kind": kind} for kind in ("net", "supernet")
+       for p in ("original", "tr_5_5")},
+}
+
+
+def _proxy_of(label: str) -> str:
+    variant = label.split(":", 1)[1]
+    for p in ("tr_10_10", "tr_5_5", "original"):
+        if p in variant:
+            return p
+    raise ValueError(label)
+
+
+def per_label(rank: dict, rea: dict, darts: dict, memory: dict, *, n1: bool, epochs: dict,
+              source: dict | None = None) -> dict[str, dict]:
+    """Tier overrides for every label: shared sizes, the Original's shorter proxy, smoke's i for N = 1,
+    and ``source`` (how B is pretrained) for the transfer labels."""
+    out: dict[str, dict] = {}
+    for label, own in METHODS.items():
+        method, proxy = label.split(":", 1)[0], _proxy_of(label)
+        base = {"trnas_rank": rank, "trnas_rea": rea, "trnas_dartspt": darts, "trnas_memory": memory}[method]
+        o = dict(base)
+        if n1 and proxy in SMOKE_I:
+            o.update(SMOKE_I[proxy])
+        if source and proxy != "original" and method != "trnas_memory":  # memory needs no trained B
+            o.update(source)
+        if method in ("trnas_rank", "trnas_rea") and proxy == "original":
+            o.update({"proxy.epochs": epochs["proxy"] * ORIGINAL_EPOCHS, "warmup_epochs": 0.0})
+        if method == "trnas_dartspt" and label.endswith("_nocutout"):
+            o.update({"search.cutout": 0, "tune.cutout": 0})
+        if "warmup_epochs" in own:  # an ablation point keeps its own warmup at every tier
+            o["warmup_epochs"] = own["warmup_epochs"]
+        if method == "trnas_memory" and "supernet" in label:
+            o.update({"train.batch_size": memory.get("supernet_batch", 128)})
+        o.pop("supernet_batch", None)
+        out[label] = o
+    return out
+
+
+SMOKE_PROXY = {"proxy.epochs": 3.0, "warmup_epochs": 2.0, "proxy.batch_size": 64, "proxy.log_every": 1000}
+SMOKE_FINAL = {"epochs": 2.0, "batch_size": 64, "log_every": 1000}
+SMOKE = per_label(
+    rank={"archs": 10, "top_k": 5, "N": 1, "bootstrap": 200, **SMOKE_PROXY,
+          "reference_train.epochs": 4.0, "reference_train.batch_size": 64, "reference_train.log_every": 1000},
+    rea={"population": 4, "tournament": 2, "evaluations": 6, "N": 1, **SMOKE_PROXY,
+         **{f"final.{k}": v for k, v in SMOKE_FINAL.items()}},
+    darts={"N": 1, "search.epochs": 1.5, "warmup_epochs": 0.5, "search.cutout": 4, "search.log_every": 1000,
+           "tune.steps": 2, "tune.cutout": 4, "proj_eval_batches": 1,
+           "final.epochs": 2.0, "final.batch_size": 64, "final.log_every": 1000},
+    memory={"N": 1, "archs": 3, "input_size": 16, "train.steps": 2, "train.batch_size": 256, "supernet_batch": 128},
+    n1=True, epochs={"proxy": 3.0})
+
+# short: one GPU, full width (C = 16, N = 5) on CIFAR-10 at 32 px, scaled-down budgets.
+SHORT = per_label(
+    rank={"archs": 24, "top_k": 12, "proxy.epochs": 6.0, "warmup_epochs": 4.0, "reference_train.epochs": 30.0},
+    rea={"population": 6, "tournament": 3, "evaluations": 20, "proxy.epochs": 6.0, "warmup_epochs": 4.0,
+         "final.epochs": 30.0},
+    darts={"search.epochs": 10.0, "warmup_epochs": 3.0, "tune.epochs": 1.0, "final.epochs": 30.0},
+    memory={"archs": 8, "input_size": 32, "train.batch_size": 256, "supernet_batch": 128},
+    n1=False, epochs={"proxy": 6.0},
+    source={"transfer.pretrain_on": "target", "transfer.pretrain.epochs": 30.0})
+
+# paper: the paper's numbers (1000 architectures, 18/13 epochs, 200-epoch reference, REA 100 evaluations,
+# DARTS+PT 50 search epochs and 10 tuning epochs per edge). Point nats_path at the NATS-Bench file to use
+# the table as reference (needs the nats_bench extra).
+# B is pretrained on the target's training split (200 epochs, the paper's Table 6 recipe).
+PAPER = per_label(rank={}, rea={}, darts={}, memory={"supernet_batch": 128}, n1=False, epochs={"proxy": 18.0},
+                  source={"transfer.pretrain_on": "target"})
+
+GRID = Grid(
+    suite="trnas",
+    methods=METHODS,
+    datasets=("uci-digits",),
+    models=("resnet32",),
+    seeds=(0,),
+    task={"source": "mnist5k"},
+    tiers={
+        "smoke": TierPlan(task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0,
+                                "pretrain.train.log_every": 1000}, methods=SMOKE),
+        "short": TierPlan(datasets=("cifar10",), seeds=(0, 1, 2),
+                          task={"input_size": 32, "width": 1.0, "source": None,
+                                "val_frac": 0.25, "test_frac": 0.2}, methods=SHORT),
+        "paper": TierPlan(datasets=("cifar10", "cifar100"), seeds=tuple(range(10)),
+                          task={"input_size": 32, "width": 1.0, "source": None,
+                                "val_frac": 0.25, "test_frac": 0.2}, methods=PAPER),
+    },
+)
+
+
+def test_cell(bench_cell):
+    result = bench_cell.run()
+    assert result.ok, f"{result.status}: {result.error_type}: {result.error}"

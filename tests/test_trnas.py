@@ -1,0 +1,313 @@
+"""Tr-NAS: the NB201 space, networks, Tr-Net surgery, memory, REA, projection, rank statistics."""
+import random
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from bench import train as engine
+from bench.errors import InvalidConfig
+from bench.measure import count_params
+from bench.models import build_model
+from bench.recorder import Recorder
+from bench.runner import run_cell
+from bench.split import Split
+from methods.trnas import space
+from methods.trnas.darts_pt import project
+from methods.trnas.network import (
+    TransferNet,
+    check_transfer,
+    nb201,
+    replaced_entries,
+    saved_activation_bytes,
+    transfer,
+    valid_pairs,
+)
+from methods.trnas.rank import RankConfig, correlations
+from methods.trnas.rea import RegularizedEvolution
+from methods.trnas.supernet import ArchState, supernet
+from tests.conftest import tiny_spec
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+# ----------------------------------------------------------------------------- space
+
+
+def test_space_has_15625_distinct_archs_and_round_trips():
+    archs = list(space.all_archs())
+    assert len(archs) == space.SPACE_SIZE == 15_625
+    strings = [space.format_arch(a) for a in archs]
+    assert len(set(archs)) == len(set(strings)) == 15_625
+    for index, (arch, text) in enumerate(zip(archs, strings)):
+        assert space.parse(text) == arch
+        assert space.to_index(arch) == index
+        assert space.from_index(index) == arch
+
+
+def test_index_order_is_gen_all_order_and_example_parses():
+    assert space.format_arch(space.from_index(0)) == ALL_NONE
+    assert space.from_index(1) == (0, 0, 0, 0, 0, 1)  # the last edge varies fastest
+    assert space.parse(space.EXAMPLE) == (3, 3, 4, 1, 3, 1)
+
+
+def test_isomorphism_matches_the_benchmarks_6466_unique_topologies():
+    assert len({space.canonical(a) for a in space.all_archs()}) == 6_466
+    # skip on 0->1 then conv 1->2 computes what conv 0->2 with a dead node 1 computes
+    a = space.parse("|skip_connect~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|skip_connect~2|")
+    b = space.parse("|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|skip_connect~2|")
+    c = space.parse("|none~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|skip_connect~2|")
+    assert space.is_isomorphic(a, b) and not space.is_isomorphic(b, c)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node"),
+    ("|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "unknown op"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~1|avg_pool_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+     "must come from node 0"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "needs 2 incoming"),
+    ("nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "'\\|'"),
+    ("|nor_conv_3x3|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "lacks"),
+])
+def test_malformed_strings_are_rejected_with_the_reason(text, why):
+    with pytest.raises(InvalidConfig, match=why):
+        space.parse(text)
+
+
+def test_bad_index_and_arch_are_rejected():
+    with pytest.raises(InvalidConfig, match="0..15624"):
+        space.from_index(15_625)
+    with pytest.raises(InvalidConfig, match="6 op indices"):
+        space.to_index((0, 1, 2))
+
+
+def test_mutation_changes_exactly_one_edge_to_a_different_op():
+    rng = random.Random(0)
+    for arch in space.sample(200, 1):
+        child = space.mutate(arch, rng)
+        assert sum(a != b for a, b in zip(arch, child)) == 1
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def test_published_parameter_counts_at_c16_n5():
+    # NAS-Bench-201 (CIFAR-10, 10 classes) reports 1.531546 MB parameters for the all-conv3x3
+    # cell (the largest network) and 0.073306 MB for cells without parameters.
+    assert count_params(nb201(ALL_3X3, 16, 5, 10))[1] == 1_531_546
+    assert count_params(nb201(ALL_NONE, 16, 5, 10))[1] == 73_306
+    net = nb201(space.EXAMPLE, 16, 5, 10)
+    assert len(net.structure.blocks) == 17
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_zero_cell_outputs_zeros():
+    net = nb201(ALL_NONE, 4, 1, 3)
+    cell = net.get_submodule("entries.0")
+    assert torch.count_nonzero(cell(torch.randn(2, 4, 8, 8))) == 0
+
+
+def _source(width: float = 0.25):
+    torch.manual_seed(0)
+    return build_model("resnet32", num_classes=10, width=width)
+
+
+@pytest.mark.parametrize("count, i, j, cut", [("modules", 5, 5, 5), ("modules", 10, 10, 10),
+                                              ("cells", 5, 5, 5), ("cells", 10, 10, 11)])
+def test_tr_net_shapes_under_both_counting_flags(count, i, j, cut):
+    net = nb201(space.EXAMPLE, 4, 5, 10)
+    tr = transfer(net, _source(), i, j, count)
+    assert tr.cut == cut == replaced_entries(i, 5, count)
+    assert tr.frozen_prefix == 1 + j
+    assert len(tr.structure.blocks) == j + 17 - cut
+    assert tr(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_tr_net_mismatch_is_a_clear_error():
+    net = nb201(space.EXAMPLE, 4, 5, 10)
+    with pytest.raises(InvalidConfig, match=r"Tr-Net-5-6 does not fit.*j may be 0..5.*i may be 6..11"):
+        check_transfer(net, _source(), 5, 6)
+    with pytest.raises(InvalidConfig, match="no pair fits"):
+        transfer(nb201(space.EXAMPLE, 8, 5, 10), _source(0.25), 5, 5)
+    with pytest.raises(InvalidConfig, match="0..15"):
+        transfer(net, _source(), 5, 16)
+    assert (1, 5) in valid_pairs(nb201(space.EXAMPLE, 4, 1, 10), _source()) and \
+        (2, 10) in valid_pairs(nb201(space.EXAMPLE, 4, 1, 10), _source())
+
+
+def _split(n=64, size=16, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Split("train", torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g),
+                 classes, size)
+
+
+def test_frozen_prefix_is_bit_identical_after_training_and_bn_stays_in_eval():
+    source = _source()
+    tr = transfer(nb201(space.EXAMPLE, 4, 1, 10), source, 1, 5)
+    before = {k: v.clone() for k, v in tr.state_dict().items() if k.startswith("src_")}
+    live = {k: v.detach().clone() for k, v in tr.named_parameters() if k.startswith("entries.")}
+    assert all(not p.requires_grad for n, p in tr.named_parameters() if n.startswith("src_"))
+    cfg = engine.TrainConfig(steps=4, batch_size=16, lr=0.1, log_every=2)
+    engine.fit(tr, _split(), cfg, Recorder("cpu", progress=lambda m: None), seed=0)
+    tr.train()
+    assert not any(m.training for m in tr.src_stem.modules())
+    assert not any(m.training for block in tr.src_blocks for m in block.modules())
+    after = tr.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert live and any(not torch.equal(v, after[k]) for k, v in live.items())  # the cells did train
+
+
+def test_frozen_prefix_costs_no_activation_memory():
+    """Counting hook: Tr-Net saves exactly what its trainable suffix alone saves."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    tr = transfer(nb201(ALL_3X3, 4, 1, 10), _source(), 1, 5)
+    tr.train()
+    with torch.no_grad():
+        h = x
+        for _, part in tr.parts()[: tr.frozen_prefix]:
+            h = part(h)
+    suffix = torch.nn.Sequential(*[m for _, m in tr.parts()[tr.frozen_prefix:]])
+    total = saved_activation_bytes(tr, x, y)
+    assert total == saved_activation_bytes(suffix, h.clone(), y) > 0
+    tr.set_frozen_prefix(0)  # the same network trained end to end stores the prefix's activations too
+    assert saved_activation_bytes(tr, x, y) > total + 8 * 4 * 16 * 16 * 4
+
+
+def test_tr_net_saves_about_half_the_activations_at_full_size():
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    original = nb201(ALL_3X3, 16, 5, 10)
+    tr = transfer(nb201(ALL_3X3, 16, 5, 10), _source(1.0), 5, 5)
+    ratio = saved_activation_bytes(original, x, y) / saved_activation_bytes(tr, x, y)
+    assert 1.8 < ratio < 2.6  # the paper measures 2.11x on the GPU allocator
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def test_rea_mutates_to_a_different_op_removes_the_oldest_and_keeps_the_budget():
+    def fitness(arch):
+        return float(sum(arch))
+
+    rea = RegularizedEvolution(fitness, population=5, tournament=3, evaluations=40, seed=0)
+    best = rea.run()
+    assert len(rea.history) == 40 and len(rea.population) == 5
+    assert [r.born for r in rea.removed] == list(range(35))  # always the oldest
+    assert all(sum(a != b for a, b in zip(p, c)) == 1 for p, c in rea.mutations)
+    assert best.fitness == max(h.fitness for h in rea.history)
+    assert best.fitness > np.mean([h.fitness for h in rea.history[:5]])  # evolution climbs
+
+
+def test_supernet_weights_and_projection_decide_every_edge_once():
+    state = ArchState(seed=0)
+    w = state.weights()
+    assert torch.allclose(w.sum(-1), torch.ones(6))
+    state.removed = (2, 3)
+    assert state.weights()[2, 3] == 0
+    state.removed = None
+    net = supernet(state, 4, 1, 10)
+    split = _split(32)
+    tuned = []
+    decisions = project(net, state, split, [3, 0, 5, 1, 4, 2], 1, tuned.append)
+    assert sorted(e for e, _, _ in decisions) == list(range(6)) and tuned == list(range(6))
+    assert all(d >= 0 for d in state.decided) and state.undecided() == []
+    assert all(keep == int(np.argmin(accs)) for _, keep, accs in decisions)
+    w = state.weights()
+    assert torch.equal(w, torch.nn.functional.one_hot(torch.tensor(state.decided), 5).float())
+    with pytest.raises(ValueError, match="already decided"):
+        state.decide(0, 1)
+
+
+def test_tr_supernet_has_the_frozen_prefix():
+    state = ArchState(seed=0)
+    tr = transfer(supernet(state, 4, 1, 10), _source(), 1, 5)
+    assert isinstance(tr, TransferNet) and tr.frozen_prefix == 6
+    out = tr(torch.randn(2, 3, 16, 16))
+    (g,) = torch.autograd.grad(out.sum(), [state.alpha])
+    assert g.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- rank statistics
+
+
+def test_correlations_equal_scipy_with_bootstrap_cis():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=20)
+    proxy = ref + rng.normal(scale=0.5, size=20)
+    rec = Recorder("cpu")
+    correlations(list(proxy), list(ref), rec, "", RankConfig(bootstrap=200), seed=0)
+    assert rec.metrics["krocc_tau"] == pytest.approx(stats.kendalltau(proxy, ref).statistic, abs=1e-12)
+    assert rec.metrics["srocc_rho"] == pytest.approx(stats.spearmanr(proxy, ref).statistic, abs=1e-12)
+    assert rec.metrics["krocc_lo_tau"] < rec.metrics["krocc_tau"] < rec.metrics["krocc_hi_tau"]
+    rec2 = Recorder("cpu")
+    correlations([1.0, 1.0, 1.0], [1.0, 2.0, 3.0], rec2, "topk", RankConfig(), seed=0)
+    assert "krocc_topk_tau" not in rec2.metrics and "krocc_topk_degenerate" in rec2.info
+
+
+def test_nats_reference_is_a_clear_message_when_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nats_bench", None)
+    with pytest.raises(InvalidConfig, match="pip install nats_bench"):
+        RankConfig(reference="nats")
+
+
+def test_nats_reference_reads_the_table(monkeypatch, tmp_path):
+    class FakeApi:
+        def query_index_by_arch(self, text):
+            return space.to_index(space.parse(text))
+
+        def get_more_info(self, index, dataset, hp, is_random):
+            assert dataset == "cifar10-valid" and is_random is False
+            value = float(sum(space.from_index(index)))
+            return {"test-accuracy": value if hp == "200" else -1.0, "valid-accuracy": value}
+
+    fake = types.SimpleNamespace(create=lambda path, kind, fast_mode, verbose: FakeApi())
+    monkeypatch.setitem(sys.modules, "nats_bench", fake)
+    cfg = {"archs": 5, "top_k": 3, "N": 1, "transfer.enabled": False, "reference": "nats",
+           "nats_path": str(tmp_path), "nats_dataset": "cifar10-valid", "proxy_from_table": True, "bootstrap": 0}
+    result = run_cell(tiny_spec("trnas_rank", config=cfg))
+    assert result.ok, result.error
+    assert result.metrics["krocc_tau"] == pytest.approx(1.0) and result.metrics["srocc_rho"] == pytest.approx(1.0)
+
+
+def test_rank_cell_with_transfer_end_to_end():
+    cfg = {"transfer.enabled": True, "transfer.i": 1, "transfer.j": 3}
+    result = run_cell(tiny_spec("trnas_rank", model="resnet20", config=cfg))
+    assert result.ok, result.error
+    m = result.metrics
+    assert {"krocc_tau", "srocc_rho", "krocc_topk_tau", "proxy_act_mib", "proxy_epoch_s"} <= set(m) or \
+        "krocc_degenerate" in result.info
+    assert len(result.series["rank_proxy_val_top1_pct"]) == 4
+
+
+def test_rea_cell_with_b_pretrained_on_the_target_train_split():
+    cfg = {"transfer.enabled": True, "transfer.i": 1, "transfer.j": 3, "transfer.pretrain_on": "target",
+           "transfer.pretrain.steps": 3, "transfer.pretrain.batch_size": 32}
+    result = run_cell(tiny_spec("trnas_rea", model="resnet20", config=cfg, task={"source": None}))
+    assert result.ok, result.error
+    assert result.metrics["search_evals_count"] == 3 and len(result.series["rea_best_val_top1_pct"]) == 3
+    best = [v for _, v in sorted(result.series["rea_best_val_top1_pct"])]
+    assert best == sorted(best)  # best-so-far never drops
+
+
+@pytest.mark.gpu
+def test_gpu_memory_ratio_original_vs_tr_net_5_5():
+    """Peak allocated memory at batch 256, 32 px, C = 16, N = 5 (the paper: 2.11x)."""
+    dev = torch.device("cuda")
+    x, y = torch.randn(256, 3, 32, 32, device=dev), torch.randint(0, 10, (256,), device=dev)
+    peaks = []
+    for make in (lambda: nb201(ALL_3X3, 16, 5, 10),
+                 lambda: transfer(nb201(ALL_3X3, 16, 5, 10), _source(1.0), 5, 5)):
+        net = make().to(dev)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - base)
+        del net
+    assert peaks[0] / peaks[1] > 1.6
