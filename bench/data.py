@@ -29,6 +29,7 @@ dtd            dtd (holding dtd/images)     47       train / val / test, partiti
 oxford-pets    oxford-iiit-pet              37       trainval 3,680 / test 3,669
 food101        food-101                     101      train 75,750 / test 25,250
 caltech101     caltech101                   101      none (8,677 images)
+tiny-imagenet  tiny-imagenet-200            200      train 100,000 / official val 10,000 as test
 =============  ===========================  =======  ==================================
 
 Split policy (``load_splits``)

@@ -30,6 +30,8 @@ class TierPlan:
     ``task``: TaskSettings overrides; ``config``: overrides applied to every method entry
     (dotted keys such as ``"train.steps"``); ``methods``: per-label overrides;
     ``models``: per-model TaskSettings overrides (e.g. a different width per model);
+    ``dataset_task``: per-dataset TaskSettings overrides, applied after ``models`` (e.g.
+    Tiny-ImageNet's native 64 px where CIFAR-10 uses 32);
     ``seeds``: the tier's default seeds (the grid's otherwise); ``datasets``: the tier's
     target datasets (the grid's otherwise), e.g. CIFAR-10 at paper tier where the smoke
     tier uses an embedded set.
@@ -39,6 +41,7 @@ class TierPlan:
     config: Mapping[str, Any] = field(default_factory=dict)
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    dataset_task: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seeds: Sequence[int] | None = None
     datasets: Sequence[str] | None = None
 
@@ -57,21 +60,32 @@ class Grid:
 
     def cells(self, tier: str, *, seeds: Sequence[int] | None = None, device: str = "auto",
               mode: str = "accuracy", data_root: str | None = None, download: bool = False,
-              threads: int = 0) -> list[CellSpec]:
-        """Every cell of the grid at ``tier``, validated; raises ``InvalidGrid``."""
+              threads: int = 0, only_datasets: Sequence[str] | None = None) -> list[CellSpec]:
+        """Every cell of the grid at ``tier``, validated; raises ``InvalidGrid``.
+
+        ``only_datasets`` keeps the tier's cells on these datasets (``--bench-datasets``), so
+        a user holding only some of a tier's datasets can still run the rest.
+        """
         try:
-            return self._cells(tier, seeds, device, mode, data_root, download, threads)
+            return self._cells(tier, seeds, device, mode, data_root, download, threads, only_datasets)
         except InvalidGrid:
             raise
         except BenchError as err:
             raise InvalidGrid(f"suite '{self.suite}' at tier '{tier}': {err}") from err
 
     def _cells(self, tier: str, seeds: Sequence[int] | None, device: str, mode: str,
-               data_root: str | None, download: bool, threads: int) -> list[CellSpec]:
+               data_root: str | None, download: bool, threads: int,
+               only_datasets: Sequence[str] | None) -> list[CellSpec]:
         plan = self._plan(tier)
         seeds = list(seeds if seeds is not None else (plan.seeds if plan.seeds is not None else self.seeds))
         datasets = tuple(plan.datasets if plan.datasets is not None else self.datasets)
         self._check_basics(seeds, plan, datasets)
+        if only_datasets is not None:
+            unknown = [d for d in only_datasets if d not in datasets]
+            if unknown:
+                raise InvalidGrid(f"suite '{self.suite}' at tier '{tier}' runs no dataset {', '.join(unknown)}; "
+                                  f"its datasets: {', '.join(datasets)}")
+            datasets = tuple(d for d in datasets if d in only_datasets)
         for name in datasets:
             DATASETS.get(name)
         from bench.data import check_available
@@ -82,9 +96,10 @@ class Grid:
         specs = []
         for model in self.models:
             MODELS.get(model)
-            task_json = self._task_json(model, plan, datasets)
+            task_jsons = {d: self._task_json(model, plan, datasets, d) for d in datasets}
             for label, config_json in configs.items():
                 for dataset in datasets:
+                    task_json = task_jsons[dataset]
                     for seed in seeds:
                         specs.append(CellSpec(
                             suite=self.suite, method=label.split(":", 1)[0], variant=label,
@@ -121,14 +136,19 @@ class Grid:
         unknown = sorted(set(plan.models) - set(self.models))
         if unknown:
             raise InvalidGrid(f"suite '{self.suite}': tier overrides for models {unknown} not in the grid")
+        unknown = sorted(set(plan.dataset_task) - set(datasets))
+        if unknown:  # checked against the tier's own datasets, before any --bench-datasets filter
+            raise InvalidGrid(f"suite '{self.suite}': task overrides for datasets {unknown} which the tier "
+                              f"does not run ({', '.join(datasets)})")
 
     def _resolve_config(self, label: str, plan: TierPlan) -> str:
         cls = METHODS.get(label.split(":", 1)[0])
         overrides = {**plan.config, **self.methods[label], **plan.methods.get(label, {})}
         return canonical_json(config_dict(make_config(cls.Config, overrides)))
 
-    def _task_json(self, model: str, plan: TierPlan, datasets: tuple[str, ...]) -> str:
-        settings = make_config(TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {})})
+    def _task_json(self, model: str, plan: TierPlan, datasets: tuple[str, ...], dataset: str) -> str:
+        settings = make_config(TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {}),
+                                              **plan.dataset_task.get(dataset, {})})
         self._check_source(settings, model, datasets)
         return canonical_json(config_dict(settings))
 
@@ -139,7 +159,7 @@ class Grid:
         if source == "imagenet":
             from bench.models import model_info
 
-            if not model_info(model).imagenet_weights:
+            if not (model_info(model).imagenet_weights or model_info(model).imagenet_loader):
                 raise InvalidGrid(f"suite '{self.suite}': model '{model}' has no ImageNet weights; "
                                   "use an embedded source such as 'mnist5k'")
             if settings.width != 1.0:

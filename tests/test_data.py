@@ -28,6 +28,7 @@ FOLDERS = {
     "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "flowers102": "flowers-102",
     "fgvc-aircraft": "fgvc-aircraft-2013b", "stanford-cars": "stanford_cars", "dtd": "dtd",
     "oxford-pets": "oxford-iiit-pet", "food101": "food-101", "caltech101": "caltech101",
+    "tiny-imagenet": "tiny-imagenet-200",
 }
 
 
@@ -195,6 +196,47 @@ def test_missing_folder_names_the_path_and_download_option(tmp_path):
 def test_stanford_cars_download_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotFound, match=r"stanford_cars.*cannot be downloaded.*by hand"):
         data.check_available("stanford-cars", tmp_path, download=True)
+
+
+def _fake_tiny_imagenet(root, wnids=("n01", "n02"), per_class=3, val_per_class=2):
+    from PIL import Image
+
+    folder = root / "tiny-imagenet-200"
+    (folder / "val" / "images").mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rows = []
+    for c, wnid in enumerate(wnids):
+        (folder / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (64, 64), (40 * c, 10 * i, 200)).save(folder / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+        for i in range(val_per_class):
+            name = f"val_{c}_{i}.JPEG"
+            Image.new("RGB", (64, 64), (40 * c, 0, 0)).save(folder / "val" / "images" / name)
+            rows.append(f"{name}\t{wnid}\t0\t0\t63\t63")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_tiny_imagenet_reads_train_folders_and_official_val_as_test(tmp_path):
+    _fake_tiny_imagenet(tmp_path, wnids=("n02", "n01"), per_class=5, val_per_class=2)
+    assert data.check_available("tiny-imagenet", tmp_path) is None
+    train, val, test = data.load_splits("tiny-imagenet", seed=0, input_size=16, data_root=tmp_path, val_frac=0.2)
+    assert (len(train), len(val), len(test)) == (8, 2, 4)
+    assert train.num_classes == 200 and test.x.dtype == torch.uint8 and tuple(test.x.shape[1:]) == (3, 32, 32)
+    # ImageFolder sorts wnids (n01 -> 0, n02 -> 1) whatever wnids.txt says; val images get their annotation's class
+    assert sorted(test.y.tolist()) == [0, 0, 1, 1]
+    red = test.x[:, 0].float().mean(dim=(1, 2))
+    assert all((r > 20) == (y == 0) for r, y in zip(red.tolist(), test.y.tolist()))  # n01 was drawn red
+
+
+def test_tiny_imagenet_cannot_be_downloaded_and_names_the_layout(tmp_path):
+    with pytest.raises(DatasetNotFound, match=r"tiny-imagenet-200.*val/val_annotations.txt.*cannot be downloaded"
+                                              r".*tiny-imagenet-200.zip"):
+        data.check_available("tiny-imagenet", tmp_path, download=True)
+    folder = _fake_tiny_imagenet(tmp_path)
+    (folder / "val" / "val_annotations.txt").write_text("x.JPEG\tn99\t0\t0\t1\t1\n")
+    with pytest.raises(DatasetNotFound, match=r"torchvision could not read it.*n99"):
+        data.load_splits("tiny-imagenet", seed=0, input_size=16, data_root=tmp_path)
 
 
 def test_present_but_corrupt_folder_becomes_dataset_not_found(tmp_path):

@@ -79,3 +79,24 @@ def test_tier_can_name_its_own_datasets(tmp_path):
     assert {c.dataset for c in g.cells("smoke")} == {"uci-digits", "lfw-faces"}
     with pytest.raises(InvalidGrid, match=str(tmp_path / "cifar-10-batches-py")):
         g.cells("paper", data_root=str(tmp_path))
+
+
+def test_dataset_task_overrides_one_dataset_only():
+    g = grid(tiers={"smoke": TierPlan(task={"width": 0.25, "input_size": 8},
+                                      dataset_task={"lfw-faces": {"input_size": 24}})})
+    sizes = {(c.dataset, c.seed): c.task_settings["input_size"] for c in g.cells("smoke")}
+    assert sizes == {("uci-digits", 0): 8, ("uci-digits", 1): 8, ("lfw-faces", 0): 24, ("lfw-faces", 1): 24}
+    assert {c.task_settings["width"] for c in g.cells("smoke")} == {0.25}
+    bad = grid(tiers={"smoke": TierPlan(dataset_task={"cifar10": {"input_size": 32}})})
+    with pytest.raises(InvalidGrid, match=r"task overrides for datasets \['cifar10'\] which the tier does not run"):
+        bad.cells("smoke")
+
+
+def test_only_datasets_filters_the_tier_and_names_unknown_ones(tmp_path):
+    g = grid(tiers={"smoke": TierPlan(dataset_task={"lfw-faces": {"input_size": 24}}),
+                    "paper": TierPlan(datasets=("cifar10", "lfw-faces"))})
+    assert {c.dataset for c in g.cells("smoke", only_datasets=["lfw-faces"])} == {"lfw-faces"}
+    # cifar10 is not on disk, but the filtered paper tier never asks for it
+    assert {c.dataset for c in g.cells("paper", only_datasets=["lfw-faces"], data_root=str(tmp_path))} == {"lfw-faces"}
+    with pytest.raises(InvalidGrid, match=r"runs no dataset mnist5k; its datasets: uci-digits, lfw-faces"):
+        g.cells("smoke", only_datasets=["mnist5k"])

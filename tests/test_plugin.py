@@ -143,6 +143,15 @@ def test_seeds_option_and_benchmark_json(suite: pytest.Pytester):
     assert extra["status"] == "ok" and 0 <= extra["test_top1_pct"] <= 100 and extra["step_ms_median"] > 0
 
 
+def test_datasets_option_filters_cells_at_collection(suite: pytest.Pytester):
+    suite.makepyfile(test_tiny=SUITE.replace('datasets=("uci-digits",)', 'datasets=("uci-digits", "lfw-faces")'))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-datasets", "lfw-faces", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*full_ft-lfw-faces-resnet20-s0*"])
+    assert "uci-digits" not in result.stdout.str()
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-datasets", "cifar10", "--collect-only")
+    result.stdout.fnmatch_lines(["*InvalidGrid*runs no dataset cifar10; its datasets: uci-digits, lfw-faces*"])
+
+
 def test_gpu_for_worker_round_robin():
     from bench.plugin import gpu_for_worker
 
