@@ -32,6 +32,8 @@ class TierPlan:
     ``models``: per-model TaskSettings overrides (e.g. a different width per model);
     ``dataset_task``: per-dataset TaskSettings overrides, applied after ``models`` (e.g.
     Tiny-ImageNet's native 64 px where CIFAR-10 uses 32);
+    ``skip_methods``: method labels this tier leaves out (e.g. an ablation axis that only
+    the short and paper tiers run in full);
     ``seeds``: the tier's default seeds (the grid's otherwise); ``datasets``: the tier's
     target datasets (the grid's otherwise), e.g. CIFAR-10 at paper tier where the smoke
     tier uses an embedded set.
@@ -42,6 +44,7 @@ class TierPlan:
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     dataset_task: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    skip_methods: Sequence[str] = ()
     seeds: Sequence[int] | None = None
     datasets: Sequence[str] | None = None
 
@@ -92,7 +95,8 @@ class Grid:
 
         for name in datasets:
             check_available(name, data_root, download)
-        configs = {label: self._resolve_config(label, plan) for label in self.methods}
+        configs = {label: self._resolve_config(label, plan) for label in self.methods
+                   if label not in plan.skip_methods}
         specs = []
         for model in self.models:
             MODELS.get(model)
@@ -133,6 +137,12 @@ class Grid:
         if unknown:
             raise InvalidGrid(f"suite '{self.suite}': tier overrides for {unknown} which are not "
                               f"method entries of the grid ({', '.join(self.methods)})")
+        unknown = sorted(set(plan.skip_methods) - set(self.methods))
+        if unknown:
+            raise InvalidGrid(f"suite '{self.suite}': the tier skips {unknown} which are not method entries "
+                              f"of the grid ({', '.join(self.methods)})")
+        if not set(self.methods) - set(plan.skip_methods):
+            raise InvalidGrid(f"suite '{self.suite}': the tier skips every method entry")
         unknown = sorted(set(plan.models) - set(self.models))
         if unknown:
             raise InvalidGrid(f"suite '{self.suite}': tier overrides for models {unknown} not in the grid")

@@ -8,7 +8,9 @@ protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear wa
 - ``trnas_rank:<proxy>``: Kendall / Spearman of the proxy's validation accuracy against
   a reference (a longer harness training, or the NATS-Bench table) over M sampled
   architectures, all and top-k, with bootstrap CIs (Tables 1 and 3);
-  ``trnas_rank:tr_5_5_w0`` is the warmup ablation's no-warmup point (Fig. 7);
+  ``trnas_rank:tr_<i>_<j>_w<n>`` is the warmup ablation (Fig. 7): n of the paper's 18 epochs
+  in {0, 1, 5, 9, 17} (13 is the plain ``tr_5_5`` / ``tr_10_10`` cell), scaled to the tier's
+  proxy epochs; the smoke tier runs only ``tr_5_5_w0``, short and paper the whole axis;
 - ``trnas_rea:<proxy>``: regularized evolution with that proxy (Fig. 4);
 - ``trnas_dartspt:<proxy>[_nocutout]``: DARTS+PT on the NB201 supernet or
   Tr-Supernet-5-5, with and without Cutout (Table 4, Fig. 5-6, Sec. 4.4.2);
@@ -36,9 +38,13 @@ TRANSFER = {"original": {"transfer.enabled": False},
 SMOKE_I = {"tr_5_5": {"transfer.i": 1}, "tr_10_10": {"transfer.i": 2}}
 ORIGINAL_EPOCHS = 12.0 / 18.0  # the Original proxy trains 12 epochs where Tr-Net trains 18
 
+# Fig. 7's warmup axis in epochs of the paper's 18-epoch proxy; 13 is the default cell.
+WARMUP_AXIS = (0, 1, 5, 9, 17)
+ABLATION = {f"trnas_rank:{p}_w{n}": n for p in ("tr_5_5", "tr_10_10") for n in WARMUP_AXIS}
+
 METHODS = {
     **{f"trnas_rank:{p}": TRANSFER[p] for p in PROXIES},
-    "trnas_rank:tr_5_5_w0": {**TRANSFER["tr_5_5"], "warmup_epochs": 0.0},
+    **{label: dict(TRANSFER[_p]) for label in ABLATION for _p in [label.split(":")[1].rsplit("_w", 1)[0]]},
     **{f"trnas_rea:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
     **{f"trnas_dartspt:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
     **{f"trnas_dartspt:{p}_nocutout": TRANSFER[p] for p in ("original", "tr_5_5")},
@@ -72,8 +78,8 @@ def per_label(rank: dict, rea: dict, darts: dict, memory: dict, *, n1: bool, epo
             o.update({"proxy.epochs": epochs["proxy"] * ORIGINAL_EPOCHS, "warmup_epochs": 0.0})
         if method == "trnas_dartspt" and label.endswith("_nocutout"):
             o.update({"search.cutout": 0, "tune.cutout": 0})
-        if "warmup_epochs" in own:  # an ablation point keeps its own warmup at every tier
-            o["warmup_epochs"] = own["warmup_epochs"]
+        if label in ABLATION:  # n of the paper's 18 epochs, scaled to this tier's proxy
+            o["warmup_epochs"] = ABLATION[label] * epochs["proxy"] / 18.0
         if method == "trnas_memory" and "supernet" in label:
             o.update({"train.batch_size": memory.get("supernet_batch", 128)})
         o.pop("supernet_batch", None)
@@ -111,6 +117,9 @@ SHORT = per_label(
 PAPER = per_label(rank={}, rea={}, darts={}, memory={"supernet_batch": 128}, n1=False, epochs={"proxy": 18.0},
                   source={"transfer.pretrain_on": "target"})
 
+# The smoke tier keeps one ablation point (no warmup); the axis costs a rank cell per point.
+SMOKE_SKIP = tuple(label for label in ABLATION if label != "trnas_rank:tr_5_5_w0")
+
 GRID = Grid(
     suite="trnas",
     methods=METHODS,
@@ -120,7 +129,7 @@ GRID = Grid(
     task={"source": "mnist5k"},
     tiers={
         "smoke": TierPlan(task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0,
-                                "pretrain.train.log_every": 1000}, methods=SMOKE),
+                                "pretrain.train.log_every": 1000}, methods=SMOKE, skip_methods=SMOKE_SKIP),
         "short": TierPlan(datasets=("cifar10",), seeds=(0, 1, 2),
                           task={"input_size": 32, "width": 1.0, "source": None,
                                 "val_frac": 0.25, "test_frac": 0.2}, methods=SHORT),

@@ -100,3 +100,13 @@ def test_only_datasets_filters_the_tier_and_names_unknown_ones(tmp_path):
     assert {c.dataset for c in g.cells("paper", only_datasets=["lfw-faces"], data_root=str(tmp_path))} == {"lfw-faces"}
     with pytest.raises(InvalidGrid, match=r"runs no dataset mnist5k; its datasets: uci-digits, lfw-faces"):
         g.cells("smoke", only_datasets=["mnist5k"])
+
+
+def test_tier_can_skip_method_entries():
+    g = grid(tiers={"smoke": TierPlan(skip_methods=("last_k:k1",)), "short": TierPlan()})
+    assert {c.variant for c in g.cells("smoke")} == {"full_ft"}
+    assert {c.variant for c in g.cells("short")} == {"full_ft", "last_k:k1"}
+    with pytest.raises(InvalidGrid, match=r"the tier skips \['last_k:k2'\] which are not method entries"):
+        grid(tiers={"smoke": TierPlan(skip_methods=("last_k:k2",))}).cells("smoke")
+    with pytest.raises(InvalidGrid, match="the tier skips every method entry"):
+        grid(tiers={"smoke": TierPlan(skip_methods=("full_ft", "last_k:k1"))}).cells("smoke")

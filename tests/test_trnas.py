@@ -311,3 +311,21 @@ def test_gpu_memory_ratio_original_vs_tr_net_5_5():
         peaks.append(torch.cuda.max_memory_allocated() - base)
         del net
     assert peaks[0] / peaks[1] > 1.6
+
+
+def test_warmup_claim_reads_the_fig7_axis():
+    import pandas as pd
+
+    from methods.trnas.claims import _warmup
+
+    def frame(points: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"status": "ok", "variant": f"trnas_rank:{v}", "krocc_tau": k} for v, k in points.items()])
+
+    base = {"original": 0.5, "tr_5_5_w0": 0.4, "tr_5_5": 0.7}
+    out = _warmup(frame(base))
+    assert out.holds and "n=0: 0.400, n=13: 0.700" in out.detail
+    out = _warmup(frame({**base, "tr_5_5_w5": 0.6, "tr_5_5_w17": 0.65, "tr_10_10_w17": 0.9}))
+    assert out.holds and "peak at n=13" in out.detail and "n=17: 0.650" in out.detail  # tr_10_10 is not the axis
+    out = _warmup(frame({**base, "tr_5_5_w9": 0.75}))
+    assert out.holds is False and "peak at n=9" in out.detail
+    assert _warmup(frame({"original": 0.5})).holds is None
