@@ -13,7 +13,6 @@ that does not exist here (``--bench-device cuda`` on a CPU machine) becomes ``sk
 """
 from __future__ import annotations
 
-import gc
 import os
 import random
 import time
@@ -29,7 +28,7 @@ from bench.config import make_config
 from bench.env import utc_now
 from bench.errors import DeviceUnavailable, Diverged
 from bench.interface import EVAL_KEYS, Fitted, Task, TaskSettings
-from bench.measure import MemoryMeter, count_params, inference_flops_per_sample
+from bench.measure import MemoryMeter, collect_garbage, count_params, inference_flops_per_sample
 from bench.pretrain import warm_source
 from bench.recorder import Recorder
 from bench.registry import METHODS
@@ -111,7 +110,7 @@ def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -
     except Exception as err:  # noqa: BLE001 - a failing cell is a result, the grid goes on
         status, error_type, error = "failed", type(err).__name__, _describe(err)
     finally:
-        gc.collect()
+        collect_garbage()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     metrics = rec.finalize()

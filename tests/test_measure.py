@@ -100,3 +100,23 @@ def test_recorder_rejects_unitless_names_and_folds_timers():
     assert m["step_ms_median"] == 3.0 and m["timed_steps"] == 5
     assert np.isclose(m["step_ms_p90"], np.percentile([1, 2, 3, 10, 20], 90))
     assert 0.009 <= m["fit_s"] < 1.0
+
+
+def test_collect_garbage_collects_cycles_and_freezes_the_first_survivors():
+    import gc
+    import weakref
+
+    from bench.measure import collect_garbage
+
+    collect_garbage()
+    assert gc.get_freeze_count() > 0  # import-time objects are out of the collector's view
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle created after the freeze is still collected
+    ref = weakref.ref(a)
+    del a, b
+    collect_garbage()
+    assert ref() is None
