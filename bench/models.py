@@ -281,6 +281,10 @@ class ModelInfo:
     builder: Callable[..., MappedNet]
     imagenet_weights: str | None
     description: str
+    # ImageNet weights that are not torchvision's (e.g. a method's released checkpoints):
+    # a callable returning the state_dict from a local cache file, raising WeightsNotFound
+    # with the expected path when absent. ``bench.pretrain.imagenet_state_dict`` uses it.
+    imagenet_loader: Callable[[], dict[str, torch.Tensor]] | None = None
 
 
 def model_info(name: str) -> ModelInfo:

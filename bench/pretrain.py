@@ -108,6 +108,10 @@ def imagenet_state_dict(model: str, width: float, *, download: bool = False) -> 
     from bench.models import model_info
 
     info = model_info(model)
+    if info.imagenet_loader is not None:
+        if width != 1.0:
+            raise InvalidConfig(f"ImageNet weights exist only at width 1.0, not width {width:g}")
+        return info.imagenet_loader()
     if not info.imagenet_weights:
         raise InvalidConfig(f"model '{model}' has no ImageNet weights; use an embedded source "
                             f"(e.g. source='mnist5k') or source=None")

@@ -5,10 +5,13 @@ statistics and counts the others, and prints mean +- std (n) per
 suite / method entry / dataset / model / tier for the headline metrics. Two other
 layouts, as the papers print their tables: ``by_variant`` puts the method entries side by
 side (one row per suite / dataset / model / tier), and ``per_seed`` lists every seed's
-value beside the mean, so a collapsed seed (a 10% run) is visible.
+value beside the mean, so a collapsed seed (a 10% run) is visible. ``matrix`` lays out a
+family of metrics named by a pattern with ``{row}`` and ``{col}`` placeholders, e.g.
+NASOA's Table 3 ``t3_{row}_{col}_mae`` (predictor x stream segment), per cell group.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,17 +84,46 @@ def per_seed_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return wide.reset_index().sort_values(list(KEYS)).reset_index(drop=True)
 
 
-LAYOUTS = ("summary", "by-variant", "per-seed")
+def matrix_table(frame: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    """One row per cell group and ``{row}`` value, one column per ``{col}`` value, of the metrics
+    that ``pattern`` names (``mean +- std (n)`` over seeds)."""
+    if pattern.count("{row}") != 1 or pattern.count("{col}") != 1:
+        raise ValueError(f"a matrix pattern needs one {{row}} and one {{col}}, got '{pattern}'")
+    regex = re.compile("^" + re.escape(pattern).replace(r"\{row\}", "(?P<row>.+?)")
+                       .replace(r"\{col\}", "(?P<col>.+?)") + "$")
+    found = [(name, m["row"], m["col"]) for name in frame.columns
+             if isinstance(name, str) and (m := regex.match(name))]
+    ok = frame[frame["status"] == "ok"]
+    if not found or ok.empty:
+        return pd.DataFrame(columns=[*KEYS, "row"])
+    summary = seed_summary(ok, KEYS, [name for name, _, _ in found])
+    rows = []
+    for _, group in summary.iterrows():
+        for row in dict.fromkeys(r for _, r, _ in found):
+            cells = {col: format_mean_std(group[f"{name}_mean"], group[f"{name}_std"], int(group[f"{name}_n"]))
+                     for name, r, col in found if r == row and pd.notna(group[f"{name}_mean"])}
+            if cells:
+                rows.append({**{k: group[k] for k in KEYS}, "row": row, **cells})
+    cols = list(dict.fromkeys(c for _, _, c in found))
+    out = pd.DataFrame(rows, columns=[*KEYS, "row", *cols]).fillna("-")
+    return out.sort_values([*KEYS]).reset_index(drop=True) if not out.empty else out
+
+
+LAYOUTS = ("summary", "by-variant", "per-seed", "matrix")
 
 
 def render(db: str | Path, suite: str | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
-           layout: str = "summary") -> str:
-    """The report as text (what ``bench report`` prints); ``layout`` is one of ``LAYOUTS``."""
+           layout: str = "summary", pattern: str = "", variant: str | None = None) -> str:
+    """The report as text (what ``bench report`` prints); ``layout`` is one of ``LAYOUTS``
+    (``matrix`` reads ``pattern``); ``variant`` keeps method entries starting with it."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout '{layout}'; valid: {', '.join(LAYOUTS)}")
     frame = load_latest(db, suite)
+    if variant and not frame.empty:
+        frame = frame[frame["variant"].str.startswith(variant)]
     if frame.empty:
-        return f"no results in {db}" + (f" for suite '{suite}'" if suite else "")
+        return (f"no results in {db}" + (f" for suite '{suite}'" if suite else "")
+                + (f" with a method entry starting '{variant}'" if variant else ""))
     counts = frame["status"].value_counts().to_dict()
     head = (f"{len(frame)} cells in {db} (latest row per cell): "
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -99,7 +131,11 @@ def render(db: str | Path, suite: str | None = None, metrics: Sequence[str] = DE
         table, what = summary_table(frame, metrics), "values: mean +- std (n seeds)"
     elif layout == "by-variant":
         table, what = by_variant_table(frame, metrics[0]), f"{metrics[0]}: mean +- std (n seeds) per method entry"
-    else:
+    elif layout == "per-seed":
         table, what = per_seed_table(frame, metrics[0]), f"{metrics[0]} per seed"
+    else:
+        table, what = matrix_table(frame, pattern), f"{pattern}: mean +- std (n seeds)"
+        if table.empty:
+            what += f" (no metric matches '{pattern}')"
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
         return head + f"\n{what}\n\n" + table.to_string(index=False)

@@ -6,7 +6,9 @@ Cells:
   random subsets, every run's meta-features and accuracy as series; cached for the
   ``nasoa`` cells (which generate a missing shard themselves under a file lock).
 - ``nasoa:<search>-t<k>`` on the meta-test dataset at budget t_k (k of 4, log-uniform
-  between ``budget_low`` and ``budget_high``): accuracy at the budget, chosen model and
+  between ``budget_low`` and ``budget_high``; search gen / fixed_mlp / rs / bohb over the
+  ET-NAS zoo, and Table 4's rs_hpo / bohb_hpo (one fixed large model), rs_regnet /
+  bohb_regnet (model from the RegNetY series) and oa_regnet (the generator over the series)): accuracy at the budget, chosen model and
   regime, search cost in device-seconds, the predictor's errors (Table 3 layout for every
   predictor depth: ``t3_<predictor>_<segment>_mae``) and, for the generator, the Kendall
   tau between predicted and achieved accuracy over extra scored candidates.
@@ -35,39 +37,68 @@ def budgets(search: str, extra: dict, indices=(0, 1, 2, 3)) -> dict[str, dict]:
     return {f"nasoa:{search}-t{k}": {**extra, "budget_index": k} for k in indices}
 
 
+# Table 4's variants beside the zoo: "HPO only" (RS / BOHB over hyperparameters of one fixed large
+# model: the paper's RegNetY-16GF), "HPO + series" (RS / BOHB over model and hyperparameters of the
+# RegNetY series) and "OA only" (the online generator over the RegNetY series); they need no
+# Table 3 errors (``table3_depths=()``), and only "OA only" reads a meta-data stream (its own series').
+REGNETS = ("regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_16gf")
+HPO_ONLY = {"zoo.models": ("regnet_y_16gf",), "table3_depths": ()}
+SERIES = {"zoo.models": REGNETS, "table3_depths": ()}
+# Smoke: the largest smoke zoo model for "HPO only"; the two fastest RegNets (at width 1/8, 16 px a
+# RegNet step is 2-6x an ET-NAS step, so t0 fits only part of an epoch of the fastest one), with a
+# shorter meta-data stream for "OA only" (its shard, pretraining included, is paid inside the suite).
+SMOKE_REGNETS = {"zoo.models": ("regnet_y_400mf", "regnet_y_800mf")}
+TABLE4 = {"rs_hpo": {"search": "random", **HPO_ONLY}, "bohb_hpo": {"search": "bohb", **HPO_ONLY},
+          "rs_regnet": {"search": "random", **SERIES}, "bohb_regnet": {"search": "bohb", **SERIES},
+          "oa_regnet": {"search": "generator", "zoo.models": REGNETS}}
+SMOKE_CAP = {"max_trials": 3}            # smoke: a fixed bound on RS / BOHB trials of the Table 4 variants
+SMOKE_TABLE4 = {"rs_hpo": {**SMOKE_NASOA, **TABLE4["rs_hpo"], "zoo.models": ("etnas_d",), **SMOKE_CAP},
+                "bohb_hpo": {**SMOKE_NASOA, **TABLE4["bohb_hpo"], "zoo.models": ("etnas_d",), **SMOKE_CAP},
+                "rs_regnet": {**SMOKE_NASOA, **TABLE4["rs_regnet"], **SMOKE_REGNETS, **SMOKE_CAP},
+                "bohb_regnet": {**SMOKE_NASOA, **TABLE4["bohb_regnet"], **SMOKE_REGNETS, **SMOKE_CAP},
+                "oa_regnet": {**SMOKE_NASOA, **TABLE4["oa_regnet"], **SMOKE_REGNETS, "meta.runs": 8,
+                              "meta.max_iters": 16}}
+# The paper's budgets: ResNet-18 for 10 epochs to ResNet-101 for 50 epochs.
+PAPER_BUDGETS = {"budget_low": ("resnet18", 10.0), "budget_high": ("resnet101", 50.0)}
+
 METHODS = {
     "nasoa_meta:shard": {"dataset": "uci-digits"},
     **budgets("gen", {"search": "generator"}),
     **budgets("fixed_mlp", {"search": "generator", "online": False, "predictor.adaptive": False}),
     **budgets("rs", {"search": "random"}),
     **budgets("bohb", {"search": "bohb"}),
+    **{label: cfg for name, extra in TABLE4.items() for label, cfg in budgets(name, extra).items()},
     "nasoa_steptime:table2": {},
 }
 SMOKE_METHODS = {
     "nasoa_meta:shard": {**SMOKE_ZOO, **SMOKE_META, "dataset": "uci-digits"},
     **{label: SMOKE_NASOA for label in METHODS if label.startswith("nasoa:")},
+    **{label: cfg for name, extra in SMOKE_TABLE4.items() for label, cfg in budgets(name, extra).items()},
     "nasoa:gen-t1": {**SMOKE_NASOA, "rank_candidates": 3},
     "nasoa_steptime:table2": {"models": ("etnas_a", "etnas_d", "etnas_g", "tv:resnet18"), "width": 0.125,
                               "size": 32, "batch": 8, "steps": 3, "warmup": 1, "train.steps": 10,
                               "train.batch_size": 32, "train.log_every": 10},
 }
-# The smoke grid trims budgets to t0 and t2 (t1 for the generator's rank check).
-SMOKE_SKIP = [f"nasoa:{s}-t{k}" for s in ("gen", "fixed_mlp", "rs", "bohb") for k in (1, 3)]
+# The smoke tier trims budgets to t0 and t2 (t1 for the generator's rank check); short and paper
+# run all four budgets.
+SMOKE_SKIP = tuple(f"nasoa:{s}-t{k}" for s in ("gen", "fixed_mlp", "rs", "bohb", *TABLE4) for k in (1, 3)
+                   if (s, k) != ("gen", 1))
 
 GRID = Grid(
     suite="nasoa",
-    methods={label: cfg for label, cfg in METHODS.items()
-             if label not in SMOKE_SKIP or label == "nasoa:gen-t1"},
+    methods=METHODS,
     datasets=("lfw-faces",),
     models=("etnas_a",),
     seeds=(0,),
     task={"source": "mnist5k"},
     tiers={
         "smoke": TierPlan(task={"input_size": 16, "width": 0.125, "pretrain.train.epochs": 1.0},
-                          methods={k: v for k, v in SMOKE_METHODS.items() if k not in SMOKE_SKIP or k == "nasoa:gen-t1"}),
+                          methods={k: v for k, v in SMOKE_METHODS.items() if k not in SMOKE_SKIP},
+                          skip_methods=SMOKE_SKIP),
         "short": TierPlan(task={"input_size": 64, "width": 0.5}),
         "paper": TierPlan(datasets=("fgvc-aircraft",), task={"input_size": 224, "width": 1.0, "source": "imagenet"},
-                          methods={"nasoa_steptime:table2": {"models": PAPER_TABLE2}}),
+                          methods={"nasoa_steptime:table2": {"models": PAPER_TABLE2},
+                                   **{label: PAPER_BUDGETS for label in METHODS if label.startswith("nasoa:")}}),
     },
 )
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,16 @@ for _path in sorted((Path(__file__).parent / "tiny_configs").glob("*.json")):
         if _method in TINY_CONFIGS:
             raise ValueError(f"{_path.name}: tiny config of '{_method}' is already defined")
         TINY_CONFIGS[_method] = _overrides
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Share the cores among xdist workers: torch's default (one thread per core in every
+    worker) oversubscribes them, and tests of many small ops then run 10-20x slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session", autouse=True)

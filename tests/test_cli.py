@@ -106,3 +106,27 @@ def test_report_layouts_by_variant_and_per_seed(tmp_path, capsys):
     assert seeds[4].split()[5:8] == ["90.00", "92.00", "10.00"]
     assert seeds[5].split()[5:8] == ["80.00", "82.00", "failed"]
     assert main(["report", "--db", str(db), "--per-seed"]) == 0 and "seed 2" in capsys.readouterr().out
+
+
+def test_report_matrix_lays_out_a_metric_family(tmp_path, capsys):
+    """--matrix 't3_{row}_{col}_mae' gives NASOA's Table 3 layout: predictors x stream segments."""
+    import dataclasses
+
+    def with_t3(seed: int, variant: str, scale: float) -> CellResult:
+        r = result(seed, 50.0, variant)
+        t3 = {f"t3_{p}_{seg}_mae": scale * (i + 1) + j + seed for i, p in enumerate(("adaptive", "fixed10"))
+              for j, seg in enumerate(("all", "20_40", "80_100"))}
+        return dataclasses.replace(r, metrics={**r.metrics, **t3, "t3_adaptive_all_mse": 1.0})
+
+    db = tmp_path / "r.db"
+    write(db, [with_t3(0, "nasoa:gen-t0", 10.0), with_t3(1, "nasoa:gen-t0", 10.0), with_t3(0, "nasoa:rs-t0", 5.0)])
+    assert main(["report", "--db", str(db), "--variant", "nasoa:gen", "--matrix", "t3_{row}_{col}_mae"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 cells in" not in lines[0] and lines[0].startswith("2 cells in")
+    assert lines[3].split()[5:] == ["row", "20_40", "80_100", "all"]
+    # adaptive: seeds 0 and 1 give all 10/11, 20_40 11/12, 80_100 12/13; fixed10 all 20/21, ...
+    assert lines[4].split()[5:] == ["adaptive", "11.50", "+-", "0.71", "(2)", "12.50", "+-", "0.71", "(2)",
+                                    "10.50", "+-", "0.71", "(2)"]
+    assert lines[5].split()[5:7] == ["fixed10", "21.50"] and len(lines) == 6
+    assert main(["report", "--db", str(db), "--matrix", "t3_{row}_mae"]) == 2
+    assert "needs one {row} and one {col}" in capsys.readouterr().err

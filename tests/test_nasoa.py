@@ -243,3 +243,78 @@ def test_config_rejects_unknown_search():
 
     with pytest.raises(InvalidConfig, match="search must be one of"):
         dataclasses.replace(NasoaConfig(), search="grid")
+
+
+# ------------------------------------------------------------------ ImageNet weights, series, Table 4 claim
+
+
+def test_zoo_imagenet_through_the_harness_path(tmp_path, monkeypatch):
+    """source=imagenet: the harness's loader finds etnas_<x>.pth, names the expected path when absent,
+    and a paper-tier grid with an ET-NAS model and source imagenet validates."""
+    from bench import pretrain
+    from bench.grid import Grid, TierPlan
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(WeightsNotFound, match=r"expected .*/etnas/etnas_a\.pth"):
+        pretrain.imagenet_state_dict("etnas_a", 1.0)
+    with pytest.raises(InvalidConfig, match="only at width 1.0"):
+        pretrain.imagenet_state_dict("etnas_a", 0.5)
+    torch.manual_seed(3)
+    reference = build_model("etnas_a", 1000).state_dict()
+    (tmp_path / "etnas").mkdir()
+    torch.save(reference, tmp_path / "etnas" / "etnas_a.pth")
+    loaded = pretrain.imagenet_state_dict("etnas_a", 1.0)
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+    build_model("etnas_a", 1000).load_state_dict(loaded, strict=True)
+    grid = Grid(suite="t", methods={"scratch": {}}, datasets=("lfw-faces",), models=("etnas_a",), seeds=(0,),
+                task={"source": "imagenet", "width": 1.0}, tiers={"paper": TierPlan()})
+    assert len(grid.cells("paper")) == 1
+
+
+def test_regnet_series_matches_torchvision_and_shrinks():
+    from methods.nasoa.series import imagenet_top1
+
+    net = build_model("regnet_y_400mf", 1000)
+    ref = torchvision.models.regnet_y_400mf()
+    net.load_state_dict(ref.state_dict(), strict=True)
+    net.eval(), ref.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), ref(x), atol=1e-5)
+    assert [len(s) for s in net.structure.stages] == [1, 3, 6, 6]
+    small = build_model("regnet_y_800mf", 7, width=0.125)
+    freeze_stages(small, 1)
+    assert small(torch.randn(2, 3, 16, 16)).shape == (2, 7)
+    assert not any(p.requires_grad for p in small.stem.parameters())
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in ref.parameters()) / 20
+    assert imagenet_top1("regnet_y_400mf") == pytest.approx(74.046) and np.isnan(imagenet_top1("etnas_a"))
+
+
+def test_plan_falls_back_to_part_of_an_epoch_of_the_fastest_model():
+    steps = {"slow": 80.0, "slower": 200.0}
+    plans = plan(list(steps), steps, 0.25, train_size=128, batch=32)   # one epoch = 4 steps = 0.32 s
+    assert {p.model for p in plans} == {"slow"} and {(p.epochs, p.iters) for p in plans} == {(0, 3)}
+    assert all(p.planned_s <= 0.25 for p in plans)
+    assert plan(list(steps), steps, 0.05, train_size=128, batch=32) == []
+
+
+def test_zoo_vs_regnet_claim_reads_budgets_and_is_unmeasured_without_series_rows():
+    import pandas as pd
+
+    from bench.claims import CHECKS
+
+    check = CHECKS["nasoa-zoo-vs-regnet"]
+
+    def row(variant, acc):
+        return {"suite": "nasoa", "variant": variant, "method": "nasoa", "dataset": "d", "model": "m",
+                "status": "ok", "tier": "smoke", "test_top1_pct": acc}
+
+    zoo_only = pd.DataFrame([row("nasoa:gen-t0", 80.0), row("nasoa:gen-t2", 85.0)])
+    assert check(zoo_only).holds is None
+    both = pd.DataFrame([*zoo_only.to_dict("records"), row("nasoa:oa_regnet-t0", 70.0),
+                         row("nasoa:oa_regnet-t2", 88.0), row("nasoa:bohb_regnet-t0", 99.0)])
+    out = check(both)
+    assert out.holds is True and out.ours == pytest.approx(3.5) and out.n_seeds == 2
+    worse = pd.DataFrame([*zoo_only.to_dict("records"), row("nasoa:oa_regnet-t0", 90.0)])
+    assert check(worse).holds is False

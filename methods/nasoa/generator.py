@@ -54,7 +54,12 @@ def max_epochs(budget_s: float, step_ms: float, steps_per_epoch: int) -> int:
 
 def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, train_size: int, batch: int
          ) -> list[Plan]:
-    """Every feasible (model, lr, frozen) with the largest epoch count within ``budget_s``."""
+    """Every feasible (model, lr, frozen) with the largest epoch count within ``budget_s``.
+
+    If no model fits one whole epoch (e.g. a slow series at the shortest budget), the
+    fastest model is planned with the largest number of iterations that fits (``epochs``
+    0), so a budget that fits one step always has a plan and no plan is ever over budget.
+    """
     per_epoch = max(1, math.ceil(train_size / batch))
     out = []
     for m in models:
@@ -65,6 +70,11 @@ def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, trai
         for lr in LRS:
             for k in FROZEN:
                 out.append(Plan(m, lr, k, e, iters, iters * step_ms[m] / 1000.0))
+    if not out and models:
+        m = min(models, key=lambda name: step_ms[name])
+        iters = max_epochs(budget_s, step_ms[m], 1)
+        if iters >= 1:
+            out = [Plan(m, lr, k, 0, iters, iters * step_ms[m] / 1000.0) for lr in LRS for k in FROZEN]
     return out
 
 

@@ -84,13 +84,13 @@ class ZooSpec:
     def source_weights(self, model: str, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(state_dict, meta with ``source_test_top1_pct``) of ``model`` on the source."""
         if self.source == "imagenet":
-            from methods.nasoa.zoo import ZOO, imagenet_state_dict
+            # The harness's ImageNet path: torchvision checkpoints, or the zoo's registered loader.
+            from bench.pretrain import imagenet_state_dict
+            from methods.nasoa.series import imagenet_top1
+            from methods.nasoa.zoo import ZOO
 
-            if model in ZOO:
-                return imagenet_state_dict(model), {"source_test_top1_pct": ZOO[model].top1_pct}
-            from bench.pretrain import imagenet_state_dict as tv_state
-
-            return tv_state(model, self.width, download=self.download), {"source_test_top1_pct": float("nan")}
+            top1 = ZOO[model].top1_pct if model in ZOO else imagenet_top1(model)
+            return imagenet_state_dict(model, self.width, download=self.download), {"source_test_top1_pct": top1}
         if not self.source:
             raise ValueError("NASOA needs source weights: set the task's source (an embedded dataset or imagenet)")
         return pretrained_source(model, self.width, self.source, self.input_size, self.recipe, self.source_seed,

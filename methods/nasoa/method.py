@@ -48,7 +48,7 @@ class NasoaConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     online: bool = True
     num_configs: int = 0                 # H of Algorithm 3; 0 scores every combination
-    table3_depths: tuple[int, ...] = (3, 6, 10, 14)
+    table3_depths: tuple[int, ...] = (3, 6, 10, 14)   # () skips Table 3 (and, for RS/BOHB, the meta stream)
     budget_index: int = 1
     budget_count: int = 4
     budget_low: tuple[str, float] = ("etnas_a", 10.0)    # (model, epochs): t0 (paper: ResNet-18, 10 epochs)
@@ -103,11 +103,14 @@ class Nasoa:
         cfg = self.config
         zoo = cfg.zoo.resolve(task)
         dev = task.device
-        records = meta_stream(cfg, zoo, task, rec)
-        raw = np.array([features(r, zoo.models) for r in records])
-        std = Standardizer(raw, len(zoo.models))
-        x, y = std(raw), torch.tensor([r["top1_pct"] / 100.0 for r in records], dtype=torch.float32)
-        _record_table3(x, y, cfg, rec)
+        x = y = std = None
+        if cfg.search == "generator" or cfg.table3_depths:
+            records = meta_stream(cfg, zoo, task, rec)
+            raw = np.array([features(r, zoo.models) for r in records])
+            std = Standardizer(raw, len(zoo.models))
+            x, y = std(raw), torch.tensor([r["top1_pct"] / 100.0 for r in records], dtype=torch.float32)
+            if cfg.table3_depths:
+                _record_table3(x, y, cfg, rec)
         with rec.stage("steptime"):
             refs = sorted({cfg.budget_low[0], cfg.budget_high[0], *zoo.models})
             from methods.nasoa.steptime import step_table
@@ -121,7 +124,9 @@ class Nasoa:
         rec.scalar("budget_s", budget)
         plans = gen.plan(zoo.models, steps, budget, len(task.train), zoo.batch_size)
         if not plans:
-            raise InvalidConfig(f"no model of {zoo.models} fits one epoch in {budget:.3g} s")
+            raise InvalidConfig(f"no model of {zoo.models} fits one training step in {budget:.3g} s")
+        rec.scalar("fitting_models_count", len({p.model for p in plans}))
+        rec.note("zoo_models", list(zoo.models))
         t0 = time.perf_counter()
         if cfg.search == "generator":
             trial, cost = self._generate(cfg, zoo, task, rec, x, y, std, plans)

@@ -7,12 +7,16 @@ match). Models build through ``bench.models.build_model("etnas_g", num_classes,
 width=...)`` like every other model, so embedded sources (``source="mnist5k"``) pretrain
 and cache them as for the ResNets.
 
-ImageNet weights: the released checkpoints are keyed by encoding; ``imagenet_state_dict``
-reads ``<encoding>.pth`` from ``$BENCH_CACHE_DIR/etnas`` or ``$TORCH_HOME/hub/checkpoints``
-and raises ``WeightsNotFound`` naming both folders when absent (nothing is downloaded).
+ImageNet weights (``source="imagenet"``, through the harness's ``bench.pretrain`` path, which
+calls the ``imagenet_loader`` each zoo model registers): ``imagenet_state_dict`` reads
+``etnas_<x>.pth`` (a state_dict of our ``ETNet`` at width 1.0, or ``{"state_dict": ...}``)
+or the released checkpoint named by its encoding, ``<encoding>.pth``, from
+``$BENCH_CACHE_DIR/etnas`` or ``$TORCH_HOME/hub/checkpoints``; absent, it raises
+``WeightsNotFound`` naming the expected paths (nothing is downloaded).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,22 +95,29 @@ def weight_folders() -> list[Path]:
     return [cache_dir() / "etnas", Path(torch.hub.get_dir()) / "checkpoints"]
 
 
+def weight_files(name: str) -> list[Path]:
+    """Every path ``imagenet_state_dict`` tries for zoo model ``name``, in order."""
+    entry = zoo_entry(name)
+    return [folder / file for folder in weight_folders() for file in (f"{name}.pth", f"{entry.encoding}.pth")]
+
+
 def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights of zoo model ``name`` from a cache file (never downloaded)."""
     entry = zoo_entry(name)
-    file = f"{entry.encoding}.pth"
-    for folder in weight_folders():
-        if (folder / file).exists():
-            state = torch.load(folder / file, map_location="cpu", weights_only=True)
+    for path in weight_files(name):
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
             return state.get("state_dict", state) if isinstance(state, dict) else state
-    raise WeightsNotFound(f"ImageNet weights of {name} (ET-NAS-{entry.letter}) are not cached: place '{file}' "
-                          f"(the released checkpoint, named by its encoding) in one of: "
-                          + ", ".join(str(f) for f in weight_folders()))
+    raise WeightsNotFound(f"ImageNet weights of {name} (ET-NAS-{entry.letter}) are not cached: expected "
+                          f"{weight_folders()[0] / (name + '.pth')} (a state_dict of this ETNet at width 1.0), "
+                          f"or the released checkpoint '{entry.encoding}.pth'; looked in: "
+                          + ", ".join(str(p) for p in weight_files(name)))
 
 
 for _name, _entry in ZOO.items():
     MODELS.register(_name, ModelInfo(
         _name, "etnas", _builder(_name), None,
         f"ET-NAS-{_entry.letter} (NASOA Table 10): {_entry.encoding}, {_entry.mparams} M params, "
-        f"{_entry.gmacs} GMACs at 224 px; stem of three 3x3 convs, no max-pool"))
+        f"{_entry.gmacs} GMACs at 224 px; stem of three 3x3 convs, no max-pool",
+        imagenet_loader=functools.partial(imagenet_state_dict, _name)))
 del _name, _entry
