@@ -15,7 +15,15 @@ protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear wa
 - ``trnas_dartspt:<proxy>[_nocutout]``: DARTS+PT on the NB201 supernet or
   Tr-Supernet-5-5, with and without Cutout (Table 4, Fig. 5-6, Sec. 4.4.2);
 - ``trnas_memory:<net|supernet>_<proxy>``: training memory on tensors of the real shape
-  (batch 256 networks, 128 supernets; Table 2, Fig. 6); peak allocated on CUDA.
+  (batch 256 networks, 128 supernets; Table 2, Fig. 6); peak allocated on CUDA;
+- ``trnas_dartspt_darts:<original|tr_resnet20>``: DARTS+PT in the DARTS space (8 two-input
+  cells, C = 16) without / with cells 0-1 replaced by the stem + blocks 1-3 of a wide ResNet-20
+  (64/128/256, built by the method, pretrained like B), Cutout, 5 warmup epochs (Table 5).
+  The paper runs CIFAR-10 with 4 seeds: ``--bench-datasets cifar10 --bench-seeds 0-3``. Smoke
+  sizing (an 8-cell supernet costs ~0.4 s a forward on one CPU thread): 4 cells, B at width
+  0.5 (C = 2), Tr-Supernet-2-4 (at 4 cells the replaced cells are a normal and a reduction
+  cell, which B's blocks 1-4 match), one search step, perturbation for one (normal, reduce)
+  pair of edges and of nodes (the rest decided from alpha as DARTS does), a 3-cell network.
 
 Short and paper tiers pretrain B on the target's own training split (never val or
 test; ``transfer.pretrain_on="target"``), as the paper pretrains ResNet-32 on the
@@ -51,6 +59,29 @@ METHODS = {
     **{f"trnas_memory:{kind}_{p}": {**TRANSFER[p], "kind": kind} for kind in ("net", "supernet")
        for p in ("original", "tr_5_5")},
 }
+
+
+# The DARTS-space setting (paper Sec. 4.3.2): its own method and labels, outside per_label().
+DARTS_SPACE = {"trnas_dartspt_darts:original": {"transfer.enabled": False},
+               "trnas_dartspt_darts:tr_resnet20": {"transfer.enabled": True, "transfer.i": 2, "transfer.j": 3}}
+_DS_SMOKE = {"layers": 4, "source_width": 0.5, "search.steps": 1, "search.batch_size": 32, "search.cutout": 4,
+             "search.log_every": 1000, "warmup_epochs": 0.5, "arch_opt.batch_size": 32, "tune.steps": 1,
+             "tune.batch_size": 32, "tune.cutout": 4, "proj_eval_batches": 1, "proj_examples": 16,
+             "proj_perturb_pairs": 1, "eval_C": 4, "eval_layers": 3, "final.steps": 4, "final.batch_size": 64,
+             "final.cutout": 4, "final.log_every": 1000}
+DARTS_SMOKE = {"trnas_dartspt_darts:original": _DS_SMOKE,
+               "trnas_dartspt_darts:tr_resnet20": {**_DS_SMOKE, "transfer.j": 4}}
+# short: the full space (8 cells, C = 16, B at width 4) with scaled-down budgets and a smaller evaluation net.
+_DS_SHORT = {"search.epochs": 5.0, "warmup_epochs": 0.5, "tune.epochs": 0.25, "proj_examples": 2048,
+             "eval_C": 16, "eval_layers": 8, "final.epochs": 20.0}
+DARTS_SHORT = {"trnas_dartspt_darts:original": _DS_SHORT,
+               "trnas_dartspt_darts:tr_resnet20": {**_DS_SHORT, "transfer.pretrain_on": "target",
+                                                   "transfer.pretrain.epochs": 30.0}}
+# paper: the method's defaults are the paper's (50 search epochs, 5 warmup, tune 5 epochs per projection
+# step, 20-cell C = 36 network for 600 epochs); B = ResNet-20 at width 4 pretrained on the target's train
+# split with Table 6's recipe.
+DARTS_PAPER = {"trnas_dartspt_darts:original": {},
+               "trnas_dartspt_darts:tr_resnet20": {"transfer.pretrain_on": "target"}}
 
 
 def _proxy_of(label: str) -> str:
@@ -122,20 +153,21 @@ SMOKE_SKIP = tuple(label for label in ABLATION if label != "trnas_rank:tr_5_5_w0
 
 GRID = Grid(
     suite="trnas",
-    methods=METHODS,
+    methods={**METHODS, **DARTS_SPACE},
     datasets=("uci-digits",),
     models=("resnet32",),
     seeds=(0,),
     task={"source": "mnist5k"},
     tiers={
         "smoke": TierPlan(task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0,
-                                "pretrain.train.log_every": 1000}, methods=SMOKE, skip_methods=SMOKE_SKIP),
+                                "pretrain.train.log_every": 1000}, methods={**SMOKE, **DARTS_SMOKE},
+                          skip_methods=SMOKE_SKIP),
         "short": TierPlan(datasets=("cifar10",), seeds=(0, 1, 2),
                           task={"input_size": 32, "width": 1.0, "source": None,
-                                "val_frac": 0.25, "test_frac": 0.2}, methods=SHORT),
+                                "val_frac": 0.25, "test_frac": 0.2}, methods={**SHORT, **DARTS_SHORT}),
         "paper": TierPlan(datasets=("cifar10", "cifar100"), seeds=tuple(range(10)),
                           task={"input_size": 32, "width": 1.0, "source": None,
-                                "val_frac": 0.25, "test_frac": 0.2}, methods=PAPER),
+                                "val_frac": 0.25, "test_frac": 0.2}, methods={**PAPER, **DARTS_PAPER}),
     },
 )
 

@@ -4,7 +4,8 @@
 ``network``: the NB201 macro network and the Tr-Net-i-j prefix surgery;
 ``supernet``: the DARTS supernet with shared architecture weights; ``common``: protocols
 and candidate training; ``rank``, ``rea``, ``darts_pt``, ``memory``: the registered
-methods ``trnas_rank``, ``trnas_rea``, ``trnas_dartspt``, ``trnas_memory``;
+methods ``trnas_rank``, ``trnas_rea``, ``trnas_dartspt``, ``trnas_memory``; ``darts_space``:
+the DARTS two-input space with a wide ResNet-20 prefix, ``trnas_dartspt_darts``;
 ``claims``: the checks of the paper's headline claims.
 """
-from methods.trnas import claims, darts_pt, memory, rank, rea  # noqa: F401
+from methods.trnas import claims, darts_pt, darts_space, memory, rank, rea  # noqa: F401

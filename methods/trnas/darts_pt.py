@@ -23,7 +23,7 @@ returned. Recorded: ``search_s`` (search + projection wall time), ``search_act_m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -125,26 +125,38 @@ class AlphaStep:
 
 @torch.no_grad()
 def train_mode_accuracy(net: torch.nn.Module, split: Split, batches: int = 0, batch_size: int = 256) -> float:
-    """Top-1 (%) with BatchNorm in train mode (batch statistics), as DARTS-PT measures it."""
+    """Top-1 (%) with BatchNorm in train mode (batch statistics), as DARTS-PT measures it.
+
+    The mode is switched only when the net is not already training (``train()`` walks every
+    module, which dominates the cost of a projection measurement on a large supernet).
+    """
     was = net.training
-    net.train()
+    if not was:
+        net.train()
     correct = seen = 0
     for k, (x, y) in enumerate(iter_eval(split, batch_size)):
         if batches and k >= batches:
             break
         correct += int((net(x).argmax(1) == y).sum())
         seen += len(y)
-    net.train(was)
+    if not was:
+        net.train(False)
     return 100.0 * correct / max(1, seen)
 
 
 def project(net: torch.nn.Module, state: ArchState, split: Split, order: list[int], batches: int,
-            tune: Callable[[int], None], rec: Recorder | None = None) -> list[tuple[int, int, list[float]]]:
-    """Decide every edge of ``order`` once: keep the op whose removal hurts accuracy most, then tune."""
+            tune: Callable[[int], None], rec: Recorder | None = None,
+            ops: Sequence[str] = OPS) -> list[tuple[int, int, list[float]]]:
+    """Decide every edge of ``order`` once: keep the op whose removal hurts accuracy most, then tune.
+
+    ``state`` needs ``removed`` (an (edge, op) pair zeroed while measuring) and
+    ``decide(edge, op)``; ``ops`` names the candidate ops (NB201's by default; the DARTS
+    space passes its 8, ``methods.trnas.darts_space``).
+    """
     decisions = []
     for n, edge in enumerate(order):
         accs = []
-        for op in range(len(OPS)):
+        for op in range(len(ops)):
             state.removed = (edge, op)
             accs.append(train_mode_accuracy(net, split, batches))
         state.removed = None
@@ -154,7 +166,7 @@ def project(net: torch.nn.Module, state: ArchState, split: Split, order: list[in
         if rec is not None:
             for op, acc in enumerate(accs):
                 rec.point("proj_removed_top1_pct", n, acc, position=op)
-            rec.progress(f"projection {n + 1}/{len(order)}: edge {edge} keeps {OPS[keep]}")
+            rec.progress(f"projection {n + 1}/{len(order)}: edge {edge} keeps {ops[keep]}")
         tune(n)
     return decisions
 
@@ -165,6 +177,45 @@ def split_halves(train: Split, frac: float, seed: int) -> tuple[Split, Split]:
     perm = torch.randperm(len(train), generator=gen).to(train.device)
     cut = max(1, round(frac * len(train)))
     return train.subset(perm[:cut], "search"), train.subset(perm[cut:], "arch")
+
+
+class SearchRun:
+    """The search phase the DARTS+PT methods share (NB201 here, the DARTS space in ``darts_space``).
+
+    On construction: ``search_act_mib`` (saved activations of one search batch), the CUDA
+    peak reset, the ``AlphaStep`` hook and the trainable weights. ``search(cfg)`` trains the
+    supernet through the engine with alpha stepping after every weight step; ``tune(n)``
+    is the n-th tuning between projection steps (a quiet recorder, seed ``seed + 100 + n``);
+    ``finish()`` records ``search_peak_alloc_mib`` on CUDA.
+    """
+
+    def __init__(self, net: torch.nn.Module, state: ArchState, w_part: Split, a_part: Split,
+                 arch_opt: ArchOptConfig, tune_cfg: engine.TrainConfig, task: Task, rec: Recorder,
+                 batch_size: int) -> None:
+        self.net, self.w_part, self.tune_cfg, self.rec = net, w_part, tune_cfg, rec
+        self.seed, self.device = task.seed, task.device
+        x, y = w_part.batch(slice(0, min(batch_size, len(w_part))))
+        rec.scalar("search_act_mib", saved_activation_bytes(net, x, y) / MIB)
+        self.cuda = task.device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize(task.device)
+            torch.cuda.reset_peak_memory_stats(task.device)
+        self.hook = AlphaStep(net, state, a_part, arch_opt, task.seed + 1)
+        self.weights = [p for p in net.parameters() if p.requires_grad]
+        self.quiet = Recorder(task.device, progress=lambda _m: None)
+
+    def search(self, cfg: engine.TrainConfig) -> None:
+        engine.fit(self.net, self.w_part, cfg, self.rec, stage="search",
+                   hooks=engine.StepHooks(after_step=self.hook), seed=self.seed, params=self.weights)
+
+    def tune(self, n: int) -> None:
+        engine.fit(self.net, self.w_part, self.tune_cfg, self.quiet, stage="tune",
+                   hooks=engine.StepHooks(after_step=self.hook), seed=self.seed + 100 + n, params=self.weights)
+
+    def finish(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.rec.scalar("search_peak_alloc_mib", torch.cuda.max_memory_allocated(self.device) / MIB)
 
 
 @register_method("trnas_dartspt")
@@ -185,31 +236,15 @@ class TrNasDartsPt:
         state = ArchState(task.device, seed=task.seed)
         net = builder.wrap(supernet(state, builder.C, cfg.N, task.num_classes))
         search_cfg = with_warmup(cfg.search, cfg.warmup_epochs if cfg.transfer.enabled else 0.0, len(w_part))
-        x, y = w_part.batch(slice(0, min(cfg.search.batch_size, len(w_part))))
-        rec.scalar("search_act_mib", saved_activation_bytes(net, x, y) / MIB)
-        cuda = task.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(task.device)
-            torch.cuda.reset_peak_memory_stats(task.device)
-        hook = AlphaStep(net, state, a_part, cfg.arch_opt, task.seed + 1)
-        weights = [p for p in net.parameters() if p.requires_grad]
+        run = SearchRun(net, state, w_part, a_part, cfg.arch_opt, cfg.tune, task, rec, cfg.search.batch_size)
         with rec.stage("search"):
-            engine.fit(net, w_part, search_cfg, rec, stage="search", hooks=engine.StepHooks(after_step=hook),
-                       seed=task.seed, params=weights)
+            run.search(search_cfg)
             rec.note("search_argmax_arch", format_arch(state.argmax()))
-            quiet = Recorder(task.device, progress=lambda _m: None)
-
-            def tune(n: int) -> None:
-                engine.fit(net, w_part, cfg.tune, quiet, stage="tune", hooks=engine.StepHooks(after_step=hook),
-                           seed=task.seed + 100 + n, params=weights)
-
             order = [int(e) for e in np.random.default_rng(task.seed).permutation(np.array(state.undecided()))]
-            decisions = project(net, state, a_part, order, cfg.proj_eval_batches, tune, rec)
-        if cuda:
-            torch.cuda.synchronize(task.device)
-            rec.scalar("search_peak_alloc_mib", torch.cuda.max_memory_allocated(task.device) / MIB)
+            decisions = project(net, state, a_part, order, cfg.proj_eval_batches, run.tune, rec)
+        run.finish()
         arch = tuple(state.decided)
-        rec.scalar("alpha_steps", hook.steps)
+        rec.scalar("alpha_steps", run.hook.steps)
         rec.scalar("proj_decisions_count", len(decisions))
         rec.note("found_arch", format_arch(arch))
         if cfg.nats_path:
