@@ -38,12 +38,16 @@ for _path in sorted((Path(__file__).parent / "tiny_configs").glob("*.json")):
 
 def pytest_configure(config: pytest.Config) -> None:
     """Share the cores among xdist workers: torch's default (one thread per core in every
-    worker) oversubscribes them, and tests of many small ops then run 10-20x slower."""
+    worker) oversubscribes them, and tests of many small ops then run 10-20x slower. Test
+    modules must not set their own thread count (collection imports them in every worker)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        # and for the suites that tests run in subprocesses (pytester), which read it at import
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @pytest.fixture(scope="session", autouse=True)

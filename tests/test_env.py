@@ -156,3 +156,14 @@ def test_utc_now_is_fixed_width_iso_in_utc():
     parsed = datetime.fromisoformat(stamp)
     assert parsed.utcoffset() == timedelta(0)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", stamp)
+
+
+def test_xdist_workers_share_the_cores():
+    """No test module may reset the thread count at import: two workers with a thread per core
+    each made tests of many small ops 10-20x slower (see tests/conftest.py)."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        pytest.skip("runs under pytest-xdist (make test)")
+    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // workers)

@@ -22,8 +22,6 @@ from bench.models import (
 )
 from bench.registry import MODELS
 
-torch.set_num_threads(2)
-
 
 def small(name: str = "resnet20", **kwargs) -> MappedNet:
     torch.manual_seed(0)
