@@ -18,6 +18,7 @@ anything is built; a mismatch raises ``InvalidConfig`` listing the (i, j) pairs 
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Literal
 
@@ -283,13 +284,14 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
     This is the activation memory of a training step, measured the same on any device:
     parts run under ``no_grad`` (a frozen prefix) save nothing. Tensors shared by several
-    saves (e.g. the input of a conv and of its shortcut) are counted once.
+    saves (e.g. the input of a conv and of its shortcut) are counted once. Only saves still
+    held when the forward ends count: a branch whose graph died mid-forward freed its saves,
+    and counting those by address made the figure depend on the allocator's reuse.
     """
-    seen: dict[int, int] = {}
+    saved: list[weakref.ref] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        key = t.untyped_storage().data_ptr()
-        seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        saved.append(weakref.ref(t))
         return t
 
     was_training = model.training
@@ -297,6 +299,12 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = nn.functional.cross_entropy(model(x), y)
+        seen: dict[int, int] = {}
+        for ref in saved:
+            t = ref()
+            if t is not None:
+                storage = t.untyped_storage()
+                seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
         del loss
     finally:
         model.train(was_training)
