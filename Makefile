@@ -1,7 +1,9 @@
 # The two commands: `make bench` (default suites -> results.db -> summary) and `make test`
 # (unit tests, then the smoke suites gated against the committed reference).
 # Both bootstrap .venv on first use and reinstall when pyproject.toml changes.
-# `make reference` re-runs the smoke suites and refreshes suites/reference/smoke.json.
+# `make reference` re-runs the smoke suites under perturbations and refreshes
+# suites/reference/smoke.json with its noise model; `make gate-noise` measures the gate's
+# false-alarm and catch rates.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,19 +16,25 @@ SUITES ?= suites
 STAMP  := $(VENV)/.installed
 # The smoke gate: a scratch database (*.db is gitignored), the committed reference and its tolerances.
 CI_DB       ?= .bench/ci.db
-REF_DB      ?= .bench/reference.db
 REFERENCE   ?= suites/reference/smoke.json
 GATE_CONFIG ?= suites/reference/gate.toml
-# The smoke suites as both the reference and the CI gate run them. One torch thread per
-# worker whatever the core count, and every CPU math library pinned to the AVX2 code path
-# (ATen kernels, oneDNN convolutions, MKL's conditional numerical reproducibility), so the
-# arithmetic, and every accuracy, is the same on any AVX2 machine as in the reference,
-# whatever wider instructions (AVX-512, AMX) the machine also has.
-SMOKE_ENV = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
-SMOKE_RUN = $(SMOKE_ENV) $(BIN)/python -m pytest $(SUITES) -p no:cacheprovider -n $(WORKERS) --dist worksteal \
-	--bench-budget smoke --bench-threads 1 -q -rfE
+# `smoke-run`: the smoke suites as the reference, its calibration reruns and the CI gate run them.
+# One torch thread per worker whatever the core count, and every CPU math library pinned to its
+# AVX2 code path (ATen kernels, oneDNN convolutions, MKL's conditional numerical reproducibility).
+# The caches live in a folder of their own that each run starts empty (bench.cache), so no run
+# reads what `make bench` or an earlier run left. The gate's noise model (bench.noise) covers what
+# the pins cannot: another CPU model, thread count or ISA. `benchmarks/gate_noise.py` sets the
+# SMOKE_* variables for its perturbed reruns.
+SMOKE_DB      ?= $(CI_DB)
+SMOKE_TAG     ?= ci
+SMOKE_CACHE   ?= .bench/smoke-cache
+SMOKE_PINS    ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
+SMOKE_THREADS ?= 1
+SMOKE_ARGS    ?=
+SMOKE_KEEP_CACHE ?=
+UNPIN = -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA -u DNNL_MAX_CPU_ISA -u MKL_CBWR -u BENCH_CACHE_DIR
 
-.PHONY: bench test smoke-gate reference venv clean
+.PHONY: bench test smoke-run smoke-gate reference gate-noise venv clean
 
 venv: $(STAMP)
 
@@ -48,20 +56,34 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider -n $(WORKERS) -q -rfEs
 	@$(MAKE) --no-print-directory smoke-gate
 
-# Run the smoke suites into a fresh $(CI_DB), then gate it against the committed reference:
-# exit 1 when a cell regressed (the gate's table says which), 2 when the runs are not comparable.
-# The gate runs even when a cell failed, so its table shows the failure beside the rest.
+# The smoke suites into a fresh $(SMOKE_DB), with fresh caches unless SMOKE_KEEP_CACHE=1.
+smoke-run: $(STAMP)
+	@mkdir -p $(dir $(SMOKE_DB)) && rm -f $(SMOKE_DB) $(SMOKE_DB)-wal $(SMOKE_DB)-shm
+	@test -n "$(SMOKE_KEEP_CACHE)" || rm -rf $(SMOKE_CACHE)
+	env $(UNPIN) $(SMOKE_PINS) BENCH_CACHE_DIR=$(abspath $(SMOKE_CACHE)) \
+		$(BIN)/python -m pytest $(SUITES) -p no:cacheprovider -n $(WORKERS) --dist worksteal \
+		--bench-budget smoke --bench-threads $(SMOKE_THREADS) -q -rfE \
+		--bench-db $(SMOKE_DB) --bench-tag $(SMOKE_TAG) $(SMOKE_ARGS)
+
+# Run the smoke suites into a fresh $(CI_DB), then gate the newest row of every cell against the
+# committed reference: exit 1 when a cell regressed (the gate's table says which), 2 when the runs
+# are not comparable. The gate runs even when a cell failed, so its table shows the failure.
 smoke-gate: $(STAMP)
-	@mkdir -p $(dir $(CI_DB)) && rm -f $(CI_DB) $(CI_DB)-wal $(CI_DB)-shm
-	$(SMOKE_RUN) --bench-db $(CI_DB) --bench-tag ci; suites=$$?; \
-	$(BIN)/bench gate --baseline $(REFERENCE) --candidate $(CI_DB):latest --config $(GATE_CONFIG); gate=$$?; \
+	@$(MAKE) --no-print-directory smoke-run SMOKE_DB=$(CI_DB) SMOKE_TAG=ci; suites=$$?; \
+	$(BIN)/bench gate --baseline $(REFERENCE) --candidate $(CI_DB):cells --config $(GATE_CONFIG); gate=$$?; \
 	test $$suites -eq 0 && test $$gate -eq 0
 
-# Refresh the committed reference from a fresh smoke run (review the diff, then commit it).
+# Refresh the committed reference (about an hour on 2 cores): the smoke suites, then reruns under
+# perturbations of the same arithmetic (busy cores, shuffled order) and of another arithmetic
+# (2 threads, the default/SSE4.1 ISA, the native ISA), whose per-cell deltas become the noise
+# model stored in the file. Review the diff, then commit it.
 reference: $(STAMP)
-	@mkdir -p $(dir $(REF_DB)) && rm -f $(REF_DB) $(REF_DB)-wal $(REF_DB)-shm
-	$(SMOKE_RUN) --bench-db $(REF_DB) --bench-tag reference
-	$(BIN)/bench reference export --db $(REF_DB) --run tag:reference --config $(GATE_CONFIG) -o $(REFERENCE)
+	$(BIN)/python benchmarks/gate_noise.py calibrate --out $(REFERENCE) --config $(GATE_CONFIG)
+
+# The gate's false-alarm and catch rates: perturbed reruns gated against the committed reference,
+# and injected regressions (about 40 minutes on 2 cores; prints the table).
+gate-noise: $(STAMP)
+	$(BIN)/python benchmarks/gate_noise.py false-alarms --reference $(REFERENCE) --config $(GATE_CONFIG)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks .bench build *.egg-info

@@ -6,7 +6,8 @@
                [--force] [--json PATH] [--decisions-db PATH] [--no-write]
 
 Each side is a run in a database or a reference file (selectors: ``bench.reference``).
-Exit status: 0 pass, 1 regression (or a missing cell), 2 usage error or incomparable runs.
+Exit status: 0 pass, 1 regression (or a missing cell or seed), 2 usage error, an empty or
+malformed reference, or incomparable runs; 3 an internal error of the gate (traceback printed).
 
 **Comparability.** The sides must agree on tier, GPU model (``gpu_name``), torch and
 CUDA versions and the determinism flags (``flags_json``); otherwise the gate refuses
@@ -18,11 +19,22 @@ bit-reproducible only on the same ISA).
 
 **Pairing.** Rows pair by cell (suite, variant, dataset, model, tier, mode) and by seed.
 ``skipped`` rows are dropped. A cell only in the reference is ``missing`` (a failure
-unless ``--allow-missing``), one only in the candidate ``new`` (informational). Cells
-whose resolved config or task settings differ are compared, with a note saying what
-differs. A candidate seed that is not ``ok`` (failed, oom, diverged) makes the cell's
-``status`` a ``regression`` with the error (``not gated`` when that seed was not ok in
-the reference either); the remaining ok seeds are still compared.
+unless ``--allow-missing``), one only in the candidate ``new`` (informational); so is a
+seed of a shared cell that the candidate lost. Cells whose resolved config or task
+settings differ are compared, with a note saying what differs. A candidate seed that is
+not ``ok`` (failed, oom, diverged) makes the cell's ``status`` a ``regression`` with the
+error (``not gated`` when that seed was not ok in the reference either); the remaining ok
+seeds are still compared. A candidate value that is NaN or infinite is a ``regression``; a
+reference that holds one in a gated metric, or holds no rows at all, is a usage error.
+
+**Noise model** (``bench.noise``). A reference file made by ``make reference`` carries, per
+cell and gated metric, the spread its mean showed when the reference run was repeated
+under perturbations: of the *same* arithmetic (load, xdist order, cold caches) and of
+*cross* arithmetic (another thread count, CPU ISA or CPU model). The gate picks the class
+from the two sides' ``arithmetic()`` (equal or not; noted) and gates a calibrated cell at
+``max(abs_tol, z x upper bound of the spread)``; a cell whose threshold would not even
+catch a fall to chance level is ``not gated``, with that reason. Cells without a noise
+entry (a database as the reference, a new cell) fall back to the rules below.
 
 **Accuracy** (``--metric``, default ``test_top1_pct``) and **rank correlations** (every
 metric ending in ``_tau`` or ``_rho``); higher is better. Over the seeds present on both
@@ -38,7 +50,9 @@ such cell and metric, and all their p-values are adjusted together by Benjamini-
 - ``-drop > threshold``: ``improved``; otherwise ``pass``.
 
 Default ``abs_tol``: 1.0 for ``_pct`` metrics, 0.05 for ``_tau``/``_rho``, else 0;
-default ``k`` 2.
+default ``k`` 2. Calibrated cells use ``abs_tol`` as the floor of the calibrated threshold and
+no test or ``min_seeds`` rule (the calibration measured their noise; seed-to-seed spread,
+which a shared source checkpoint correlates, does not).
 
 **Step time** (``step_ms_median``): gated only on speed-mode rows (``mode == 'speed'``,
 ``--bench-mode speed``): ``median(cand) / median(ref) > time_tol`` (1.10) is a
@@ -63,6 +77,8 @@ command-line options override it; unknown keys are errors that list the valid on
     mem_pct = 2.0
     mem_mib = 32.0
     allow_missing = false
+    z = 3.0                       # calibrated threshold: z x the spread's upper confidence bound
+    confidence = 0.95             # ... at this one-sided confidence
 
     [metrics.test_top1_pct]       # per metric: abs_tol, k
     abs_tol = 1.0
@@ -82,7 +98,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import reference
+from bench import noise as noise_model
 from bench.errors import BenchError
 from bench.reference import KEY_FIELDS, CellKey, Row, Side, comparability, config_differences
 from bench.stats import (bh_adjust, gate_threshold, mean_std_n, median, memory_regressed,
@@ -96,10 +112,15 @@ STATUS_METRIC = "status"  # cell-level decisions: missing, new, rows not ok
 DEFAULT_ABS_TOL_BY_UNIT = {"pct": 1.0, "tau": 0.05, "rho": 0.05}
 TEST_MIN_N = 5  # a one-sided test only where both sides have at least this many values
 VERDICTS = ("regression", "missing", "suspect", "improved", "pass", "new", "not gated")
+Calibrated = tuple["noise_model.CellNoise", str]  # a cell's noise entry and the class that applies
 
 
 class Incomparable(BenchError, ValueError):
     """The two sides differ in a comparability field (and ``--force`` was not given)."""
+
+
+class InvalidReference(BenchError, ValueError):
+    """A reference side that cannot gate anything: no rows, or a non-finite value in a gated metric."""
 
 
 def is_rank_metric(name: str) -> bool:
@@ -119,6 +140,8 @@ class GateSettings:
     mem_pct: float = 2.0
     mem_mib: float = 32.0
     allow_missing: bool = False
+    z: float = 3.0
+    confidence: float = 0.95
     force: bool = False
     abs_tol: dict[str, float] = field(default_factory=dict)
     metric_k: dict[str, float] = field(default_factory=dict)
@@ -168,6 +191,7 @@ class Decision:
     test: str = ""
     p_value: float | None = None
     p_adjusted: float | None = None
+    noise: str = ""  # the calibrated noise class behind the threshold ("same", "cross"), "" if none
 
     @property
     def cell(self) -> str:
@@ -178,7 +202,7 @@ class Decision:
         data = {name: value for name, value in zip(KEY_FIELDS, self.key)}
         for name in ("metric", "verdict", "reason", "reference", "candidate", "delta", "ratio",
                      "reference_std", "candidate_std", "threshold", "n_reference", "n_candidate", "n_used",
-                     "test", "p_value", "p_adjusted"):
+                     "test", "p_value", "p_adjusted", "noise"):
             value = getattr(self, name)
             data[name] = None if isinstance(value, float) and not math.isfinite(value) else value
         return data
@@ -232,6 +256,9 @@ def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
         raise Incomparable("refusing to compare: " + "; ".join(problems) + " (use --force to compare anyway)")
     notes = [f"forced comparison: {p}" for p in problems] + _provenance_notes(ref, cand)
     ref_cells, cand_cells = _cells(ref, "reference", notes), _cells(cand, "candidate", notes)
+    _check_reference(ref, ref_cells, settings)
+    klass = noise_model.noise_class(ref.run.get("arith"), cand.run.get("arith"))
+    notes.extend(_noise_notes(ref, cand, klass))
     decisions: list[Decision] = []
     for key in sorted(set(ref_cells) | set(cand_cells)):
         if key not in cand_cells:
@@ -245,7 +272,8 @@ def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
             decisions.append(Decision(key, STATUS_METRIC, "new", n_candidate=n, reason=(
                 f"only in the candidate ({n} seed(s))" + (f"; not ok: {', '.join(bad)}" if bad else ""))))
         else:
-            decisions.extend(_compare_cell(key, ref_cells[key], cand_cells[key], settings, notes))
+            decisions.extend(_compare_cell(key, ref_cells[key], cand_cells[key], settings, notes,
+                                           _CellNoise(ref, key, klass)))
     _finish(decisions, settings)
     return GateReport(ref, cand, settings, decisions, notes, created_at=utc_now())
 
@@ -263,6 +291,50 @@ def _cells(side: Side, name: str, notes: list[str]) -> dict[CellKey, dict[int, R
     return cells
 
 
+def _check_reference(ref: Side, cells: dict[CellKey, dict[int, Row]], settings: GateSettings) -> None:
+    """A reference must hold rows, and finite values in every metric the gate reads."""
+    if not cells:
+        raise InvalidReference(f"the reference {ref.label} holds no rows to gate against"
+                               + (" (only skipped ones)" if ref.rows else ""))
+    for key, seeds in cells.items():
+        for seed, row in seeds.items():
+            bad = [m for m, v in row.metrics.items() if not math.isfinite(v) and settings.gated(m, row)]
+            if row.status == "ok" and bad:
+                raise InvalidReference(f"the reference {ref.label} holds a non-finite {bad[0]} for "
+                                       f"{Decision(key, '').cell} seed {seed}: a reference needs finite values "
+                                       "(re-run or re-export it)")
+
+
+class _CellNoise:
+    """The calibrated noise of one cell's metrics in the class this comparison falls in."""
+
+    def __init__(self, ref: Side, key: CellKey, klass: str) -> None:
+        self.ref, self.key, self.klass = ref, key, klass
+
+    def get(self, metric: str) -> Calibrated | None:
+        entry = self.ref.noise.get((tuple(self.key), metric))
+        if entry is None or self.klass not in entry.spreads:
+            return None
+        return entry, self.klass
+
+
+def _noise_notes(ref: Side, cand: Side, klass: str) -> list[str]:
+    """Which noise class applies, and why."""
+    from bench.env import arithmetic_differences
+
+    if not ref.noise:
+        return []
+    runs = ref.calibration.get("runs", [])
+    counts = {c: sum(r.get("class") == c for r in runs) for c in noise_model.CLASSES}
+    if klass == "same":
+        why = "the two sides ran with the same arithmetic (bench.env.arithmetic)"
+    else:
+        why = "the arithmetic differs: " + "; ".join(arithmetic_differences(ref.run.get("arith"),
+                                                                            cand.run.get("arith")))
+    return [f"noise model: {klass} ({why}); calibrated from {counts.get(klass, 0)} {klass}-arithmetic "
+            f"run(s) of the reference ({', '.join(r.get('label', '?') for r in runs if r.get('class') == klass)})"]
+
+
 def _provenance_notes(ref: Side, cand: Side) -> list[str]:
     notes = []
     for name in ("host", "cpu_threads", "platform"):
@@ -273,31 +345,20 @@ def _provenance_notes(ref: Side, cand: Side) -> list[str]:
         status = side.run.get("status")
         if status not in (None, "finished"):
             notes.append(f"the {name} run's status is {status!r}")
-    notes.extend(_cpu_notes(ref, cand))
     modes = sorted({r.mode for r in ref.rows}), sorted({r.mode for r in cand.rows})
     if modes[0] != modes[1]:
         notes.append(f"modes differ: reference {modes[0]}, candidate {modes[1]}; cells pair only within a mode")
     return notes
 
 
-def _cpu_notes(ref: Side, cand: Side) -> list[str]:
-    """A CPU candidate gated here against a reference file made on another CPU: say so."""
-    made_on = {k: ref.run.get(k) for k in ("cpu_model", "cpu_isa")}
-    if ref.kind != "json" or cand.kind != "db" or cand.run.get("gpu_name") or not made_on["cpu_isa"]:
-        return []
-    here = reference.machine_cpu()
-    if here == made_on or here["cpu_isa"] is None:
-        return []
-    note = (f"the reference was made on CPU {made_on['cpu_model']!r} ({made_on['cpu_isa']}), this machine is "
-            f"{here['cpu_model']!r} ({here['cpu_isa']}): CPU accuracies are bit-reproducible only on the same "
-            "CPU ISA, so differences here may be arithmetic noise; refresh the reference on this runner "
-            "(make reference) if they persist")
-    return [note]
-
-
 def _compare_cell(key: CellKey, ref: dict[int, Row], cand: dict[int, Row], settings: GateSettings,
-                  notes: list[str]) -> list[Decision]:
+                  notes: list[str], noise: _CellNoise) -> list[Decision]:
     out: list[Decision] = []
+    lost = sorted(set(ref) - set(cand))
+    if lost:
+        out.append(Decision(key, STATUS_METRIC, "missing", n_reference=len(ref), n_candidate=len(cand), reason=(
+            f"seed(s) {lost} of the reference are not in the candidate"
+            + ("; allowed by --allow-missing" if settings.allow_missing else ""))))
     bad = {s: r for s, r in cand.items() if r.status != "ok"}
     if bad:
         new = [s for s in bad if s not in ref or ref[s].status == "ok"]
@@ -313,7 +374,7 @@ def _compare_cell(key: CellKey, ref: dict[int, Row], cand: dict[int, Row], setti
     metrics = [*settings.metrics, *sorted(m for m in present if is_rank_metric(m) and m not in settings.metrics),
                TIME_METRIC, MEMORY_METRIC]
     for metric in metrics:
-        decision = _compare_metric(key, metric, ref_ok, cand_ok, settings)
+        decision = _compare_metric(key, metric, ref_ok, cand_ok, settings, noise.get(metric))
         if decision is not None:
             if cell_note:
                 decision.reason = f"{decision.reason}; {cell_note}" if decision.reason else cell_note
@@ -334,7 +395,8 @@ def _config_note(key: CellKey, ref: dict[int, Row], cand: dict[int, Row], notes:
 
 
 def _compare_metric(key: CellKey, metric: str, ref: dict[int, Row], cand: dict[int, Row],
-                    settings: GateSettings) -> Decision | None:
+                    settings: GateSettings, calibrated: Calibrated | None
+                    ) -> Decision | None:
     r_vals = {s: r.metrics[metric] for s, r in ref.items() if metric in r.metrics}
     c_vals = {s: r.metrics[metric] for s, r in cand.items() if metric in r.metrics}
     if not r_vals and not c_vals:
@@ -361,12 +423,18 @@ def _compare_metric(key: CellKey, metric: str, ref: dict[int, Row], cand: dict[i
     cv = [c_vals[s] for s in common] if paired else list(c_vals.values())
     d.n_used = len(common) if paired else min(len(rv), len(cv))
     seeds_note = _seeds_note(r_vals, c_vals, paired)
+    broken = sorted(s for s, v in c_vals.items() if not math.isfinite(v))
+    if broken:
+        d.reference = mean_std_n(rv)[0]
+        d.verdict = "regression"
+        d.reason = f"non-finite value(s) in the candidate: " + ", ".join(f"seed {s} {c_vals[s]}" for s in broken)
+        return d
     if metric == TIME_METRIC:
         _time(d, rv, cv, settings)
     elif metric == MEMORY_METRIC:
-        _memory(d, rv, cv, settings)
+        _memory(d, rv, cv, settings, calibrated)
     else:
-        _accuracy(d, rv, cv, paired, settings)
+        _accuracy(d, rv, cv, paired, settings, calibrated)
     if seeds_note:
         d.reason = f"{d.reason}; {seeds_note}" if d.reason else seeds_note
     return d
@@ -381,12 +449,32 @@ def _seeds_note(r_vals: dict[int, float], c_vals: dict[int, float], paired: bool
     return ", ".join(parts)
 
 
-def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, settings: GateSettings) -> None:
+def _calibrated_threshold(d: Decision, calibrated: Calibrated, abs_tol: float, settings: GateSettings) -> str:
+    """Set ``d.threshold`` and ``d.noise`` from the noise model; return the reason's wording."""
+    entry, d.noise = calibrated
+    spread = entry.spreads[d.noise]
+    d.threshold = noise_model.threshold(spread, abs_tol, settings.z, settings.confidence, entry.n_seeds,
+                                        d.n_used)
+    return (f"threshold {d.threshold:.3g} = max(abs_tol {abs_tol:g}, {settings.z:g} x upper bound of the "
+            f"{d.noise}-arithmetic spread {spread.sd:.3g} over {spread.runs} run(s))")
+
+
+def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, settings: GateSettings,
+              calibrated: Calibrated | None = None) -> None:
     """Threshold now; the one-sided test's p-value now, its verdict after BH (``_finish``)."""
     d.reference, d.reference_std, _ = mean_std_n(rv)
     d.candidate, d.candidate_std, _ = mean_std_n(cv)
     d.delta = d.candidate - d.reference
     abs_tol, k = settings.tolerance(d.metric, d.key[2])
+    if calibrated is not None:
+        d.reason = _calibrated_threshold(d, calibrated, abs_tol, settings)
+        chance = calibrated[0].chance
+        if chance is not None and d.threshold >= d.reference - chance:
+            d.verdict = "not gated"
+            d.reason = (f"noise: {d.reason} reaches the chance level {chance:.3g} from the reference "
+                        f"{d.reference:.3g}, so not even a fall to chance could be detected at this size")
+            d.threshold = None
+        return
     d.threshold = gate_threshold(d.reference_std, abs_tol, k)
     d.reason = f"threshold {d.threshold:.3g} = max(abs_tol {abs_tol:g}, {k:g} x ref std {d.reference_std:.3g})"
     if len(rv) >= TEST_MIN_N and len(cv) >= TEST_MIN_N:
@@ -395,8 +483,8 @@ def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, setti
 
 
 def _over(d: Decision, settings: GateSettings, what: str) -> None:
-    """Verdict for a value over its tolerance: regression, or suspect with too few seeds."""
-    if d.n_used < settings.min_seeds:
+    """Verdict for a value over its tolerance: regression, or suspect with too few seeds (uncalibrated)."""
+    if d.n_used < settings.min_seeds and not d.noise:
         d.verdict = "suspect"
         d.reason = f"{what}, but only {d.n_used} seed(s) (min_seeds {settings.min_seeds})"
     else:
@@ -417,13 +505,18 @@ def _time(d: Decision, rv: list[float], cv: list[float], settings: GateSettings)
         d.reason = f"median step time x{d.ratio:.3f} within time_tol {settings.time_tol:g}"
 
 
-def _memory(d: Decision, rv: list[float], cv: list[float], settings: GateSettings) -> None:
+def _memory(d: Decision, rv: list[float], cv: list[float], settings: GateSettings,
+            calibrated: Calibrated | None = None) -> None:
     d.reference, d.candidate = median(rv), median(cv)
     d.delta = d.candidate - d.reference
-    rule = f"{settings.mem_pct:g}% and {settings.mem_mib:g} MiB"
-    if memory_regressed(d.reference, d.candidate, settings.mem_pct, settings.mem_mib):
+    mib = settings.mem_mib
+    if calibrated is not None:
+        _calibrated_threshold(d, calibrated, settings.mem_mib, settings)
+        mib, d.threshold = d.threshold, None
+    rule = f"{settings.mem_pct:g}% and {mib:.3g} MiB" + (f" ({d.noise}-arithmetic noise model)" if d.noise else "")
+    if memory_regressed(d.reference, d.candidate, settings.mem_pct, mib):
         _over(d, settings, f"peak memory +{d.delta:.1f} MiB exceeds both {rule}")
-    elif memory_regressed(d.candidate, d.reference, settings.mem_pct, settings.mem_mib):
+    elif memory_regressed(d.candidate, d.reference, settings.mem_pct, mib):
         d.verdict, d.reason = "improved", f"peak memory {d.delta:.1f} MiB, below by more than {rule}"
     else:
         d.reason = f"{d.delta:+.1f} MiB: not over both {rule}"
@@ -435,7 +528,7 @@ def _finish(decisions: list[Decision], settings: GateSettings) -> None:
     for d, p_adj in zip(tested, bh_adjust([d.p_value for d in tested])):
         d.p_adjusted = p_adj
     for d in decisions:
-        if d.threshold is None or d.delta is None:
+        if d.threshold is None or d.delta is None or d.verdict != "pass":
             continue
         drop = -d.delta
         if drop > d.threshold:

@@ -100,6 +100,8 @@ class ResultWriter:
             self.store = Store(self.db_path)
             info = collect(argv=list(sys.argv), tier=opt("bench_budget"), mode=opt("bench_mode"),
                            device=opt("bench_device"), threads=result.spec.threads or None)
+            if result.info.get("arithmetic"):  # as the worker that ran the cell saw it
+                info["arith_json"] = result.info["arithmetic"]
             self.run_id = self.store.start_run({**info, "tag": opt("bench_tag")})
         self.store.write_result(self.run_id, result)
         self.statuses[result.status] = self.statuses.get(result.status, 0) + 1

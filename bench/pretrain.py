@@ -8,20 +8,16 @@ width 1.0 for architectures that declare them.
 
 ``source=<embedded dataset>`` pretrains the architecture on that dataset with a fixed
 ``PretrainRecipe`` and caches the checkpoint under a hash of (architecture, width,
-source, input size, recipe, source seed) in ``$BENCH_CACHE_DIR/sources`` (default
-``~/.cache/archbench``). A file lock makes concurrent workers pretrain once; the
-checkpoint is written to a temporary file and renamed, so readers never see a partial
-file. Pretraining runs under its own RNG fork, so whether a cell hit or missed the
+source, input size, recipe, source seed) and of the arithmetic that computed it
+(``bench.cache``) in ``$BENCH_CACHE_DIR/sources`` (default ``~/.cache/archbench``). A file
+lock makes concurrent workers pretrain once; the checkpoint is written to a temporary
+file and renamed, so readers never see a partial file. Pretraining runs under its own RNG fork, so whether a cell hit or missed the
 cache never changes that cell's own random stream.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bench.cell import short_hash
-from bench.config import canonical_json
+from bench.cache import cache_file, cached
 from bench.errors import InvalidConfig, WeightsNotFound
 from bench.train import TrainConfig
 
@@ -52,53 +47,18 @@ class PretrainRecipe:
     version: int = RECIPE_VERSION
 
 
-def cache_dir() -> Path:
-    """Root of the harness's caches: ``$BENCH_CACHE_DIR`` or ``~/.cache/archbench``."""
-    root = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "archbench")
-    return Path(root)
+def source_inputs(model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe,
+                  seed: int) -> dict[str, Any]:
+    """What one pretrained source checkpoint is computed from (the cache key adds the arithmetic)."""
+    return {"model": model, "width": width, "source": source, "input_size": input_size,
+            "recipe": dataclasses.asdict(recipe), "seed": seed}
 
 
-def source_key(model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe, seed: int) -> str:
-    """Hash identifying one pretrained source checkpoint."""
-    return short_hash(canonical_json({
-        "model": model, "width": width, "source": source, "input_size": input_size,
-        "recipe": dataclasses.asdict(recipe), "seed": seed,
-    }))
-
-
-def source_path(model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe, seed: int) -> Path:
-    key = source_key(model, width, source, input_size, recipe, seed)
-    return cache_dir() / "sources" / f"{model}-w{width:g}-{source}-{input_size}px-s{seed}-{key}.pt"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` (no-op where fcntl is unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def source_path(model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe, seed: int,
+                device: Any = "cpu") -> Path:
+    """Cache file of one source checkpoint pretrained on ``device`` with this process's arithmetic."""
+    return cache_file("sources", f"{model}-w{width:g}-{source}-{input_size}px-s{seed}",
+                      source_inputs(model, width, source, input_size, recipe, seed), device)
 
 
 def imagenet_state_dict(model: str, width: float, *, download: bool = False) -> dict[str, torch.Tensor]:
@@ -138,14 +98,14 @@ def pretrained_source(model: str, width: float, source: str, input_size: int, re
     ``meta`` holds the source test accuracy, the pretraining time and whether this call
     hit the cache.
     """
-    path = source_path(model, width, source, input_size, recipe, seed)
-    with file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            return blob["state_dict"], {**blob["meta"], "cache_hit": True, "path": str(path)}
+    path = source_path(model, width, source, input_size, recipe, seed, device)
+
+    def compute() -> dict[str, Any]:
         state, meta = _pretrain(model, width, source, input_size, recipe, seed, device)
-        atomic_save({"state_dict": state, "meta": meta}, path)
-    return state, {**meta, "cache_hit": False, "path": str(path)}
+        return {"state_dict": state, "meta": meta}
+
+    blob, hit = cached(path, compute, load=lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    return blob["state_dict"], {**blob["meta"], "cache_hit": hit, "path": str(path)}
 
 
 def _pretrain(model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe,

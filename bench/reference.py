@@ -1,9 +1,11 @@
-"""The two sides of a gate: selectors, rows read from a database, and reference files.
+"""The two sides of a gate: selectors, rows read from a database, comparability.
 
 A *side* is the set of result rows one side of ``bench gate`` compares, with the
 provenance of the run that produced them. It comes from a selector:
 
 ======================  ===============================================================
+``cells``               the newest non-skipped row of every cell and seed, over all runs
+                        (what a database holds after ``--bench-resume`` or several runs)
 ``latest``              the newest run (by start time) that has results
 ``tag:NAME``            the newest run stored with ``--bench-tag NAME``
 ``sha:PREFIX``          the newest run whose ``git_sha`` starts with PREFIX (one sha)
@@ -11,40 +13,22 @@ provenance of the run that produced them. It comes from a selector:
 ``PREFIX``              tried as a run-id prefix, then as a git-sha prefix
 ``PATH.db:SELECTOR``    any of the above in another database (default: ``--db``)
 ``PATH.db``             a database file alone means ``PATH.db:latest``
-``PATH.json``           a reference file written by ``bench reference export``
+``PATH.json``           a reference file (``bench.reference_file``)
 ======================  ===============================================================
 
 An unknown or ambiguous selector raises ``SelectorError`` (exit 2) whose message lists
 the candidates (runs, tags or shas). A run's rows are its ``results`` rows, the newest
-row per (cell, seed) within the run, with every metric; ``skipped`` rows are dropped
-by the gate.
-
-Reference files (``bench reference export``) are small, text-diffable JSON: keys
-sorted, cells in a stable order, one cell row per line::
-
-    {
-      "cells": [
-        {"config_key": "...", "dataset": "lfw-faces", "method": "full_ft", "metrics": {...},
-         "mode": "accuracy", "model": "resnet18", "seed": 0, "status": "ok", "suite": "baselines",
-         "tier": "smoke", "variant": "full_ft"},
-        ...
-      ],
-      "format": "archbench-reference/1",
-      "run": {"cuda": null, "flags": {...}, "git_sha": "...", "gpu_name": null, "mode": "accuracy",
-              "run_id": "...", "tier": "smoke", "torch": "2.14.1+cu130", ...}
-    }
-
-``run`` carries the comparability fields (tier, mode, gpu_name, torch, cuda, flags),
-where the numbers came from, and the exporting machine's ``cpu_model``/``cpu_isa``; each cell carries its grid key, seed, status, a
-``config_key`` (hash of the resolved method config and task settings, so the gate can
-say when a cell's configuration changed) and only the metrics the gate reads.
+row per (cell, seed) within the run, with every metric (a metric stored as NULL, i.e. a
+non-finite value, is read as NaN so the gate can fail it); ``skipped`` rows are dropped
+by the gate. ``cells`` takes rows from several runs only when they agree on every
+comparability field and on the arithmetic (``arith_json``); otherwise it names the runs
+that differ.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +36,11 @@ from typing import Any
 from bench.cell import short_hash
 from bench.errors import BenchError
 
-FORMAT = "archbench-reference/1"
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 # Fields that must agree between the two sides unless ``--force`` (see ``comparability``).
 COMPARABILITY_FIELDS = ("tier", "gpu_name", "torch", "cuda", "flags")
 # Run fields a reference file keeps besides the comparability fields.
-RUN_INFO_FIELDS = ("run_id", "tag", "git_sha", "git_dirty", "started_at", "status", "host",
+RUN_INFO_FIELDS = ("run_id", "runs", "tag", "git_sha", "git_dirty", "started_at", "status", "host",
                    "platform", "cpu_threads", "bench_version", "python")
 CellKey = tuple[str, str, str, str, str, str]  # suite, variant, dataset, model, tier, mode
 KEY_FIELDS = ("suite", "variant", "dataset", "model", "tier", "mode")
@@ -65,10 +48,6 @@ KEY_FIELDS = ("suite", "variant", "dataset", "model", "tier", "mode")
 
 class SelectorError(BenchError, LookupError):
     """A selector that names no run, or more than one; the message lists the candidates."""
-
-
-class ReferenceFileError(BenchError, ValueError):
-    """A reference file that is missing or not in the ``archbench-reference`` format."""
 
 
 @dataclass
@@ -88,6 +67,7 @@ class Row:
     config_key: str = ""
     error: str = ""
     config: dict[str, Any] | None = None  # resolved method config and task settings (databases only)
+    run_id: str = ""  # the run the row came from (databases only)
 
     @property
     def key(self) -> CellKey:
@@ -101,8 +81,10 @@ class Side:
     selector: str
     source: str
     kind: str  # "db" or "json"
-    run: dict[str, Any]
+    run: dict[str, Any]  # provenance; "flags" and "arith" as dicts
     rows: list[Row]
+    noise: dict[Any, Any] = field(default_factory=dict)  # (cell key, metric) -> bench.noise.CellNoise (files)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -139,6 +121,8 @@ def load_side(selector: str, default_db: str | Path) -> Side:
     """The rows and run named by ``selector`` (see the module docstring)."""
     kind, path, run_selector = split_selector(selector, default_db)
     if kind == "json":
+        from bench.reference_file import read_reference
+
         return read_reference(path, selector=selector)
     from bench.store import SchemaMismatch, Store
 
@@ -150,8 +134,11 @@ def load_side(selector: str, default_db: str | Path) -> Side:
         raise SchemaMismatch(f"{err}. The gate opens databases read-only; `bench merge {path} -o NEW.db` "
                              "writes a copy with the current schema") from err
     with store:
-        run = resolve_run(store.db, run_selector, path)
-        rows = read_run_rows(store.db, run["run_id"])
+        if run_selector.strip() == "cells":
+            run, rows = read_cell_rows(store.db, path)
+        else:
+            run = resolve_run(store.db, run_selector, path)
+            rows = read_run_rows(store.db, run["run_id"])
     return Side(selector=selector, source=path, kind="db", run=run, rows=rows)
 
 
@@ -184,9 +171,13 @@ def _candidates(runs: list[dict[str, Any]], limit: int = 10) -> str:
 
 
 def resolve_run(db: Any, selector: str, path: str | Path = "") -> dict[str, Any]:
-    """The ``runs`` row a run selector names (``flags`` added as a dict); raises SelectorError."""
-    run = _resolve(db, selector.strip(), str(path))
+    """The ``runs`` row a run selector names (``flags`` and ``arith`` added as dicts); raises SelectorError."""
+    return _decoded(_resolve(db, selector.strip(), str(path)))
+
+
+def _decoded(run: dict[str, Any]) -> dict[str, Any]:
     run["flags"] = json.loads(run["flags_json"]) if run.get("flags_json") else None
+    run["arith"] = json.loads(run["arith_json"]) if run.get("arith_json") else None
     return run
 
 
@@ -194,7 +185,7 @@ def _resolve(db: Any, sel: str, path: str) -> dict[str, Any]:
     everything = _runs(db)
     if not everything:
         raise SelectorError(f"{path} has no runs with results")
-    forms = "use latest, tag:NAME, sha:PREFIX, run:PREFIX or a run-id / git-sha prefix"
+    forms = "use cells, latest, tag:NAME, sha:PREFIX, run:PREFIX or a run-id / git-sha prefix"
     if sel == "latest":
         return everything[0]
     if sel.startswith("tag:"):
@@ -249,19 +240,48 @@ def _by_sha(runs: list[dict[str, Any]], prefix: str, path: str, sel: str) -> dic
 
 # --- reading rows -------------------------------------------------------------------------
 
+_ROWS_SQL = ("SELECT r.result_id, r.run_id, r.suite, r.method, r.variant, r.dataset, r.model, r.tier, r.mode,"
+             " r.seed, r.status, r.error_type, r.error, r.config_json, r.task_json, r.started_at FROM results r")
+
+
 def read_run_rows(db: Any, run_id: str) -> list[Row]:
-    """The run's rows, newest per (cell, seed), with every metric (NULL metrics dropped)."""
-    cursor = db.execute(
-        "SELECT result_id, suite, method, variant, dataset, model, tier, mode, seed, status, error_type,"
-        " error, config_json, task_json, started_at FROM results WHERE run_id = ?"
-        " ORDER BY started_at, result_id", [run_id])
+    """The run's rows, newest per (cell, seed), with every metric (NULL metrics read as NaN)."""
+    return _rows(db, " WHERE r.run_id = ?", [run_id])
+
+
+def read_cell_rows(db: Any, path: str | Path = "") -> tuple[dict[str, Any], list[Row]]:
+    """``cells``: the newest non-skipped row of every (cell, seed) over all runs, and the run they came from.
+
+    The returned run is the newest contributing run, with ``runs`` listing every
+    contributing run id; raises SelectorError when the database has no such rows or the
+    contributing runs differ in a comparability field or in their arithmetic.
+    """
+    rows = _rows(db, " WHERE r.status != 'skipped'", [])
+    if not rows:
+        raise SelectorError(f"{path} has no result rows other than skipped ones")
+    ids = sorted({r.run_id for r in rows})
+    marks = ",".join("?" * len(ids))
+    cursor = db.execute(f"SELECT * FROM runs WHERE run_id IN ({marks}) ORDER BY started_at DESC, run_id DESC", ids)
+    names = [d[0] for d in cursor.description]
+    runs = [_decoded(dict(zip(names, r))) for r in cursor.fetchall()]
+    newest = runs[0]
+    for other in runs[1:]:
+        diffs = [f for f in ("tier", "gpu_name", "torch", "cuda", "flags", "arith") if other.get(f) != newest.get(f)]
+        if diffs:
+            raise SelectorError(
+                f"selector 'cells' in {path} would mix runs that are not comparable: run {other['run_id'][:12]} "
+                f"and run {newest['run_id'][:12]} differ in {', '.join(diffs)}; select one run (run:PREFIX) instead")
+    return {**newest, "runs": [r["run_id"] for r in runs]}, rows
+
+
+def _rows(db: Any, where: str, params: list[Any]) -> list[Row]:
+    cursor = db.execute(_ROWS_SQL + where + " ORDER BY r.started_at, r.result_id", params)
     names = [d[0] for d in cursor.description]
     records = [dict(zip(names, r)) for r in cursor.fetchall()]
     metrics: dict[str, dict[str, float]] = {}
-    for rid, name, value in db.execute(
-            "SELECT m.result_id, m.name, m.value FROM metrics m JOIN results r ON r.result_id = m.result_id"
-            " WHERE r.run_id = ? AND m.value IS NOT NULL", [run_id]).fetchall():
-        metrics.setdefault(rid, {})[name] = float(value)
+    for rid, name, value in db.execute("SELECT m.result_id, m.name, m.value FROM metrics m JOIN results r"
+                                       " ON r.result_id = m.result_id" + where, params).fetchall():
+        metrics.setdefault(rid, {})[name] = math.nan if value is None else float(value)
     newest: dict[tuple, Row] = {}
     for rec in records:  # ordered by start time: a later row of the same cell and seed wins
         first_line = rec["error"].splitlines()[0] if rec["error"] else ""
@@ -270,7 +290,8 @@ def read_run_rows(db: Any, run_id: str) -> list[Row]:
                   dataset=rec["dataset"], model=rec["model"], tier=rec["tier"], mode=rec["mode"],
                   seed=int(rec["seed"]), status=rec["status"], metrics=metrics.get(rec["result_id"], {}),
                   config_key=config_key(rec["config_json"], rec["task_json"]), error=error[:200],
-                  config={"config": _loads(rec["config_json"]), "task": _loads(rec["task_json"])})
+                  config={"config": _loads(rec["config_json"]), "task": _loads(rec["task_json"])},
+                  run_id=rec["run_id"])
         newest[(row.key, row.seed)] = row
     return sorted(newest.values(), key=lambda r: (r.key, r.seed))
 
@@ -334,73 +355,3 @@ def _flag_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> lis
         return [f"determinism flags (flags_json) differ: reference {a!r}, candidate {b!r}"]
     return [f"determinism flag {k} (flags_json) differs: reference {a.get(k, '(unset)')!r}, "
             f"candidate {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-# --- reference files ----------------------------------------------------------------------
-
-def machine_cpu() -> dict[str, str | None]:
-    """This machine's CPU model and widest vector ISA (``avx512``, ``avx2``, ``sse4_2``) from /proc/cpuinfo.
-
-    The runs table does not record the CPU, yet CPU accuracies are bit-reproducible only
-    on the same ISA; reference files keep the exporting machine's, so the gate can say
-    when a CPU candidate ran on different hardware. None where unknown.
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"cpu_model": None, "cpu_isa": None}
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
-    flags = set(flags_line.group(1).split()) if flags_line else set()
-    isa = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("sse4_2", "sse4_2"))
-                if flag in flags), None)
-    return {"cpu_model": model.group(1).strip() if model else None, "cpu_isa": isa}
-
-
-def export_reference(side: Side, keep: Callable[[str, Row], bool], cpu: dict[str, Any] | None = None) -> str:
-    """The reference-file text of a side, keeping the metrics for which ``keep(name, row)``.
-
-    ``cpu`` (default: ``machine_cpu()``) records the exporting machine's CPU model and ISA.
-    """
-    run = {name: side.run.get(name) for name in ("tier", "mode", "gpu_name", "torch", "cuda", "flags")}
-    run.update({name: side.run.get(name) for name in RUN_INFO_FIELDS})
-    run.update(machine_cpu() if cpu is None else cpu)
-    cells = []
-    for row in sorted(side.rows, key=lambda r: (r.key, r.seed)):
-        cell: dict[str, Any] = {name: getattr(row, name) for name in (*KEY_FIELDS, "method", "seed", "status",
-                                                                       "config_key")}
-        cell["metrics"] = {k: v for k, v in sorted(row.metrics.items()) if math.isfinite(v) and keep(k, row)}
-        if row.status != "ok" and row.error:
-            cell["error"] = row.error
-        cells.append(cell)
-    lines = ",\n".join("    " + json.dumps(c, sort_keys=True) for c in cells)
-    return ("{\n  \"cells\": [\n" + lines + "\n  ],\n"
-            f"  \"format\": {json.dumps(FORMAT)},\n"
-            f"  \"run\": {json.dumps(run, sort_keys=True)}\n}}\n")
-
-
-def read_reference(path: str | Path, *, selector: str | None = None) -> Side:
-    """A reference file as a Side; raises ReferenceFileError on a missing or malformed file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ReferenceFileError(f"no reference file at {p} (write one with: bench reference export "
-                                 f"--db DB -o {p})")
-    try:
-        data = json.loads(p.read_text())
-    except ValueError as exc:
-        raise ReferenceFileError(f"{p} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ReferenceFileError(f"{p} is not an {FORMAT} file (its 'format' is "
-                                 f"{data.get('format') if isinstance(data, dict) else None!r})")
-    required = (*KEY_FIELDS, "seed", "status")
-    rows = []
-    for i, cell in enumerate(data.get("cells", [])):
-        missing = [k for k in required if k not in cell]
-        if missing:
-            raise ReferenceFileError(f"{p}: cell {i} lacks {missing}; every cell needs {list(required)}")
-        rows.append(Row(suite=cell["suite"], variant=cell["variant"], method=cell.get("method", cell["variant"]),
-                        dataset=cell["dataset"], model=cell["model"], tier=cell["tier"], mode=cell["mode"],
-                        seed=int(cell["seed"]), status=cell["status"], config_key=cell.get("config_key", ""),
-                        metrics={k: float(v) for k, v in cell.get("metrics", {}).items() if v is not None},
-                        error=cell.get("error", "")))
-    return Side(selector=selector or str(p), source=str(p), kind="json", run=dict(data.get("run", {})), rows=rows)

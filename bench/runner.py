@@ -25,7 +25,7 @@ import torch
 
 from bench.cell import CellResult, CellSpec
 from bench.config import make_config
-from bench.env import utc_now
+from bench.env import arithmetic, utc_now
 from bench.errors import DeviceUnavailable, Diverged
 from bench.interface import EVAL_KEYS, Fitted, Task, TaskSettings
 from bench.measure import MemoryMeter, collect_garbage, count_params, inference_flops_per_sample
@@ -98,6 +98,7 @@ def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -
     apply_mode(spec.mode)
     seed_everything(spec.seed)
     rec = Recorder(device, progress=progress, label=spec.test_id)
+    rec.note("arithmetic", arithmetic(device))
     started, t0 = utc_now(), time.perf_counter()
     status, error_type, error, arch = "ok", "", "", ""
     try:

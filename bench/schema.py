@@ -12,6 +12,9 @@ database for writing.
   probability over controller updates), the ``claims`` table (paper figure vs ours,
   written by ``bench claims``), the ``gate_decisions`` table (written by ``bench
   gate``), and the views ``results_provenance`` and ``seed_summary``.
+- ``m003_run_arithmetic``: ``runs.arith_json`` (``bench.env.arithmetic()`` of the run's
+  cells: torch, device, threads, CPU ISA pins), which ``bench gate`` compares to tell a
+  same-arithmetic rerun from a cross-arithmetic one.
 """
 from __future__ import annotations
 
@@ -198,3 +201,9 @@ def m002_tags_positions_claims_gates(db: sqlite_utils.Database) -> None:
     db["gate_decisions"].create_index(["verdict"], if_not_exists=True)
     db.create_view("results_provenance", PROVENANCE_SQL, replace=True)
     db.create_view("seed_summary", SEED_SUMMARY_SQL, replace=True)
+
+
+@_migration
+def m003_run_arithmetic(db: sqlite_utils.Database) -> None:
+    """``runs.arith_json``: what decided the floating-point results of the run's cells."""
+    db.execute("ALTER TABLE runs ADD COLUMN arith_json TEXT")

@@ -153,7 +153,7 @@ class Store:
             raise InvalidConfig(
                 f"unknown runs column(s) {unknown}; valid: {', '.join(valid)}"
             )
-        row = {k: _encode_json(v) if k in ("argv", "flags_json") else v for k, v in info.items()}
+        row = {k: _encode_json(v) if k in ("argv", "flags_json", "arith_json") else v for k, v in info.items()}
         row["run_id"] = uuid.uuid4().hex
         row.setdefault("started_at", utc_now())
         with self.db.atomic():

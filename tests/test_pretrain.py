@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
-from bench import pretrain
+from bench import cache
+from bench.cache import atomic_save
 from bench.errors import InvalidConfig, WeightsNotFound
-from bench.pretrain import PretrainRecipe, atomic_save, imagenet_state_dict, pretrained_source, source_path
+from bench.pretrain import PretrainRecipe, imagenet_state_dict, pretrained_source, source_path
 from bench.train import TrainConfig
 
 RECIPE = PretrainRecipe(train=TrainConfig(epochs=0.1, batch_size=32, log_every=1000))
@@ -23,11 +24,11 @@ def test_key_depends_on_every_input():
         source_path("resnet20", 0.25, "mnist5k", 16, RECIPE, 1),
     ]
     assert len({base, *others}) == 7
-    assert base.parent == pretrain.cache_dir() / "sources" and base.name.startswith("resnet20-w0.25-mnist5k-16px-s0-")
+    assert base.parent == cache.cache_dir() / "sources" and base.name.startswith("resnet20-w0.25-mnist5k-16px-s0-")
 
 
 def test_cache_env_override(bench_cache):
-    assert str(pretrain.cache_dir()) == bench_cache
+    assert str(cache.cache_dir()) == bench_cache
 
 
 def test_pretrain_then_cache_hit():

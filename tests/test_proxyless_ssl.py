@@ -181,13 +181,17 @@ def test_simclr_adapt_cell_records_ssl_and_architecture_metrics():
 def test_simclr_learns_nt_xent_falls_below_chance():
     spec = tiny_spec("simclr", model="resnet20_cells", task={"source": None, "input_size": 8, "width": 0.25,
                                                              "train_limit": 0},
-                     config={"train.steps": 40, "train.batch_size": 32, "train.lr": 1e-2, "train.log_every": 10})
+                     config={"train.steps": 60, "train.batch_size": 32, "train.lr": 5e-2, "train.log_every": 10})
     result = run_cell(spec)
     assert result.ok, result.error
     curve = [v for _, v in result.series["train_loss_nat"]]
     chance = math.log(2 * 32 - 1)  # uniform similarities: every anchor's positive is 1 of 63 candidates
     assert curve[0] == pytest.approx(chance, abs=0.05)
-    assert curve[-1] < chance - 0.1 and curve[-1] < curve[0] - 0.1
+    # The mean of the last two logged losses, not one noisy point: measured 3.76-3.85 across 1 and 2
+    # threads and the AVX2 / SSE4.1 ISAs (chance 4.14); at lr 1e-2 and 40 steps one thread on an
+    # AVX-512 machine ended at 4.06 and the old single-point check failed there.
+    late = sum(curve[-2:]) / 2
+    assert late < chance - 0.1 and late < curve[0] - 0.1
     assert result.metrics["ntxent_final_loss_nat"] == pytest.approx(curve[-1])
 
 

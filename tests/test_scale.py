@@ -300,7 +300,7 @@ def test_gpu_workflow_has_the_ci_steps():
                  "--bench-tag", "--bench-db results.db"):
         assert flag in suites
     gate = next(s for s in steps if "bench gate" in s.get("run", ""))
-    assert "--candidate results.db:latest" in gate["run"] and "--json gate.json" in gate["run"]
+    assert "--candidate results.db:cells" in gate["run"] and "--json gate.json" in gate["run"]
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()" and "results.db" in upload["with"]["path"]
     assert "gate.json" in upload["with"]["path"] and "gate.md" in upload["with"]["path"]

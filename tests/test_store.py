@@ -21,7 +21,7 @@ RUNS_COLUMNS = [
     "run_id", "started_at", "ended_at", "status", "tier", "mode", "device", "argv",
     "git_sha", "git_dirty", "bench_version", "python", "torch", "cuda", "cudnn",
     "gpu_name", "gpu_count", "driver", "host", "platform", "cpu_count", "cpu_threads",
-    "flags_json", "tag",
+    "flags_json", "tag", "arith_json",
 ]
 RESULTS_COLUMNS = [
     "result_id", "run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
@@ -100,7 +100,8 @@ def test_fresh_database_has_the_expected_schema(store: Store):
     assert [c.name for c in db["results_wide"].columns] == WIDE_COLUMNS
     assert [c.name for c in db["latest_results"].columns] == WIDE_COLUMNS
     assert db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall() == [
-        ("archbench", "m001_initial"), ("archbench", "m002_tags_positions_claims_gates")]
+        ("archbench", "m001_initial"), ("archbench", "m002_tags_positions_claims_gates"),
+        ("archbench", "m003_run_arithmetic")]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
     fks = {(fk.table, fk.column, fk.other_table, fk.on_delete)
@@ -125,7 +126,8 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         MIGRATIONS.apply(s.db)
     assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
     assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [("m001_initial",),
-                                                                   ("m002_tags_positions_claims_gates",)]
+                                                                   ("m002_tags_positions_claims_gates",),
+                                                                   ("m003_run_arithmetic",)]
 
 
 def test_wal_mode_and_foreign_keys_are_on(store: Store, db_path: Path):

@@ -8,7 +8,13 @@ does not fit is left out, so no plan is ever over budget.
 them, or ``num_configs`` random ones as Algorithm 3 samples H), trains the argmax and, if
 online, updates the predictor with the accuracy reached.
 
-Baselines spend ``cost_factor`` x T device-seconds (the paper: 40):
+Step times come from a ``bench.cost.CostModel``: measured on the device (the paper), or
+counted (FLOPs and operators at nominal rates: deterministic, what the smoke tier uses).
+A trial is *charged* its planned cost, iterations run x planned step ms, under a counted
+model and its measured training seconds under a measured one, so with a counted model a
+search's spend, trial count and choice never depend on machine load.
+
+Baselines spend ``cost_factor`` x T charged seconds (the paper: 40 device-seconds):
 - random search: random (model, lr, frozen) each trained with the largest plan that fits;
 - BOHB: Optuna's TPE sampler (the model-based half of BOHB: a Parzen-estimator density
   ratio, as BOHB's KDE) with Optuna's ``HyperbandPruner`` (successive halving on the
@@ -108,13 +114,21 @@ def plan_features(p: Plan, info: DatasetInfo, source_acc: dict[str, float], mode
 
 @dataclass
 class Trial:
-    """One trained configuration of a search."""
+    """One trained configuration of a search: measured ``train_s``, ``cost_s`` charged to the search."""
 
     plan: Plan
     val_top1_pct: float
     train_s: float
     net: MappedNet | None
     complete: bool = True
+    cost_s: float = 0.0
+
+
+def charge(t: Trial, iters_run: int, planned: bool) -> Trial:
+    """Set what ``t`` costs its search: planned step ms x ``iters_run``, or its measured seconds."""
+    per_step_s = t.plan.planned_s / max(1, t.plan.iters)
+    t.cost_s = iters_run * per_step_s if planned else t.train_s
+    return t
 
 
 def _train(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device, seed: int, rec: Recorder,
@@ -127,8 +141,9 @@ def _train(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device
 
 
 def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
-                  device: torch.device, seed: int, rec: Recorder, max_trials: int = 0) -> list[Trial]:
-    """Random configurations until ``cost_factor * budget_s`` device-seconds are spent."""
+                  device: torch.device, seed: int, rec: Recorder, max_trials: int = 0,
+                  planned: bool = False) -> list[Trial]:
+    """Random configurations until ``cost_factor * budget_s`` charged seconds are spent (``planned``: counted)."""
     rng = np.random.default_rng(seed)
     by_model: dict[str, list[Plan]] = {}
     for p in plans:
@@ -138,8 +153,8 @@ def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor:
     while spent < cost_factor * budget_s and (not max_trials or len(trials) < max_trials):
         model = str(rng.choice(sorted(by_model)))
         p = by_model[model][int(rng.integers(len(by_model[model])))]
-        t = _train(zoo, p, train, val, device, seed + len(trials), rec, "search")
-        spent += t.train_s
+        t = charge(_train(zoo, p, train, val, device, seed + len(trials), rec, "search"), p.iters, planned)
+        spent += t.cost_s
         trials.append(t)
         rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
         best = max(trials, key=lambda tr: tr.val_top1_pct)
@@ -151,7 +166,7 @@ def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor:
 
 def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
                 device: torch.device, seed: int, rec: Recorder, min_frac: float = 0.25, eta: int = 3,
-                max_trials: int = 0) -> list[Trial]:
+                max_trials: int = 0, planned: bool = False) -> list[Trial]:
     """Optuna TPE + HyperbandPruner over (model, lr, frozen) until the cost is spent (see module docstring)."""
     import optuna
 
@@ -169,22 +184,22 @@ def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: f
         p = index[(trial.suggest_categorical("model", models), trial.suggest_categorical("lr", list(LRS)),
                    trial.suggest_categorical("frozen", list(FROZEN)))]
         every = max(1, p.iters // rungs)
-        state = {"pruned": False}
+        state = {"pruned": False, "done": p.iters}
         holder: dict[str, MappedNet] = {}
 
         def report(done: int, trial=trial, holder=holder, state=state) -> bool:
             acc = engine.evaluate(holder["net"], val)["top1_pct"]
             trial.report(acc, min(rungs, done // every))
             if done < p.iters and trial.should_prune():
-                state["pruned"] = True
+                state["pruned"], state["done"] = True, done
                 return True
             return False
 
         hooks = engine.StepHooks(periodic=((every, report),))
         net_box = _NetCapture(holder)
         t = _train_captured(zoo, p, train, val, device, seed + len(trials), rec, hooks, net_box)
-        spent += t.train_s
         t.complete = not state["pruned"]
+        spent += charge(t, int(state["done"]), planned).cost_s
         if t.complete:
             study.tell(trial, t.val_top1_pct)
         else:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,21 +30,15 @@ import numpy as np
 import torch
 
 from bench import train as engine
-from bench.cell import short_hash
-from bench.config import canonical_json
+from bench.cache import atomic_write_text, cache_file, cached
 from bench.models import MappedNet, build_model
-from bench.pretrain import PretrainRecipe, cache_dir, file_lock, pretrained_source  # file_lock: also used by steptime
+from bench.pretrain import PretrainRecipe, pretrained_source
 from bench.recorder import Recorder
 from bench.split import Split
 from methods.nasoa.builder import freeze_stages
 
 LRS = (0.1, 0.01, 0.001, 0.0001)
 FROZEN = (-1, 0, 1, 2, 3)
-
-
-def cache_root() -> Path:
-    """Where NASOA caches meta-data shards and step-time tables (under the harness's cache)."""
-    return cache_dir() / "nasoa"
 
 
 @dataclass(frozen=True)
@@ -277,6 +270,7 @@ def generate(zoo: ZooSpec, cfg: MetaConfig, train: Split, val: Split, *, dataset
         iters = int(round(math.exp(rng.uniform(math.log(cfg.min_iters), math.log(cfg.max_iters)))))
         counts = np.bincount(sub.y.cpu().numpy(), minlength=len(classes))
         sim = src.similarity(sub, cfg.emd_gamma)
+        torch.manual_seed(seed * 100_003 + i)  # the new head: a run is the same whoever generates the shard
         net, acc, secs = finetune(zoo, model, sub, sub_val, lr=lr, frozen=frozen, iters=iters, device=device,
                                   seed=seed * 100_003 + i)
         out.append(MetaRun(model, lr, frozen, iters, len(classes), float(counts.mean()), float(counts.std()), sim,
@@ -288,10 +282,11 @@ def generate(zoo: ZooSpec, cfg: MetaConfig, train: Split, val: Split, *, dataset
     return out, last
 
 
-def shard_path(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, task_key: dict[str, Any]) -> Path:
-    key = short_hash(canonical_json({"zoo": asdict(zoo), "meta": asdict(cfg), "dataset": dataset, "seed": seed,
-                                     "task": task_key}))
-    return cache_root() / f"meta-{dataset}-s{seed}-{key}.json"
+def shard_path(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, task_key: dict[str, Any],
+               device: Any = "cpu") -> Path:
+    """Cache file of one meta-data shard computed on ``device`` (``bench.cache``: the arithmetic is in the key)."""
+    inputs = {"zoo": asdict(zoo), "meta": asdict(cfg), "dataset": dataset, "seed": seed, "task": task_key}
+    return cache_file("nasoa", f"meta-{dataset}-s{seed}", inputs, device, suffix=".json")
 
 
 def shard(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, device: torch.device,
@@ -299,24 +294,23 @@ def shard(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, device: torch.
     """The cached meta-data shard (dataset, seed), generating it on a miss: (records, generated now)."""
     from bench.data import load_splits
 
-    task_key = {"val_frac": 0.2, "test_frac": 0.2}
-    path = shard_path(zoo, cfg, dataset, seed, task_key)
-    with file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            return json.loads(path.read_text()), False
+    def compute() -> list[dict]:
         if splits is None:
             tr, va, _ = load_splits(dataset, seed=seed, input_size=zoo.input_size, device=device)
         else:
             tr, va = splits
         runs, _ = generate(zoo, cfg, tr, va, dataset=dataset, seed=seed, device=device, rec=rec)
-        records = [asdict(r) for r in runs]
-        save_shard(path, records)
-    return records, True
+        return [asdict(r) for r in runs]
+
+    records, hit = cached(shard_path(zoo, cfg, dataset, seed, SHARD_TASK, device), compute,
+                          load=lambda p: json.loads(p.read_text()), save=save_shard)
+    return records, not hit
 
 
-def save_shard(path: Path, records: list[dict]) -> None:
+# The split fractions a shard's runs are drawn from (``load_splits`` defaults).
+SHARD_TASK = {"val_frac": 0.2, "test_frac": 0.2}
+
+
+def save_shard(records: list[dict], path: Path) -> None:
     """Write a shard atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(records))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(records), path)

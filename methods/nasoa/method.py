@@ -24,13 +24,14 @@ import torch
 
 from bench import train as engine
 from bench.analysis import kendall_tau
+from bench.cost import CostModel
 from bench.errors import InvalidConfig
 from bench.interface import Fitted, Split, Task
 from bench.recorder import Recorder
 from bench.registry import register_method
 from methods.nasoa import generator as gen
-from methods.nasoa.metadata import (MetaConfig, MetaRun, Standardizer, ZooConfig, features, finetune, generate,
-                                    save_shard, shard, shard_path)
+from methods.nasoa.metadata import (SHARD_TASK, MetaConfig, MetaRun, Standardizer, ZooConfig, features, finetune,
+                                    generate, save_shard, shard, shard_path)
 from methods.nasoa.predictor import HedgeMLP, PredictorConfig, prequential, table3
 
 SEARCHES = ("generator", "random", "bohb")
@@ -54,6 +55,7 @@ class NasoaConfig:
     budget_low: tuple[str, float] = ("etnas_a", 10.0)    # (model, epochs): t0 (paper: ResNet-18, 10 epochs)
     budget_high: tuple[str, float] = ("etnas_d", 50.0)   # t3 (paper: ResNet-101, 50 epochs)
     step_steps: int = 5
+    cost: CostModel = field(default_factory=CostModel)   # measured step times (paper) or counted (smoke)
     cost_factor: float = 40.0
     max_trials: int = 0
     rank_candidates: int = 0             # extra scored candidates trained only to rank-check the predictor
@@ -111,22 +113,18 @@ class Nasoa:
             x, y = std(raw), torch.tensor([r["top1_pct"] / 100.0 for r in records], dtype=torch.float32)
             if cfg.table3_depths:
                 _record_table3(x, y, cfg, rec)
-        with rec.stage("steptime"):
-            refs = sorted({cfg.budget_low[0], cfg.budget_high[0], *zoo.models})
-            from methods.nasoa.steptime import step_table
-
-            steps = step_table(refs, width=zoo.width, size=zoo.input_size, batch=zoo.batch_size, device=dev,
-                               steps=cfg.step_steps)
+        steps = self._step_costs(cfg, zoo, task, rec)
         per_epoch = max(1, -(-len(task.train) // zoo.batch_size))
         low = steps[cfg.budget_low[0]] * per_epoch * cfg.budget_low[1] / 1000.0
         high = steps[cfg.budget_high[0]] * per_epoch * cfg.budget_high[1] / 1000.0
         budget = gen.budget_seconds(cfg.budget_index, low, high, cfg.budget_count)
         rec.scalar("budget_s", budget)
         plans = gen.plan(zoo.models, steps, budget, len(task.train), zoo.batch_size)
-        if not plans:
-            raise InvalidConfig(f"no model of {zoo.models} fits one training step in {budget:.3g} s")
-        rec.scalar("fitting_models_count", len({p.model for p in plans}))
+        rec.scalar("plan_feasible_bool", float(bool(plans)))
         rec.note("zoo_models", list(zoo.models))
+        if not plans:
+            return self._no_plan(zoo, task, rec, steps, budget)
+        rec.scalar("fitting_models_count", len({p.model for p in plans}))
         t0 = time.perf_counter()
         if cfg.search == "generator":
             trial, cost = self._generate(cfg, zoo, task, rec, x, y, std, plans)
@@ -134,11 +132,12 @@ class Nasoa:
             search = gen.random_search if cfg.search == "random" else gen.bohb_search
             with rec.stage("search"):
                 trials = search(zoo, plans, budget, cfg.cost_factor, task.train, task.val, dev, task.seed, rec,
-                                max_trials=cfg.max_trials)
+                                max_trials=cfg.max_trials, planned=cfg.cost.deterministic)
             trial = gen.best_trial(trials)
-            cost = sum(t.train_s for t in trials)
+            cost = sum(t.cost_s for t in trials)
             rec.scalar("search_trials_count", len(trials))
             rec.scalar("search_pruned_count", sum(not t.complete for t in trials))
+            rec.scalar("search_measured_train_s", sum(t.train_s for t in trials))
         rec.scalar("search_cost_s", cost)
         rec.scalar("search_cost_ratio", cost / budget)
         rec.scalar("search_wall_s", time.perf_counter() - t0)
@@ -153,6 +152,50 @@ class Nasoa:
         rec.scalar("trainable_params", sum(q.numel() for q in trial.net.parameters() if q.requires_grad))
         return Fitted(trial.net, f"{p.model}(lr={p.lr:g},frozen={p.frozen},iters={p.iters})",
                       info={"chosen_model": p.model})
+
+    @staticmethod
+    def _step_costs(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> dict[str, float]:
+        """Planned ms per training step of every zoo and budget-reference model; the measured ms beside.
+
+        The measured table is always taken and recorded (``<model>_measured_step_ms``); with a
+        counted cost model (``cost.kind="counted"``) the plan uses the counted figures instead,
+        so budgets, plans and search spend are the same on every run (``bench.cost``).
+        """
+        from bench.cost import model_step_count
+        from methods.nasoa.steptime import step_table
+
+        refs = sorted({cfg.budget_low[0], cfg.budget_high[0], *zoo.models})
+        with rec.stage("steptime"):
+            measured = step_table(refs, width=zoo.width, size=zoo.input_size, batch=zoo.batch_size,
+                                  device=task.device, steps=cfg.step_steps)
+        if cfg.cost.deterministic:
+            planned = {m: cfg.cost.step_ms(model_step_count(m, zoo.width, zoo.input_size, zoo.batch_size, 10))
+                       for m in refs}
+        else:
+            planned = measured
+        for m in refs:
+            rec.scalar(f"{metric_label(m)}_planned_step_ms", planned[m])
+            rec.scalar(f"{metric_label(m)}_measured_step_ms", measured[m])
+        rec.note("cost_model", cfg.cost.kind)
+        return planned
+
+    @staticmethod
+    def _no_plan(zoo, task: Task, rec: Recorder, steps: dict[str, float], budget: float) -> Fitted:
+        """No model fits one training step in the budget: the recorded outcome is no training at all.
+
+        What a user could deploy within such a budget is the source model with an untrained
+        head, so that is what is evaluated; ``plan_feasible_bool`` is 0 and ``chosen_iters`` 0,
+        and the row is ``ok``: an infeasible budget is a result of the method, not an error.
+        """
+        fastest = min(zoo.models, key=lambda m: steps[m])
+        rec.note("no_plan", f"no model of {list(zoo.models)} fits one training step in {budget:.3g} s "
+                            f"(fastest: {fastest}, {steps[fastest]:.3g} ms per step)")
+        for name in ("search_cost_s", "chosen_iters", "chosen_planned_s", "chosen_train_s"):
+            rec.scalar(name, 0.0)
+        net = zoo.build(fastest, task.num_classes, task.device)
+        rec.note("chosen", {"model": fastest, "lr": 0.0, "frozen": -1, "epochs": 0, "iters": 0})
+        rec.scalar("trainable_params", sum(q.numel() for q in net.parameters() if q.requires_grad))
+        return Fitted(net, f"{fastest}(untrained head: no plan fits)", info={"chosen_model": fastest})
 
     def _generate(self, cfg: NasoaConfig, zoo, task: Task, rec: Recorder, x: torch.Tensor, y: torch.Tensor,
                   std: Standardizer, plans: list[gen.Plan]) -> tuple[gen.Trial, float]:
@@ -181,6 +224,8 @@ class Nasoa:
             predictor.update(rows[best:best + 1], torch.tensor([trial.val_top1_pct / 100.0]))
         if cfg.rank_candidates:
             self._rank_check(cfg, zoo, task, rec, plans, scores, best, trial, rng)
+        if cfg.cost.deterministic:  # charged as planned; scoring trains nothing
+            return trial, gen.charge(trial, trial.plan.iters, True).cost_s
         return trial, score_s + trial.train_s
 
     def _rank_check(self, cfg: NasoaConfig, zoo, task: Task, rec: Recorder, plans: list[gen.Plan],
@@ -240,8 +285,8 @@ class NasoaMeta:
                                   device=task.device, rec=rec)
             s = task.settings
             if s.val_frac == 0.2 and s.test_frac == 0.2 and s.train_limit == 0 and cfg.meta == meta:
-                save_shard(shard_path(zoo, cfg.meta, task.dataset, task.seed, {"val_frac": 0.2, "test_frac": 0.2}),
-                           [dataclasses.asdict(r) for r in runs])
+                save_shard([dataclasses.asdict(r) for r in runs],
+                           shard_path(zoo, cfg.meta, task.dataset, task.seed, SHARD_TASK, task.device))
         for i, r in enumerate(runs):
             d = dataclasses.asdict(r)
             for key, name in SERIES.items():

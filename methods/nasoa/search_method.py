@@ -75,6 +75,8 @@ class NasoaNsga:
         def on_eval(ind: Individual) -> None:
             rec.point("nsga_proxy_top1_pct", ind.generation, ind.acc_pct, position=ind.index)
             rec.point("nsga_step_ms", ind.generation, ind.step_ms, position=ind.index)
+            rec.point("nsga_measured_step_ms", ind.generation, ev.measured_ms.get(ind.encoding, float("nan")),
+                      position=ind.index)
             rec.point("nsga_phase_count", ind.generation, 0 if ind.phase == "block" else 1, position=ind.index)
             rec.progress(f"nsga {ind.phase} g{ind.generation} #{ind.index}: {ind.encoding} "
                          f"{ind.acc_pct:.1f}% {ind.step_ms:.2f} ms ({ind.origin})")

@@ -10,7 +10,6 @@ baselines plan with the same figures the step-time cells store.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,32 +85,31 @@ def device_name(device: torch.device) -> str:
     return f"cpu{torch.get_num_threads()}t"
 
 
-def _cache_file() -> Path:
-    from bench.pretrain import cache_dir
+def _cache_file(device: torch.device) -> Path:
+    """One measured table per device and arithmetic (``bench.cache``)."""
+    from bench.cache import cache_file
 
-    return cache_dir() / "nasoa" / "steptime.json"
+    return cache_file("nasoa", "steptime", {"table": "train_step_ms"}, device, suffix=".json")
 
 
 def step_table(models: Sequence[str], *, width: float, size: int, batch: int, device: torch.device,
                num_classes: int = 10, steps: int = 5) -> dict[str, float]:
     """Median training-step ms per registered model, measured once per device and cached."""
+    from bench.cache import atomic_write_text, file_lock, isolated_rng
     from bench.models import build_model
-    from methods.nasoa.metadata import file_lock
 
-    path = _cache_file()
+    path = _cache_file(device)
     out = {}
     with file_lock(path.with_suffix(".lock")):
         table = json.loads(path.read_text()) if path.exists() else {}
         for m in models:
             key = f"{m}|w{width:g}|{size}px|bs{batch}|{device_name(device)}"
             if key not in table:
-                torch.manual_seed(0)
-                net = build_model(m, num_classes, width=width)
-                table[key] = measure(net, batch=batch, size=size, device=device, steps=steps, warmup=2,
-                                     num_classes=num_classes, memory=False).step_ms
+                with isolated_rng():  # a miss must leave the caller's random stream as a hit does
+                    torch.manual_seed(0)
+                    net = build_model(m, num_classes, width=width)
+                    table[key] = measure(net, batch=batch, size=size, device=device, steps=steps, warmup=2,
+                                         num_classes=num_classes, memory=False).step_ms
             out[m] = float(table[key])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps(table, indent=1, sort_keys=True), path)
     return out

@@ -90,7 +90,7 @@ def _builder(name: str):
 
 def weight_folders() -> list[Path]:
     """Where ImageNet checkpoints of the zoo are looked for, in order."""
-    from bench.pretrain import cache_dir
+    from bench.cache import cache_dir
 
     return [cache_dir() / "etnas", Path(torch.hub.get_dir()) / "checkpoints"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,11 @@ import torch
 from torch import nn
 
 from bench import train as engine
-from bench.cell import short_hash
-from bench.config import canonical_json, require
+from bench.cache import cache_file, cached
+from bench.config import require
 from bench.errors import InvalidConfig
 from bench.interface import Split, Task
 from bench.models import MappedNet
-from bench.pretrain import atomic_save, cache_dir
 from bench.recorder import Recorder
 from methods.trnas.network import (
     Count,
@@ -113,10 +111,9 @@ class Builder:
 
 def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
     """B pretrained on the task's training split (never val or test), cached per task and recipe."""
-    key = short_hash(canonical_json({"model": task.model, "dataset": task.dataset, "seed": task.seed,
-                                     "settings": dataclasses.asdict(task.settings),
-                                     "recipe": dataclasses.asdict(recipe), "version": 1}))
-    path = cache_dir() / "trnas-source" / f"{task.model}-{task.dataset}-s{task.seed}-{key}.pt"
+    inputs = {"model": task.model, "dataset": task.dataset, "seed": task.seed,
+              "settings": dataclasses.asdict(task.settings), "recipe": dataclasses.asdict(recipe), "version": 1}
+    path = cache_file("trnas-source", f"{task.model}-{task.dataset}-s{task.seed}", inputs, task.device)
 
     def compute() -> dict:
         devices = [task.device] if task.device.type == "cuda" else []
@@ -127,7 +124,7 @@ def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
             engine.fit(net, task.train, recipe, quiet, stage="pretrain", seed=task.seed)
         return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
-    blob, _ = cached_reference(path, compute)
+    blob, _ = cached(path, compute)
     net = task.build_model(pretrained=False)
     net.load_state_dict(blob["state"])
     return net.to(task.device)
@@ -174,27 +171,10 @@ def train_candidate(net: nn.Module, arch: Arch, train: Split, val: Split, cfg: e
 
 
 def reference_path(task: Task, archs: list[Arch], cfg: engine.TrainConfig, C: int, N: int, seed: int) -> Path:
-    """Cache file of the harness reference accuracies of ``archs`` for this task."""
-    key = short_hash(canonical_json({
-        "archs": [format_arch(a) for a in archs], "train": dataclasses.asdict(cfg), "C": C, "N": N,
-        "seed": seed, "dataset": task.dataset, "settings": dataclasses.asdict(task.settings),
-        "device": task.device.type, "version": 1}))
-    return cache_dir() / "trnas-reference" / f"{task.dataset}-C{C}-N{N}-s{seed}-{key}.pt"
-
-
-def cached_reference(path: Path, compute: Any) -> tuple[dict[str, Any], bool]:
-    """(blob, hit): the cached reference at ``path``, or ``compute()`` saved there under a lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if path.exists():
-                return torch.load(path, map_location="cpu", weights_only=False), True
-            blob = compute()
-            atomic_save(blob, path)
-            return blob, False
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Cache file of the harness reference accuracies of ``archs`` for this task (``bench.cache``)."""
+    inputs = {"archs": [format_arch(a) for a in archs], "train": dataclasses.asdict(cfg), "C": C, "N": N,
+              "seed": seed, "dataset": task.dataset, "settings": dataclasses.asdict(task.settings), "version": 1}
+    return cache_file("trnas-reference", f"{task.dataset}-C{C}-N{N}-s{seed}", inputs, task.device)
 
 
 # ----------------------------------------------------------------------------- NATS-Bench
@@ -243,7 +223,6 @@ __all__ = [
     "NatsTable",
     "Trained",
     "TransferConfig",
-    "cached_reference",
     "nb201_train",
     "network_width",
     "reference_path",

@@ -41,6 +41,7 @@ from bench.analysis import (
     rank_correlation,
     spearman_rho,
 )
+from bench.cache import cached
 from bench.config import require
 from bench.errors import InvalidConfig
 from bench.interface import Fitted, Split, Task
@@ -50,7 +51,6 @@ from methods.trnas.common import (
     Builder,
     NatsTable,
     TransferConfig,
-    cached_reference,
     nats_dataset,
     nb201_train,
     reference_path,
@@ -202,7 +202,7 @@ class TrNasRank:
                     rec.progress(f"reference {k + 1}/{len(archs)}: test {got.val_top1_pct:.2f}%")
             return out
 
-        blob, hit = cached_reference(path, compute)
+        blob, hit = cached(path, compute)
         rec.scalar("reference_cache_hit_bool", float(hit))
         return [float(a) for a in blob["acc"]]
 
