@@ -127,3 +127,13 @@ def test_a_meta_shard_does_not_depend_on_who_generates_it():
         runs, _ = generate(zoo, meta, tr, va, dataset="uci-digits", seed=0, device=torch.device("cpu"))
         records.append([(r.model, r.lr, r.iters, r.top1_pct) for r in runs])
     assert records[0] == records[1]
+
+
+def test_bohb_is_the_same_on_every_run_of_a_seed():
+    """HyperbandPruner brackets hash the study name; a random default name made pruning differ per run."""
+    spec = _nasoa("bohb", max_trials=8, cost_factor=40.0)
+    first, second = run_cell(spec), run_cell(spec)
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.series["search_val_top1_pct"] == second.series["search_val_top1_pct"]
+    for name in ("search_trials_count", "search_pruned_count", "search_cost_s", "test_top1_pct", "chosen_iters"):
+        assert first.metrics[name] == second.metrics[name], name

@@ -363,3 +363,54 @@ def test_injections_count_what_the_gate_catches(tmp_path, capsys):
                        "wall_s": 60.0}], {"cross": got})
     assert "| busy | same | 1.0 | 9 | 1 | 0 |" in text and "false alarms: 0 in 1 perturbed gate runs" in text
     assert "| drop 5 points (uci-digits) | 2 | 1 | 50% | 0 |" in text
+
+
+# --- the committed reference and gate.toml ------------------------------------------------------------
+
+def _committed():
+    from bench.cli_gate import load_config
+    from bench.reference_file import read_reference
+    from tests.test_gate import ROOT
+
+    return (read_reference(ROOT / "suites" / "reference" / "smoke.json"),
+            load_config(ROOT / "suites" / "reference" / "gate.toml"))
+
+
+def test_committed_reference_is_calibrated_in_both_classes():
+    ref, settings = _committed()
+    runs = ref.calibration["runs"]
+    classes = [r["class"] for r in runs]
+    assert classes.count("same") >= 2 and classes.count("cross") >= 3, classes
+    assert ref.run["arith"] and ref.run["arith"]["threads"] == 1 and ref.run["arith"]["cpu_capability"] == "AVX2"
+    gated = {(r.key, m) for r in ref.rows if r.status == "ok" for m in r.metrics if settings.gated(m, r)}
+    assert gated and gated <= set((tuple(k), m) for k, m in ref.noise), "every gated metric has a noise entry"
+    for entry in ref.noise.values():
+        assert set(entry.spreads) == {"same", "cross"}
+
+
+def test_committed_reference_catches_a_five_point_drop_in_every_gated_uci_digits_cell():
+    """A 5-point drop of any one uci-digits cell fails under the same arithmetic (and nothing else
+    does); a cell may only escape the gate when its reference sits within the threshold of chance."""
+    import dataclasses
+
+    from bench.gate import evaluate
+
+    ref, settings = _committed()
+    cand = dataclasses.replace(ref, noise={}, calibration={})
+    base = evaluate(ref, cand, settings)
+    assert base.exit_code == 0 and not base.failures
+    verdict = {(d.key, d.metric): d for d in base.decisions}
+    keys = sorted({r.key for r in ref.rows if r.dataset == "uci-digits" and r.status == "ok"})
+    caught = escaped = 0
+    for key in keys:
+        d = verdict[(key, "test_top1_pct")]
+        if d.verdict == "not gated":
+            assert "chance" in d.reason, d.reason
+            escaped += 1
+            continue
+        rows = [dataclasses.replace(r, metrics={**r.metrics, "test_top1_pct": r.metrics["test_top1_pct"] - 5.0})
+                if r.key == key else r for r in cand.rows]
+        report = evaluate(ref, dataclasses.replace(cand, rows=rows), settings)
+        assert [(f.key, f.metric) for f in report.failures] == [(key, "test_top1_pct")], key
+        caught += 1
+    assert caught >= 40 and caught + escaped == len(keys)

@@ -172,7 +172,11 @@ def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: f
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rungs = max(1, round(1 / min_frac))
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+    # A fixed study name: HyperbandPruner assigns each trial to a bracket by a hash of the study
+    # name, and Optuna's default name is a random UUID, which made BOHB's pruning, and so its
+    # result, differ from run to run of the same seed.
+    study = optuna.create_study(study_name=f"bohb-seed{seed}", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs,
                                                                       reduction_factor=eta))
     index = {(p.model, p.lr, p.frozen): p for p in plans}
