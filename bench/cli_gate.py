@@ -193,7 +193,8 @@ def calibrate_sides(ref: Side, runs: Sequence[tuple[str, Side]], settings: GateS
         unstable = sorted(f"{'/'.join(r.key[:4])} seed {r.seed}: {r.status}" for r in rows
                           if (r.key, r.seed) in ok_ref and r.status != "ok")
         labelled.append((klass, side_values(rows, settings.gated)))
-        info.append({"label": label, "class": klass, "run_id": side.run.get("run_id"), "arith": side.run.get("arith"),
+        info.append({"label": label, "class": klass, "source": side.selector, "run_id": side.run.get("run_id"),
+                     "arith": side.run.get("arith"),
                      "git_sha": side.run.get("git_sha"), "started_at": side.run.get("started_at"),
                      "cpu_model": side.run.get("cpu_model") or (side.run.get("arith") or {}).get("cpu"),
                      "rows": len(rows), "other_config_rows": other_config, "unstable": unstable})

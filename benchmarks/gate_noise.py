@@ -154,8 +154,12 @@ def leave_one_out(ref_file: Any, workdir: Path, settings: Any) -> list[dict[str,
     if not ref_db.exists() or not runs:
         return []
     reference = load(f"{ref_db}:tag:reference")
-    sides = {r["label"]: load(f"{db_path(workdir, r['label'])}:tag:{r['label']}") for r in runs
-             if db_path(workdir, r["label"]).exists()}
+    sides = {}
+    for r in runs:
+        source = r.get("source") or f"{db_path(workdir, r['label'])}:tag:{r['label']}"
+        path = Path(source.split(".db:")[0] + ".db" if ".db:" in source else source)
+        if path.exists():
+            sides[r["label"]] = load(source)
     out = []
     for label, side in sides.items():
         if side.run.get("arith") == reference.run.get("arith"):
