@@ -112,7 +112,8 @@ STATUS_METRIC = "status"  # cell-level decisions: missing, new, rows not ok
 DEFAULT_ABS_TOL_BY_UNIT = {"pct": 1.0, "tau": 0.05, "rho": 0.05}
 TEST_MIN_N = 5  # a one-sided test only where both sides have at least this many values
 VERDICTS = ("regression", "missing", "suspect", "improved", "pass", "new", "not gated")
-Calibrated = tuple["noise_model.CellNoise", str]  # a cell's noise entry and the class that applies
+# a cell's noise entry, the class that applies and its family's pooled spread in that class
+Calibrated = tuple["noise_model.CellNoise", str, "noise_model.Spread | None"]
 
 
 class Incomparable(BenchError, ValueError):
@@ -258,6 +259,7 @@ def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
     ref_cells, cand_cells = _cells(ref, "reference", notes), _cells(cand, "candidate", notes)
     _check_reference(ref, ref_cells, settings)
     klass = noise_model.noise_class(ref.run.get("arith"), cand.run.get("arith"))
+    families = noise_model.family_spreads(ref.noise)
     notes.extend(_noise_notes(ref, cand, klass))
     decisions: list[Decision] = []
     for key in sorted(set(ref_cells) | set(cand_cells)):
@@ -273,7 +275,7 @@ def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
                 f"only in the candidate ({n} seed(s))" + (f"; not ok: {', '.join(bad)}" if bad else ""))))
         else:
             decisions.extend(_compare_cell(key, ref_cells[key], cand_cells[key], settings, notes,
-                                           _CellNoise(ref, key, klass)))
+                                           _CellNoise(ref, key, klass, families)))
     _finish(decisions, settings)
     return GateReport(ref, cand, settings, decisions, notes, created_at=utc_now())
 
@@ -308,14 +310,15 @@ def _check_reference(ref: Side, cells: dict[CellKey, dict[int, Row]], settings: 
 class _CellNoise:
     """The calibrated noise of one cell's metrics in the class this comparison falls in."""
 
-    def __init__(self, ref: Side, key: CellKey, klass: str) -> None:
-        self.ref, self.key, self.klass = ref, key, klass
+    def __init__(self, ref: Side, key: CellKey, klass: str,
+                 families: dict[tuple[tuple[str, str, str], str], noise_model.Spread]) -> None:
+        self.ref, self.key, self.klass, self.families = ref, key, klass, families
 
     def get(self, metric: str) -> Calibrated | None:
         entry = self.ref.noise.get((tuple(self.key), metric))
         if entry is None or self.klass not in entry.spreads:
             return None
-        return entry, self.klass
+        return entry, self.klass, self.families.get((noise_model.family_of(self.key, metric), self.klass))
 
 
 def _noise_notes(ref: Side, cand: Side, klass: str) -> list[str]:
@@ -451,12 +454,13 @@ def _seeds_note(r_vals: dict[int, float], c_vals: dict[int, float], paired: bool
 
 def _calibrated_threshold(d: Decision, calibrated: Calibrated, abs_tol: float, settings: GateSettings) -> str:
     """Set ``d.threshold`` and ``d.noise`` from the noise model; return the reason's wording."""
-    entry, d.noise = calibrated
+    entry, d.noise, family = calibrated
     spread = entry.spreads[d.noise]
     d.threshold = noise_model.threshold(spread, abs_tol, settings.z, settings.confidence, entry.n_seeds,
-                                        d.n_used)
+                                        d.n_used, family)
+    fam = f", family {family.sd:.3g} over {family.runs}" if family is not None and family.sd else ""
     return (f"threshold {d.threshold:.3g} = max(abs_tol {abs_tol:g}, {settings.z:g} x upper bound of the "
-            f"{d.noise}-arithmetic spread {spread.sd:.3g} over {spread.runs} run(s))")
+            f"{d.noise}-arithmetic spread {spread.sd:.3g} over {spread.runs} run(s){fam})")
 
 
 def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, settings: GateSettings,

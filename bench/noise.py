@@ -22,13 +22,18 @@ the reference file stores, per class, ``sd`` = the root mean square of those del
 **Threshold** (``threshold``) for a calibrated cell, in the class the two gated sides fall
 in (their ``arithmetic()`` equal or not)::
 
-    sd_upper  = sd * sqrt(runs / chi2.ppf(1 - confidence, runs))    # one-sided upper bound on the sd
-    threshold = max(abs_tol, z * sd_upper * sqrt(n_ref / n_paired))
+    upper(s)  = s.sd * sqrt(s.runs / chi2.ppf(1 - confidence, s.runs))   # one-sided upper bound
+    threshold = max(abs_tol, z * max(upper(cell), upper(family)) * sqrt(n_ref / n_paired))
 
 ``abs_tol`` is the per-metric floor of the gate config (a couple of test images), ``z``
 (default 3) sets the false-alarm rate, ``confidence`` (0.95) guards against a spread that
 few runs under-measured, and the last factor widens the threshold when the candidate
-shares fewer seeds with the reference than the calibration did.
+shares fewer seeds with the reference than the calibration did. ``family`` pools the
+deltas of every cell of the same suite, dataset and metric (``family_spreads``): chaotic
+cells move rarely but far (a cell that stayed within 0.6 points in three cross reruns fell
+6.5 in the fourth), so four samples of one cell under-measure it, while its family, trained
+the same way, shows how far such cells go. Leaving each cross rerun out in turn and gating
+it against the others measured this (``benchmarks/gate_noise.py``).
 
 **Power.** A threshold that a fall to chance level would not cross (``threshold >=
 reference - chance``: accuracy at 100/classes, rank correlations at 0) cannot detect any
@@ -82,12 +87,35 @@ def ucb_factor(runs: int, confidence: float) -> float:
     return math.sqrt(runs / float(chi2.ppf(1.0 - confidence, runs)))
 
 
-def threshold(spread: Spread, abs_tol: float, z: float, confidence: float, n_ref: int, n_paired: int) -> float:
+def upper(spread: Spread | None, confidence: float) -> float:
+    """The one-sided upper confidence bound of a spread's sd (0 for none or a zero spread)."""
+    if spread is None or spread.sd == 0.0:
+        return 0.0
+    return spread.sd * ucb_factor(spread.runs, confidence)
+
+
+def threshold(spread: Spread, abs_tol: float, z: float, confidence: float, n_ref: int, n_paired: int,
+              family: Spread | None = None) -> float:
     """The calibrated threshold of the module docstring."""
-    if spread.sd == 0.0:
+    bound = max(upper(spread, confidence), upper(family, confidence))
+    if bound == 0.0:
         return abs_tol
     widen = math.sqrt(max(1, n_ref) / max(1, n_paired))
-    return max(abs_tol, z * spread.sd * ucb_factor(spread.runs, confidence) * widen)
+    return max(abs_tol, z * bound * widen)
+
+
+def family_of(key: Sequence[str], metric: str) -> tuple[str, str, str]:
+    """The family a cell's metric is pooled in: (suite, dataset, metric)."""
+    return key[0], key[2], metric
+
+
+def family_spreads(noise: dict[tuple[Any, str], CellNoise]) -> dict[tuple[tuple[str, str, str], str], Spread]:
+    """(family, class) -> the spread of every delta of the family's cells in that class."""
+    pooled: dict[tuple[tuple[str, str, str], str], list[float]] = {}
+    for (key, metric), entry in noise.items():
+        for cls, deltas in entry.deltas.items():
+            pooled.setdefault((family_of(key, metric), cls), []).extend(deltas)
+    return {k: spread_of(v) for k, v in pooled.items()}
 
 
 def chance_level(metric: str, num_classes: int | None) -> float | None:
