@@ -181,16 +181,18 @@ def test_simclr_adapt_cell_records_ssl_and_architecture_metrics():
 def test_simclr_learns_nt_xent_falls_below_chance():
     spec = tiny_spec("simclr", model="resnet20_cells", task={"source": None, "input_size": 8, "width": 0.25,
                                                              "train_limit": 0},
-                     config={"train.steps": 60, "train.batch_size": 32, "train.lr": 5e-2, "train.log_every": 10})
+                     config={"train.steps": 60, "train.batch_size": 32, "train.lr": 5e-2, "train.log_every": 1})
     result = run_cell(spec)
     assert result.ok, result.error
     curve = [v for _, v in result.series["train_loss_nat"]]
+    assert len(curve) == 60
     chance = math.log(2 * 32 - 1)  # uniform similarities: every anchor's positive is 1 of 63 candidates
+    # The loss of the first step, before any update: it depends on the initialisation alone (4.116 at
+    # 1 and 2 threads on AMD EPYC). A mean over the first ten logged steps already includes
+    # learning, and how much moves with the arithmetic (4.06 on AMD EPYC at one thread, 4.12 at two).
     assert curve[0] == pytest.approx(chance, abs=0.05)
-    # The mean of the last two logged losses, not one noisy point: measured 3.76-3.85 across 1 and 2
-    # threads and the AVX2 / SSE4.1 ISAs (chance 4.14); at lr 1e-2 and 40 steps one thread on an
-    # AVX-512 machine ended at 4.06 and the old single-point check failed there.
-    late = sum(curve[-2:]) / 2
+    # The mean of the last ten steps, not one noisy point: 3.84-3.87 across 1 and 2 threads.
+    late = sum(curve[-10:]) / 10
     assert late < chance - 0.1 and late < curve[0] - 0.1
     assert result.metrics["ntxent_final_loss_nat"] == pytest.approx(curve[-1])
 
