@@ -22,7 +22,7 @@ GATE_CONFIG ?= suites/reference/gate.toml
 # One torch thread per worker whatever the core count, and every CPU math library pinned to its
 # AVX2 code path (ATen kernels, oneDNN convolutions, MKL's conditional numerical reproducibility).
 # The caches live in a folder of their own that each run starts empty (bench.cache), so no run
-# reads what `make bench` or an earlier run left. The gate's noise model (bench.noise) covers what
+# reads what `make bench` or an earlier run left. The gate's noise model (bench.gate.noise) covers what
 # the pins cannot: another CPU model, thread count or ISA. `benchmarks/gate_noise.py` sets the
 # SMOKE_* variables for its perturbed reruns.
 SMOKE_DB      ?= $(CI_DB)

@@ -10,12 +10,12 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "Method": "bench.interface", "Task": "bench.interface", "TaskSettings": "bench.interface",
-    "Fitted": "bench.interface", "Split": "bench.split", "Recorder": "bench.recorder",
-    "Grid": "bench.grid", "TierPlan": "bench.grid", "CellSpec": "bench.cell", "CellResult": "bench.cell",
-    "run_cell": "bench.runner", "register_method": "bench.registry", "get_method": "bench.registry",
-    "list_methods": "bench.registry", "TrainConfig": "bench.train", "StepHooks": "bench.train",
-    "load": "bench.exports", "Claim": "bench.claims",
+    "Method": "bench.contract.interface", "Task": "bench.contract.interface", "TaskSettings": "bench.contract.interface",
+    "Fitted": "bench.contract.interface", "Split": "bench.contract.split", "Recorder": "bench.contract.recorder",
+    "Grid": "bench.execute.grid", "TierPlan": "bench.execute.grid", "CellSpec": "bench.contract.cell", "CellResult": "bench.contract.cell",
+    "run_cell": "bench.execute.runner", "register_method": "bench.registry", "get_method": "bench.registry",
+    "list_methods": "bench.registry", "TrainConfig": "bench.contract.settings", "StepHooks": "bench.engine.train",
+    "load": "bench.results.exports", "Claim": "bench.results.claims",
 }
 __all__ = sorted(_WHERE)
 

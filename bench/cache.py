@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.cell import short_hash
-from bench.config import canonical_json
+from bench.contract.cell import short_hash
+from bench.contract.config import canonical_json
 
 T = TypeVar("T")
 KEY_VERSION = 2  # 2: the arithmetic joined the key

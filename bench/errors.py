@@ -48,3 +48,47 @@ class Diverged(BenchError, FloatingPointError):
         self.value = value
         self.stage = stage
         super().__init__(f"non-finite loss {value!r} at step {step} of stage '{stage}'")
+
+
+class SelectorError(BenchError, LookupError):
+    """A selector that names no run, or more than one; the message lists the candidates."""
+
+
+class Incomparable(BenchError, ValueError):
+    """The two sides differ in a comparability field (and ``--force`` was not given)."""
+
+
+class InvalidReference(BenchError, ValueError):
+    """A reference side that cannot gate anything: no rows, or a non-finite value in a gated metric."""
+
+
+class ReferenceFileError(BenchError, ValueError):
+    """A reference file that is missing, empty or malformed; the message names the cell and field."""
+
+
+class ServeError(BenchError):
+    """A database that cannot be served as asked (missing, not SQLite, not archbench, busy port)."""
+
+
+class GateError(BenchError, ValueError):
+    """Bad gate options or config file; the message lists what is valid."""
+
+
+class ExportError(BenchError, ValueError):
+    """An export that cannot be done as asked (unknown view, bad filter, parquet to stdout)."""
+
+
+class StoreError(BenchError):
+    """A store that cannot be used as asked (read-only, wrong schema version, ...)."""
+
+
+class SchemaMismatch(StoreError, RuntimeError):
+    """A database whose applied migrations differ from what this code expects."""
+
+
+class NotABenchDatabase(StoreError, ValueError):
+    """A file that is not a results database written by this harness."""
+
+
+class DegenerateRanking(BenchError, ValueError):
+    """A ranking with too few items or a constant side: no correlation is defined."""

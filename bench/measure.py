@@ -1,9 +1,10 @@
-"""Measurement: step time, peak memory, parameter and FLOP counts.
+"""Measurement: step time, stage time, peak memory, parameter and FLOP counts.
 
 Rules (DESIGN.md, "Measurement rules"):
 - Step time: CUDA events around each step on GPU, read after one synchronise at the
   end (never a synchronise per step); ``perf_counter_ns`` on CPU. The first
   ``warmup`` steps are excluded; summaries are median, p10 and p90 in milliseconds.
+- Stage time (a search, a candidate's training): ``Stopwatch``, synchronised on CUDA.
 - Memory: on GPU the allocator's peak allocated/reserved bytes after a reset, absolute
   and over the starting baseline; on CPU the peak resident set size over the starting
   RSS (tracemalloc cannot see torch allocations). On Linux the kernel's own peak
@@ -104,6 +105,58 @@ class StepTimer:
         times = self.all_times_ms()
         skip = min(self.warmup, max(0, len(times) - 1))
         return times[skip:]
+
+
+class Stopwatch:
+    """Wall-clock seconds of a stage longer than a step (a search, one candidate's training).
+
+    The one way methods time stages (``StepTimer`` times steps). On CUDA it synchronises the
+    device at start and at stop, so kernels a stage queued count toward that stage and not the
+    next. It accumulates over several start/stop spans (``seconds`` includes a running span)::
+
+        with Stopwatch(device) as sw:
+            engine.fit(...)
+        rec.scalar("search_wall_s", sw.seconds)
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.total_s = 0.0
+        self._t0: float | None = None
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> "Stopwatch":
+        """Begin a span (an error if one is running)."""
+        if self._t0 is not None:
+            raise RuntimeError("Stopwatch.start() while a span is running; call stop() first")
+        self._sync()
+        self._t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        """End the running span; the seconds it lasted (added to ``total_s``)."""
+        if self._t0 is None:
+            raise RuntimeError("Stopwatch.stop() without start()")
+        self._sync()
+        span = time.perf_counter() - self._t0
+        self._t0 = None
+        self.total_s += span
+        return span
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of all finished spans plus the running one."""
+        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        return self.total_s + running
+
+    def __enter__(self) -> "Stopwatch":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _status_kib(field: str) -> int | None:

@@ -92,9 +92,9 @@ class Registry(Generic[T]):
 
 METHODS: Registry = Registry("method", loaders=("methods",), entry_point_group="archbench.methods")
 # Method packages may register the models they bring (NAS cells, model zoos), so they load too.
-MODELS: Registry = Registry("model", loaders=("bench.models", "bench.resnets", "methods"),
+MODELS: Registry = Registry("model", loaders=("bench.models.net", "bench.models.resnets", "methods"),
                             entry_point_group="archbench.models")
-DATASETS: Registry = Registry("dataset", loaders=("bench.data",), entry_point_group="archbench.datasets")
+DATASETS: Registry = Registry("dataset", loaders=("bench.data.registry",), entry_point_group="archbench.datasets")
 
 
 def register_method(name: str) -> Callable[[T], T]:

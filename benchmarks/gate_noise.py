@@ -6,7 +6,7 @@
 **calibrate** runs the smoke suites as the reference (``make smoke-run``, tag ``reference``),
 then once per calibration perturbation, each into its own database with fresh caches, and
 exports the reference with the noise model measured from them (``bench reference export
---calibrate``, ``bench.noise``). Perturbations of the *same* arithmetic: ``busy`` (both
+--calibrate``, ``bench.gate.noise``). Perturbations of the *same* arithmetic: ``busy`` (both
 cores kept busy by two spinning processes), ``shuffled`` (cells in a seeded random
 order); of *cross* arithmetic: ``threads2`` (one xdist worker with two torch threads), ``isa-default``
 (ATen's default kernels, oneDNN capped at SSE4.1, MKL's compatible path: a CPU without
@@ -130,13 +130,13 @@ def calibrate(args: argparse.Namespace) -> int:
 # --- false alarms and catch rate ---------------------------------------------------------------------
 
 def load(selector: str) -> Any:
-    from bench.reference import load_side
+    from bench.gate.reference import load_side
 
     return load_side(selector, ROOT / "results.db")
 
 
 def gate(ref: Any, cand: Any, settings: Any) -> Any:
-    from bench.gate import evaluate
+    from bench.gate.rules import evaluate
 
     return evaluate(ref, cand, settings)
 
@@ -147,7 +147,7 @@ def alarms(report: Any) -> list[str]:
 
 def leave_one_out(ref_file: Any, workdir: Path, settings: Any) -> list[dict[str, Any]]:
     """Each cross calibration run gated against the noise model rebuilt from the other runs."""
-    from bench.cli_gate import calibrate_sides
+    from bench.cli.gate import calibrate_sides
 
     runs = ref_file.calibration.get("runs", [])
     ref_db = db_path(workdir, "reference")
@@ -230,8 +230,8 @@ def injections(ref: Any, cand: Any, settings: Any) -> dict[str, dict[str, Any]]:
 
 
 def false_alarms(args: argparse.Namespace) -> int:
-    from bench.cli_gate import load_config
-    from bench.noise import noise_class
+    from bench.cli.gate import load_config
+    from bench.gate.noise import noise_class
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

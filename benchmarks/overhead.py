@@ -2,7 +2,7 @@
 
 Both paths train the same model (same init, same data tensors on the device, same SGD
 nesterov optimiser with the same decay groups, same cosine schedule). The harness path
-is ``bench.train.fit`` with a ``Recorder`` inside the runner's ``MemoryMeter`` (step
+is ``bench.engine.fit`` with a ``Recorder`` inside the runner's ``MemoryMeter`` (step
 timers, loss kept on the device, divergence checks, curves, progress, FLOP count on the
 first step); the bare path is a hand-written loop. One-off costs (first step, FLOP
 counting, optimiser creation) cancel by timing N1 and N2 steps and taking the
@@ -22,11 +22,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench import train as engine
+from bench import engine
 from bench.measure import MemoryMeter
-from bench.models import build_model
-from bench.recorder import Recorder
-from bench.split import Split
+from bench.models.net import build_model
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
 
 
 def make_split(n: int, size: int, device: torch.device) -> Split:
@@ -84,7 +84,7 @@ def bare_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, ste
 
 def harness_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int,
                  marks: list[int] | None = None) -> float:
-    """Seconds for ``steps`` steps through ``bench.train.fit`` under the runner's measurement."""
+    """Seconds for ``steps`` steps through ``bench.engine.fit`` under the runner's measurement."""
     device = split.device
     cfg = engine.TrainConfig(**{**cfg.__dict__, "steps": steps})
     rec = Recorder(device, progress=lambda _msg: None)

@@ -14,14 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from bench import train as engine
-from bench.config import require
+from bench import engine
+from bench.contract.config import require
 from bench.errors import InvalidConfig
-from bench.interface import Fitted, Split, Task
-from bench.analysis import first_step_reaching
-from bench.models import MappedNet, freeze_all_but_last_blocks, head_only, scope_blocks
-from bench.recorder import Recorder
+from bench.contract.interface import Fitted, Split, Task
+from bench.results.analysis import first_step_reaching
+from bench.models.net import MappedNet, freeze_all_but_last_blocks, head_only, scope_blocks
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class FineTuneConfig:
 class LastKConfig:
     """``k``: how many of the last blocks train together with the head (0 = head only).
 
-    ``scope`` (``small``/``medium``/``large``/``full``, see ``bench.models.scope_blocks``)
+    ``scope`` (``small``/``medium``/``large``/``full``, see ``bench.models.net.scope_blocks``)
     sets k to the blocks of the last 1/2/3/all stages instead, so one grid entry means
     the same thing for ResNet-18 (2 blocks per stage) and ResNet-50 (3-6).
     """
@@ -60,15 +61,12 @@ class LastKConfig:
         require(0.0 <= self.target_top1_pct <= 100.0, "target_top1_pct must be in [0, 100] (0: off)")
 
 
-class FineTune:
+class FineTune(BaseMethod[FineTuneConfig]):
     """Shared fit/evaluate of the baselines; subclasses choose init and what trains."""
 
     Config: ClassVar[type] = FineTuneConfig
     pretrained: ClassVar[bool] = True
     name: ClassVar[str]
-
-    def __init__(self, config: FineTuneConfig) -> None:
-        self.config = config
 
     def prepare(self, model: MappedNet) -> None:
         """Freeze what this baseline does not train (default: nothing)."""
@@ -82,8 +80,6 @@ class FineTune:
         record_target(rec, "train", self.config.target_top1_pct)
         return Fitted(model=model, arch=model.arch_string(), info={"frozen_prefix": model.frozen_prefix})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 def record_target(rec: Recorder, stage: str, target: float) -> None:

@@ -17,12 +17,12 @@ Cells:
     pytest suites/test_nasoa.py --bench-db nasoa.db                           # smoke, CPU
     pytest suites/test_nasoa.py --bench-budget paper --bench-device cuda -k steptime   # Table 2 on the GPU
 """
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 SMOKE_ZOO = {"zoo.models": ("etnas_a", "etnas_b", "etnas_d"), "zoo.batch_size": 32}
 SMOKE_META = {"meta.runs": 16, "meta.min_iters": 4, "meta.max_iters": 40, "meta.min_source_images": 1,
               "meta.min_images_per_class": 4}
-# Smoke plans with counted step costs (FLOPs and operators at nominal rates, bench.cost), not measured
+# Smoke plans with counted step costs (FLOPs and operators at nominal rates, bench.models.cost), not measured
 # ones: budgets, plans, search spend and NSGA fronts are then the same on a busy or an idle machine, so
 # no smoke cell's outcome depends on the wall clock; the measured step times are recorded beside.
 SMOKE_COST = {"cost.kind": "counted"}

@@ -11,7 +11,7 @@ short = CIFAR-10 at 32 px and Tiny-ImageNet at 64 px, full widths, 30 epochs (E_
 them); paper = the same datasets, 600 epochs, E_arch 50/600. The DARTS network is ``darts_v2_8`` at every tier (a grid
 cannot switch models per tier); the paper's 20-cell network is ``darts_v2``.
 """
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 METHODS = ("original", "nat", "adapt_cell", "adapt_full")
 

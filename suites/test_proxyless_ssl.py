@@ -14,7 +14,7 @@ Tiers: smoke = ``uci-digits`` at its native 8 px (gray digits: no flips, crops o
 500 epochs, batch 512, Adam 1e-3, 5 seeds. The DARTS network is the 8-cell ``darts_v2_8``
 at every tier (the paper's SSL DARTS has 24 cells and ~24.6M parameters).
 """
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 METHODS = ("simclr", "simclr_adapt_cell", "simclr_adapt_full")
 

@@ -36,7 +36,7 @@ stage-2 cell trainable as Tr-Net-10-10 does with N = 5.
     pytest suites/test_trnas.py                                          # smoke: CPU, ~2 minutes
     pytest suites/test_trnas.py --bench-budget paper --bench-device cuda --bench-data-root /data
 """
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 PROXIES = ("original", "tr_5_5", "tr_10_10")
 TRANSFER = {"original": {"transfer.enabled": False},

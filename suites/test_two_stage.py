@@ -14,7 +14,7 @@ is exactly 0: the small-scope search would be degenerate. So the suite upsamples
     pytest suites/test_two_stage.py --bench-budget paper --bench-device cuda \
         --bench-data-root /data                                            # Table 2 protocol
 """
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 SCOPES = ("small", "medium", "large", "full")
 

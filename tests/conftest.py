@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cell import CellSpec
-from bench.config import canonical_json, config_dict, make_config
-from bench.interface import TaskSettings
+from bench.contract.cell import CellSpec
+from bench.contract.config import canonical_json, config_dict, make_config
+from bench.contract.settings import TaskSettings
 from bench.registry import METHODS
 
 # A task small enough for a few seconds per cell on 2 CPU cores.

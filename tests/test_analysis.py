@@ -2,7 +2,7 @@
 import pytest
 from scipy import stats
 
-from bench.analysis import (DegenerateRanking, bootstrap_ci, first_step_reaching, kendall_tau, rank_correlation,
+from bench.results.analysis import (DegenerateRanking, bootstrap_ci, first_step_reaching, kendall_tau, rank_correlation,
                             spearman_rho)
 
 X = [0.91, 0.85, 0.88, 0.70, 0.93, 0.80, 0.75]

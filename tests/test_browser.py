@@ -78,7 +78,7 @@ def wait_until_responds(url: str, proc: subprocess.Popen, timeout_s: float = 90.
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = build_fixture_db(tmp_path_factory.mktemp("browser") / "results.db").path
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "serve", str(db), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.dispatch", "serve", str(db), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:

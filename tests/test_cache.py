@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench import cache, env
-from bench.pretrain import PretrainRecipe, source_path
-from bench.train import TrainConfig
+from bench.models.pretrain import PretrainRecipe, source_path
+from bench.contract.settings import TrainConfig
 
 RECIPE = PretrainRecipe(train=TrainConfig(epochs=0.1, batch_size=32, log_every=1000))
 PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")

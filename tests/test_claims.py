@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import claims
-from bench.cell import CellResult, CellSpec
-from bench.claims import Claim, Compare, Custom, Outcome, Ratio, Select, Threshold
+from bench.results import claims
+from bench.contract.cell import CellResult, CellSpec
+from bench.results.claims import Claim, Compare, Custom, Outcome, Ratio, Select, Threshold
 from bench.cli import main
-from bench.store import Store
+from bench.results.store import Store
 
 
 def frame(rows):

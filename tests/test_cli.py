@@ -2,13 +2,14 @@
 import sqlite3
 
 
-from bench.cell import CellResult, CellSpec
+from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
-from bench.store import Store
+from bench.results.store import Store
 
 
-def result(seed: int, acc: float, variant: str = "full_ft", status: str = "ok") -> CellResult:
-    spec = CellSpec(suite="s", method=variant, variant=variant, dataset="uci-digits", model="resnet20", seed=seed)
+def result(seed: int, acc: float, variant: str = "full_ft", status: str = "ok", mode: str = "accuracy") -> CellResult:
+    spec = CellSpec(suite="s", method=variant, variant=variant, dataset="uci-digits", model="resnet20", seed=seed,
+                    mode=mode)
     metrics = {"test_top1_pct": acc, "val_top1_pct": acc - 1, "step_ms_median": 10.0 + seed} if status == "ok" else {}
     return CellResult(spec=spec, status=status, metrics=metrics, error="boom" if status != "ok" else "")
 
@@ -32,6 +33,17 @@ def test_report_mean_std_n(tmp_path, capsys):
     assert "92.00 +- 2.00 (3)" in line and "91.00 +- 2.00 (3)" in line and "11.00 +- 1.00 (3)" in line
     scratch = next(l for l in out.splitlines() if "scratch" in l)
     assert "50.00 +- 0.00 (1)" in scratch and scratch.rstrip().endswith("1")
+
+
+def test_report_keeps_accuracy_and_speed_mode_apart(tmp_path, capsys):
+    """One cell run in both modes is two groups, never one mean over both."""
+    db = tmp_path / "r.db"
+    write(db, [result(0, 90.0), result(1, 92.0), result(0, 40.0, mode="speed"), result(1, 42.0, mode="speed")])
+    assert main(["report", "--db", str(db), "--metric", "test_top1_pct"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "full_ft" in l]
+    assert len(lines) == 2
+    assert any("accuracy" in l and "91.00 +- 1.41 (2)" in l for l in lines)
+    assert any("speed" in l and "41.00 +- 1.41 (2)" in l for l in lines)
 
 
 def test_report_uses_latest_row_per_cell(tmp_path, capsys):
@@ -95,7 +107,7 @@ def test_console_script_installed():
 
 def test_report_layouts_by_variant_and_per_seed(tmp_path, capsys):
     """--by-variant puts method entries side by side; --per-seed shows every seed and failures."""
-    from bench.report import render
+    from bench.results.report import render
 
     db = tmp_path / "r.db"
     write(db, [result(0, 90.0, "a"), result(1, 92.0, "a"), result(2, 10.0, "a"),
@@ -103,8 +115,8 @@ def test_report_layouts_by_variant_and_per_seed(tmp_path, capsys):
     wide = render(db, layout="by-variant", metrics=["test_top1_pct"]).splitlines()
     assert wide[4].split()[-8:] == ["64.00", "+-", "46.78", "(3)", "81.00", "+-", "1.41", "(2)"]
     seeds = render(db, layout="per-seed", metrics=["test_top1_pct"]).splitlines()
-    assert seeds[4].split()[5:8] == ["90.00", "92.00", "10.00"]
-    assert seeds[5].split()[5:8] == ["80.00", "82.00", "failed"]
+    assert seeds[4].split()[6:9] == ["90.00", "92.00", "10.00"]  # after the 6 group keys
+    assert seeds[5].split()[6:9] == ["80.00", "82.00", "failed"]
     assert main(["report", "--db", str(db), "--per-seed"]) == 0 and "seed 2" in capsys.readouterr().out
 
 
@@ -123,10 +135,10 @@ def test_report_matrix_lays_out_a_metric_family(tmp_path, capsys):
     assert main(["report", "--db", str(db), "--variant", "nasoa:gen", "--matrix", "t3_{row}_{col}_mae"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "1 cells in" not in lines[0] and lines[0].startswith("2 cells in")
-    assert lines[3].split()[5:] == ["row", "20_40", "80_100", "all"]
+    assert lines[3].split()[6:] == ["row", "20_40", "80_100", "all"]
     # adaptive: seeds 0 and 1 give all 10/11, 20_40 11/12, 80_100 12/13; fixed10 all 20/21, ...
-    assert lines[4].split()[5:] == ["adaptive", "11.50", "+-", "0.71", "(2)", "12.50", "+-", "0.71", "(2)",
+    assert lines[4].split()[6:] == ["adaptive", "11.50", "+-", "0.71", "(2)", "12.50", "+-", "0.71", "(2)",
                                     "10.50", "+-", "0.71", "(2)"]
-    assert lines[5].split()[5:7] == ["fixed10", "21.50"] and len(lines) == 6
+    assert lines[5].split()[6:8] == ["fixed10", "21.50"] and len(lines) == 6
     assert main(["report", "--db", str(db), "--matrix", "t3_{row}_mae"]) == 2
     assert "needs one {row} and one {col}" in capsys.readouterr().err

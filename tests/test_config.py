@@ -5,9 +5,9 @@ from typing import Literal
 
 import pytest
 
-from bench.config import canonical_json, make_config, require
+from bench.contract.config import canonical_json, make_config, require
 from bench.errors import InvalidConfig
-from bench.train import TrainConfig
+from bench.contract.settings import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def test_nested_override_keeps_field_default_and_merges_dotted_keys():
 
 
 def test_task_settings_deep_dotted_overrides():
-    from bench.interface import TaskSettings
+    from bench.contract.interface import TaskSettings
 
     s = make_config(TaskSettings, {"pretrain.train.epochs": 0.5, "pretrain.train.log_every": 7})
     assert s.pretrain.train.epochs == 0.5 and s.pretrain.train.log_every == 7

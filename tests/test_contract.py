@@ -12,11 +12,11 @@ import math
 import pytest
 import torch
 
-from bench.interface import EVAL_KEYS, Fitted, Method
-from bench.pretrain import pretrained_source
-from bench.recorder import Recorder
+from bench.contract.interface import EVAL_KEYS, Fitted, Method
+from bench.models.pretrain import pretrained_source
+from bench.contract.recorder import Recorder
 from bench.registry import METHODS
-from bench.runner import build_task, resolve, seed_everything
+from bench.execute.runner import build_task, resolve, seed_everything
 from tests.conftest import TINY_CONFIGS, tiny_spec
 
 

@@ -1,14 +1,14 @@
 """Planning from counted step costs: NASOA's budgets, plans, search spend and NSGA objective do not
-move with the wall clock (``bench.cost``), and "no plan fits" is a recorded outcome."""
+move with the wall clock (``bench.models.cost``), and "no plan fits" is a recorded outcome."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench.cost import CostModel, StepCount, count_train_step, model_step_count
+from bench.models.cost import CostModel, StepCount, count_train_step, model_step_count
 from bench.errors import InvalidConfig
-from bench.models import build_model
-from bench.runner import run_cell
+from bench.models.net import build_model
+from bench.execute.runner import run_cell
 from tests.conftest import tiny_spec
 
 COUNTED = {"cost.kind": "counted"}
@@ -91,7 +91,7 @@ def test_charge_prices_the_iterations_run():
 
 
 def test_nsga_step_objective_is_counted_and_the_measured_ms_kept():
-    from bench.data import load_splits
+    from bench.data.registry import load_splits
     from methods.nasoa.encoding import parse
     from methods.nasoa.nsga import ProxyConfig, ProxyEvaluator
 
@@ -107,13 +107,13 @@ def test_nsga_step_objective_is_counted_and_the_measured_ms_kept():
 
 def test_a_meta_shard_does_not_depend_on_who_generates_it():
     """Generated inside a nasoa cell or by the nasoa_meta cell, after any other work: the same records."""
-    from bench.data import load_splits
+    from bench.data.registry import load_splits
     from methods.nasoa.metadata import MetaConfig, ZooConfig, generate
     from tests.conftest import TINY_TASK
 
     class _Task:
-        from bench.config import make_config
-        from bench.interface import TaskSettings
+        from bench.contract.config import make_config
+        from bench.contract.interface import TaskSettings
 
         settings = make_config(TaskSettings, TINY_TASK)
         download = False

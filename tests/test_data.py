@@ -1,4 +1,4 @@
-"""Tests of bench.data: embedded sets, split policy, torchvision plumbing, device batching.
+"""Tests of bench.data.registry: embedded sets, split policy, torchvision plumbing, device batching.
 
 No test needs real torchvision data or network: torchvision paths run on FakeData and on
 a CIFAR-shaped in-memory stand-in.
@@ -14,9 +14,12 @@ import torch
 import torchvision
 from torchvision import transforms as T
 
-from bench import data, loader, splits, tvdata
+from bench.data import registry as data
+from bench.data import loader
+from bench.data import policy as splits
+from bench.data import torchvision_sets as tvdata
 from bench.errors import DatasetNotFound, UnknownName
-from bench.split import Split
+from bench.contract.split import Split
 from bench.registry import DATASETS
 
 EMBEDDED = {  # name: (images, classes, flip_ok)

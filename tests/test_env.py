@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench import env
-from bench.store import Store
+from bench.results.store import Store
 
 GIT_ID = ["-c", "user.name=Bench Test", "-c", "user.email=bench@example.invalid",
           "-c", "commit.gpgsign=false"]

@@ -1,4 +1,4 @@
-"""``bench export`` round-trips every format and ``bench.exports.load`` gives tidy frames.
+"""``bench export`` round-trips every format and ``bench.results.exports.load`` gives tidy frames.
 
 The database is synthetic (Store + CellSpec/CellResult, no training): two runs, a cell
 re-run in the second, a failed cell, a second suite, curves with positions, a value
@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cell import CellResult, CellSpec
+from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
 from bench.errors import UnknownName
-from bench.exports import METRICS_COLUMNS, SERIES_COLUMNS, SUMMARY_COLUMNS, load
-from bench.store import Store, read_frame
+from bench.results.exports import METRICS_COLUMNS, SERIES_COLUMNS, SUMMARY_COLUMNS, load
+from bench.results.store import Store, read_frame
 
 THIRD = 100 / 3  # 33.333333333333336: every digit must survive
 ERROR = 'boom, "quoted"\nsecond line'

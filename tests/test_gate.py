@@ -1,6 +1,6 @@
 """``bench gate`` and ``bench reference export`` on databases built directly through the Store.
 
-Each test writes small runs (no training), runs the command through ``bench.cli.main``
+Each test writes small runs (no training), runs the command through ``bench.cli.dispatch.main``
 and checks the exit status, the verdict of each cell and what was written.
 """
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.cell import CellResult, CellSpec
+from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
-from bench.cli_gate import load_config
-from bench.gate import GateSettings
-from bench.reference_file import FORMAT, read_reference
-from bench.stats import bh_adjust, paired_one_sided_p
-from bench.store import Store
+from bench.cli.gate import load_config
+from bench.gate.rules import GateSettings
+from bench.gate.reference_file import FORMAT, read_reference
+from bench.results.stats import bh_adjust, paired_one_sided_p
+from bench.results.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = {"deterministic_algorithms": True, "cudnn_benchmark": False}

@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from bench import noise
+from bench.gate import noise
 from bench.cli import main
-from bench.noise import Spread
-from bench.store import Store
+from bench.gate.noise import Spread
+from bench.results.store import Store
 from tests.test_gate import BASE, RUN, cell, gate, grid, verdicts, write
 
 SAME = {"torch": "2.14.1+cpu", "device": "cpu", "cpu_id": "aaa", "threads": 1, "cpu_capability": "AVX2"}
@@ -97,7 +97,7 @@ def test_non_finite_candidate_is_a_regression(tmp_path, capsys, bad):
     cand = tmp_path / "cand.json"
     cand.write_text(json.dumps(data))  # json writes NaN / Infinity literals
     with pytest.raises(Exception):  # as a reference the same file is refused ...
-        from bench.reference_file import read_reference
+        from bench.gate.reference_file import read_reference
         read_reference(cand)
     # ... and as a candidate database a non-finite metric (stored NULL) fails its cell
     cdb = tmp_path / "c.db"
@@ -169,7 +169,7 @@ def test_cells_selector_refuses_to_mix_incomparable_runs(tmp_path, capsys):
 
 
 def test_an_internal_error_exits_3_not_1(tmp_path, capsys, monkeypatch):
-    from bench import gate as gate_module
+    from bench.gate import rules as gate_module
 
     ref = tmp_path / "r.db"
     write(ref, grid())
@@ -345,8 +345,8 @@ def _gate_noise_module():
 
 
 def test_injections_count_what_the_gate_catches(tmp_path, capsys):
-    from bench.cli_gate import load_config
-    from bench.reference import load_side
+    from bench.cli.gate import load_config
+    from bench.gate.reference import load_side
 
     gn = _gate_noise_module()
     path, _ = _noisy_reference(tmp_path)
@@ -377,8 +377,8 @@ def test_injections_count_what_the_gate_catches(tmp_path, capsys):
 # --- the committed reference and gate.toml ------------------------------------------------------------
 
 def _committed():
-    from bench.cli_gate import load_config
-    from bench.reference_file import read_reference
+    from bench.cli.gate import load_config
+    from bench.gate.reference_file import read_reference
     from tests.test_gate import ROOT
 
     return (read_reference(ROOT / "suites" / "reference" / "smoke.json"),
@@ -402,7 +402,7 @@ def test_committed_reference_catches_a_five_point_drop_in_every_gated_uci_digits
     does); a cell may only escape the gate when its reference sits within the threshold of chance."""
     import dataclasses
 
-    from bench.gate import evaluate
+    from bench.gate.rules import evaluate
 
     ref, settings = _committed()
     cand = dataclasses.replace(ref, noise={}, calibration={})

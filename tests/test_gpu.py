@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from bench import train as engine
+from bench import engine
 from bench.measure import MemoryMeter, StepTimer
-from bench.models import build_model, head_only
-from bench.recorder import Recorder
-from bench.runner import run_cell
-from bench.split import Split
+from bench.models.net import build_model, head_only
+from bench.contract.recorder import Recorder
+from bench.execute.runner import run_cell
+from bench.contract.split import Split
 from tests.conftest import tiny_spec
 
 pytestmark = pytest.mark.gpu

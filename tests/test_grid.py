@@ -2,7 +2,7 @@
 import pytest
 
 from bench.errors import InvalidGrid
-from bench.grid import Grid, TierPlan, parse_seeds
+from bench.execute.grid import Grid, TierPlan, parse_seeds
 
 BASE = dict(suite="s", methods={"full_ft": {}, "last_k:k1": {"k": 1}}, datasets=("uci-digits", "lfw-faces"),
             models=("resnet20",), seeds=(0, 1), task={"source": "mnist5k"},

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.measure import MemoryMeter, StepTimer, count_flops, count_params, percentiles_ms
-from bench.recorder import Recorder
+from bench.contract.recorder import Recorder
 
 
 def test_step_timer_measures_known_sleep():

@@ -1,4 +1,4 @@
-"""Tests of bench.models: registry, torchvision compatibility, the structural map,
+"""Tests of bench.models.net: registry, torchvision compatibility, the structural map,
 freezing semantics (grads, BN mode, no_grad, memory), replace and arch strings."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from bench.errors import InvalidConfig, UnknownName
-from bench.models import (
+from bench.models.net import (
     MappedNet,
     build_from_arch_string,
     build_model,

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from bench.errors import InvalidConfig, WeightsNotFound
-from bench.models import build_model
+from bench.models.net import build_model
 from methods.nasoa.builder import ETNet, analytic_counts, freeze_stages
 from methods.nasoa.encoding import EncodingError, format_arch, parse
 from methods.nasoa.generator import budget_seconds, plan
@@ -251,8 +251,8 @@ def test_config_rejects_unknown_search():
 def test_zoo_imagenet_through_the_harness_path(tmp_path, monkeypatch):
     """source=imagenet: the harness's loader finds etnas_<x>.pth, names the expected path when absent,
     and a paper-tier grid with an ET-NAS model and source imagenet validates."""
-    from bench import pretrain
-    from bench.grid import Grid, TierPlan
+    from bench.models import pretrain
+    from bench.execute.grid import Grid, TierPlan
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
@@ -302,7 +302,7 @@ def test_plan_falls_back_to_part_of_an_epoch_of_the_fastest_model():
 def test_zoo_vs_regnet_claim_reads_budgets_and_is_unmeasured_without_series_rows():
     import pandas as pd
 
-    from bench.claims import CHECKS
+    from bench.results.claims import CHECKS
 
     check = CHECKS["nasoa-zoo-vs-regnet"]
 

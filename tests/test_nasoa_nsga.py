@@ -7,9 +7,9 @@ import zlib
 import numpy as np
 import pytest
 
-from bench.config import make_config
+from bench.contract.config import make_config
 from bench.errors import InvalidConfig
-from bench.runner import run_cell
+from bench.execute.runner import run_cell
 from methods.nasoa.builder import scaled_first_channels
 from methods.nasoa.encoding import (
     Arch,
@@ -269,7 +269,7 @@ def test_exhausted_space_raises_a_clear_error():
 
 
 def test_proxy_accuracy_is_seeded(tmp_path):
-    from bench.data import load_splits
+    from bench.data.registry import load_splits
 
     train, val, _ = load_splits("uci-digits", seed=0, input_size=16, train_limit=128)
     cfg = make_config(ProxyConfig, {"width": 0.125, "train.steps": 3, "train.batch_size": 16, "train.log_every": 3,

@@ -12,7 +12,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 SUITE = '''
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 GRID = Grid(
     suite="tiny",
@@ -35,7 +35,7 @@ CONFTEST = '''
 import os
 from dataclasses import dataclass
 
-from bench.interface import Fitted
+from bench.contract.interface import Fitted
 from bench.registry import METHODS
 from methods.baselines import FineTune
 
@@ -153,14 +153,14 @@ def test_datasets_option_filters_cells_at_collection(suite: pytest.Pytester):
 
 
 def test_gpu_for_worker_round_robin():
-    from bench.plugin import gpu_for_worker
+    from bench.execute.plugin import gpu_for_worker
 
     assert [gpu_for_worker(f"gw{i}", ["2", "5"]) for i in range(4)] == ["2", "5", "2", "5"]
     assert gpu_for_worker("gw0", []) is None and gpu_for_worker("master", ["0"]) is None
 
 
 def test_visible_gpus_from_env(monkeypatch):
-    from bench.plugin import visible_gpus
+    from bench.execute.plugin import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 4")
     assert visible_gpus() == ["3", "4"]

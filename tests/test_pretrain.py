@@ -7,8 +7,8 @@ import torch
 from bench import cache
 from bench.cache import atomic_save
 from bench.errors import InvalidConfig, WeightsNotFound
-from bench.pretrain import PretrainRecipe, imagenet_state_dict, pretrained_source, source_path
-from bench.train import TrainConfig
+from bench.models.pretrain import PretrainRecipe, imagenet_state_dict, pretrained_source, source_path
+from bench.contract.settings import TrainConfig
 
 RECIPE = PretrainRecipe(train=TrainConfig(epochs=0.1, batch_size=32, log_every=1000))
 

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from bench.errors import InvalidConfig
-from bench.models import build_model
-from bench.recorder import Recorder
-from bench.runner import run_cell
+from bench.models.net import build_model
+from bench.contract.recorder import Recorder
+from bench.execute.runner import run_cell
 from methods.proxyless import edges as E
 from methods.proxyless.edges import FactorizedReduce
 from methods.proxyless.method import rebuild
-from methods.proxyless.nat import GCNPolicy, Reinforce, cell_graph, representative_cells
+from methods.proxyless.nat import GCNPolicy, NatReinforce, cell_graph, representative_cells
 from tests.conftest import tiny_spec
 
 MODELS = {"resnet20_cells": 0.25, "mobilenetv2_cifar": 0.125, "darts_v2_8": 0.25, "resnet50_cifar": 0.0625,
@@ -143,7 +143,7 @@ def test_nat_policy_raises_the_probability_of_a_rewarded_choice():
     torch.manual_seed(0)
     net = build_model("resnet20_cells", num_classes=10, width=0.25)
     policy = GCNPolicy([cell_graph(c) for c in representative_cells(net)], hidden=16)
-    learner = Reinforce(policy, lr=0.02, weight_decay=0.0, entropy_weight=0.0, baseline_decay=0.9)
+    learner = NatReinforce(policy, lr=0.02, weight_decay=0.0, entropy_weight=0.0, baseline_decay=0.9)
     before = float(torch.softmax(policy.logits().detach(), -1)[2, 1])
     gen = torch.Generator().manual_seed(0)
     for _ in range(60):  # reward 1 when edge position 2 picks identity
@@ -171,7 +171,7 @@ def test_adapted_theta_moves_and_weights_keep_training_after_discretisation():
     rec = Recorder("cpu", progress=lambda _m: None)
     spec = tiny_spec("adapt_full", model="resnet20_cells", task={"source": None, "input_size": 8},
                      config={"arch.lr": 0.05, "arch.frac": 0.5})
-    from bench.runner import build_task, resolve
+    from bench.execute.runner import build_task, resolve
     cls, cfg, settings = resolve(spec)
     task = build_task(spec, settings, torch.device("cpu"))
     fitted = cls(cfg).fit(task, rec)

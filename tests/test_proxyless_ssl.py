@@ -7,11 +7,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from bench.claims import CHECKS
-from bench.models import MappedNet, StructuralMap, build_model
-from bench.recorder import Recorder
-from bench.runner import run_cell
-from bench.split import Split
+from bench.results.claims import CHECKS
+from bench.models.net import MappedNet, StructuralMap, build_model
+from bench.contract.recorder import Recorder
+from bench.execute.runner import run_cell
+from bench.contract.split import Split
 from methods.proxyless import edges as E
 from methods.proxyless.method import ArchConfig, ArchSearch, weight_params
 from methods.proxyless.simclr import HeadConfig, SimCLRLoss, attach_head

@@ -48,6 +48,6 @@ def test_builtin_registries_populated():
 def test_public_api_lazy_exports():
     import bench
 
-    assert bench.run_cell.__module__ == "bench.runner" and bench.Grid.__module__ == "bench.grid"
+    assert bench.run_cell.__module__ == "bench.execute.runner" and bench.Grid.__module__ == "bench.execute.grid"
     with pytest.raises(AttributeError, match="public names: .*CellResult"):
         bench.nope  # noqa: B018

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import train as engine
+from bench import engine
 from bench.errors import InvalidConfig, UnknownName
-from bench.interface import Fitted
-from bench.runner import run_cell
+from bench.contract.interface import Fitted
+from bench.execute.runner import run_cell
 from tests.conftest import tiny_spec
 
 CORE = ("val_top1_pct", "test_top1_pct", "val_loss_nat", "test_loss_nat", "trainable_params", "total_params",
@@ -35,7 +35,7 @@ def test_ok_cell_has_core_metrics(ok_result):
 
 
 def test_result_json_round_trip(ok_result):
-    from bench.cell import CellResult
+    from bench.contract.cell import CellResult
 
     back = CellResult.from_json(ok_result.to_json())
     assert back.spec == ok_result.spec and back.metrics == ok_result.metrics and back.series == ok_result.series
@@ -138,7 +138,7 @@ class ProbeSource(Raises):
     """Records whether the task's source checkpoint is already cached when ``fit`` starts."""
 
     def fit(self, task, rec):
-        from bench.pretrain import pretrained_source
+        from bench.models.pretrain import pretrained_source
 
         s = task.settings
         _, meta = pretrained_source(task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed,

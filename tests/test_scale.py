@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from bench import scale
+from bench.execute import scale
 from bench.cli import main
 from bench.env import collect
 from bench.registry import METHODS
-from bench.runner import run_cell
-from bench.store import Store, merge
+from bench.execute.runner import run_cell
+from bench.results.store import Store, merge
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ TASK = '''{"source": "mnist5k", "input_size": 16, "width": 0.125, "train_limit":
 TIERS = '{"smoke": TierPlan(config={"train.steps": 3, "train.batch_size": 32, "train.log_every": 3})}'
 
 SUITE = f'''
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 
 GRID = Grid(
     suite="tiny",
@@ -47,7 +47,7 @@ GRID = Grid(
 CRASH_SUITE = f'''
 import os
 
-from bench.grid import Grid, TierPlan
+from bench.execute.grid import Grid, TierPlan
 from bench.registry import METHODS
 from methods.baselines import FineTune
 

@@ -1,6 +1,6 @@
 """``bench serve``: metadata, canned queries and dashboards, in-process through Datasette's client.
 
-The fixture database is written with ``bench.store.Store`` (claims and gate decisions with
+The fixture database is written with ``bench.results.store.Store`` (claims and gate decisions with
 sqlite-utils): run A (tag ``main``) has 2 suites x 2 variants x 2 datasets x 3 seeds ok plus
 an ``oom`` cell; run B (tag ``cand``) re-runs suite ``baselines`` 2 points more accurate,
 0.8x the step time and 0.75x the memory, plus a ``failed`` cell. Cells carry learning
@@ -31,11 +31,12 @@ import yaml
 from datasette.app import Datasette
 from datasette_dashboards import replace_opts_in_query
 
-from bench import cli, serve
-from bench.cell import CellResult, CellSpec
-from bench.schema import MIGRATION_NAMES, MIGRATIONS
-from bench.store import Store
-from bench.units import unit_of
+from bench import cli
+from bench.serve import app as serve
+from bench.contract.cell import CellResult, CellSpec
+from bench.results.schema import MIGRATION_NAMES, MIGRATIONS
+from bench.results.store import Store
+from bench.contract.units import unit_of
 
 DB = "results"
 SUITE_MODEL = {"baselines": "resnet20", "search": "resnet18"}
@@ -115,7 +116,7 @@ def build_fixture_db(path: str | Path) -> FixtureDB:
                         store.write_result(run_a, _ok(_spec(suite, variant, dataset, seed), RUN_A, minute))
         store.write_result(run_a, CellResult(
             spec=_spec("search", "full_ft", "lfw-faces", 9), status="oom", error_type="OutOfMemoryError",
-            error="CUDA out of memory at batch 128 (bench/train.py:200)",
+            error="CUDA out of memory at batch 128 (bench/engine/train.py:200)",
             started_at=f"{RUN_A}T00:59:00.000000+00:00"))
         store.finish_run(run_a)
         run_b = store.start_run({"started_at": f"{RUN_B}T00:00:00.000000+00:00", "tier": "smoke",
@@ -208,7 +209,7 @@ def test_every_column_of_a_fresh_database_is_described(tmp_path: Path) -> None:
 def test_units_on_every_column_with_a_physical_unit(tmp_path: Path) -> None:
     with Store(tmp_path / "fresh.db"):
         pass
-    pint_unit = {"s": "s", "ms": "ms", "mib": "MiB", "pct": "percent"}  # bench.units token -> Pint
+    pint_unit = {"s": "s", "ms": "ms", "mib": "MiB", "pct": "percent"}  # bench.contract.units token -> Pint
     tables = serve.build_metadata(DB)["databases"][DB]["tables"]
     expected = {(t, c): pint_unit[unit_of(c)] for t, cols in schema(tmp_path / "fresh.db").items()
                 for c in cols if unit_of(c) in pint_unit}
@@ -555,9 +556,9 @@ def test_cli_get_and_metadata_out(fixture_db: FixtureDB, tmp_path: Path, capsys:
 
 
 def test_cli_defaults() -> None:
-    args = cli.build_parser().parse_args(["serve"])
+    args = cli.dispatch.build_parser().parse_args(["serve"])
     assert (args.db, args.host, args.port, args.metadata_out, args.func.__module__) == (
-        "results.db", "127.0.0.1", 8001, None, "bench.cli_serve")
+        "results.db", "127.0.0.1", 8001, None, "bench.cli.serve")
 
 
 def test_cli_busy_port(fixture_db: FixtureDB, capsys: pytest.CaptureFixture[str]) -> None:
@@ -587,7 +588,7 @@ def test_serve_prints_url_answers_and_stops_on_ctrl_c(fixture_db: FixtureDB) -> 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "serve", str(fixture_db.path), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.dispatch", "serve", str(fixture_db.path), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/{DB}/leaderboard.json?suite=baselines&_shape=array"
     rows = None

@@ -4,7 +4,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from bench.stats import (bh_adjust, gate_threshold, mean_drop, mean_std_n, median, memory_regressed,
+from bench.results.stats import (bh_adjust, gate_threshold, mean_drop, mean_std_n, median, memory_regressed,
                          over_threshold, paired_one_sided_p, ratio_of_medians, welch_one_sided_p)
 
 REF = [90.0, 91.0, 92.0, 93.0, 94.0]

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import sqlite_utils
 
-from bench import store as store_mod
-from bench.cell import STATUSES, CellResult, CellSpec, short_hash
+from bench.results import store as store_mod
+from bench.contract.cell import STATUSES, CellResult, CellSpec, short_hash
 from bench.env import utc_now
 from bench.errors import InvalidConfig
-from bench.store import (
+from bench.results.store import (
     MIGRATIONS, RUN_STATUSES, NotABenchDatabase, SchemaMismatch, Store, StoreError, merge, read_frame,
 )
 
@@ -401,7 +401,7 @@ def test_read_frame_returns_a_dataframe(db_path: Path):
 
 def test_m002_upgrades_an_m001_database_in_place(db_path: Path):
     """A database created before m002 keeps its series (position 0) and gains the new objects."""
-    from bench import schema
+    from bench.results import schema
 
     db = sqlite_utils.Database(db_path)  # an m001-only file, as the first release wrote it
     schema.MIGRATIONS.apply(db, stop_before="m002_tags_positions_claims_gates")

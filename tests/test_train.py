@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import train as engine
-from bench.data import load_splits
+from bench import engine
+from bench.data.registry import load_splits
 from bench.errors import Diverged
-from bench.interface import Split
-from bench.models import build_model, head_only
-from bench.recorder import Recorder
+from bench.contract.interface import Split
+from bench.models.net import build_model, head_only
+from bench.contract.recorder import Recorder
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from bench import train as engine
+from bench import engine
 from bench.errors import InvalidConfig
-from bench.models import build_model
-from bench.recorder import Recorder
-from bench.runner import run_cell
-from bench.split import Split
+from bench.models.net import build_model
+from bench.contract.recorder import Recorder
+from bench.execute.runner import run_cell
+from bench.contract.split import Split
 from methods.trnas.darts_pt import AlphaStep, ArchOptConfig, project
 from methods.trnas.darts_space import (
     EDGES,

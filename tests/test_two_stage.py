@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench.models import build_model, scope_blocks
-from bench.pretrain import pretrained_source
-from bench.recorder import Recorder
-from bench.runner import build_task, resolve, run_cell, seed_everything
-from methods.two_stage.controller import Controller, EarlyStop, Reinforce
+from bench.models.net import build_model, scope_blocks
+from bench.models.pretrain import pretrained_source
+from bench.contract.recorder import Recorder
+from bench.execute.runner import build_task, resolve, run_cell, seed_everything
+from methods.two_stage.controller import Controller, EarlyStop, EnasReinforce
 from methods.two_stage.space import (MutableConvBN, build_from_arch, derive_child, make_supernet, mutable_points,
                                      set_choices, widen)
 from tests.conftest import tiny_spec
@@ -79,7 +79,7 @@ def test_inherit_takes_the_supernet_candidates():
 def test_policy_gradient_favours_the_rewarded_action():
     torch.manual_seed(0)
     controller = Controller(num_layers=3, hidden=16)
-    policy = Reinforce(controller, lr=0.05, entropy_weight=0.0, baseline_decay=0.9)
+    policy = EnasReinforce(controller, lr=0.05, entropy_weight=0.0, baseline_decay=0.9)
     gen = torch.Generator().manual_seed(0)
     for _ in range(60):
         actions, log_probs, entropies = controller.rollout(8, generator=gen)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models import MappedNet, StructuralMap
+from bench.models.net import MappedNet, StructuralMap
 from methods.nasoa.encoding import OP_GROUPS, Arch, Block, check_channels, parse
 
 

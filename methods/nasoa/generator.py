@@ -8,7 +8,7 @@ does not fit is left out, so no plan is ever over budget.
 them, or ``num_configs`` random ones as Algorithm 3 samples H), trains the argmax and, if
 online, updates the predictor with the accuracy reached.
 
-Step times come from a ``bench.cost.CostModel``: measured on the device (the paper), or
+Step times come from a ``bench.models.cost.CostModel``: measured on the device (the paper), or
 counted (FLOPs and operators at nominal rates: deterministic, what the smoke tier uses).
 A trial is *charged* its planned cost, iterations run x planned step ms, under a counted
 model and its measured training seconds under a measured one, so with a counted model a
@@ -27,17 +27,17 @@ Selection always uses the val split; the test split is only read by the runner.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.models import MappedNet
-from bench.recorder import Recorder
-from bench.split import Split
+from bench import engine
+from bench.models.net import MappedNet
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
+from bench.measure import Stopwatch
 from methods.nasoa.metadata import FROZEN, LRS, MetaConfig, SourceFeatures, ZooSpec, features, finetune
 
 
@@ -233,11 +233,9 @@ def _train_captured(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: tor
     box.holder["net"] = net
     cfg = engine.TrainConfig(steps=max(1, p.iters), lr=p.lr, momentum=0.9, weight_decay=1e-4,
                              batch_size=min(zoo.batch_size, len(train)), log_every=max(1, p.iters))
-    t0 = time.perf_counter()
-    engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    secs = time.perf_counter() - t0
+    with Stopwatch(device) as sw:
+        engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
+    secs = sw.seconds
     return Trial(p, engine.evaluate(net, val)["top1_pct"], secs, net)
 
 

@@ -10,8 +10,8 @@ distance, solved with POT's ``ot.emd2``), mean and std images per class, the mod
 source accuracy, the number of classes, iterations, lr and frozen stages; the target is
 the val accuracy reached (restricted to the subset's classes).
 
-Every fine-tuning run goes through ``bench.train.fit``. Source weights come from the
-harness's cached pretraining (``bench.pretrain.pretrained_source``); the embedded source
+Every fine-tuning run goes through ``bench.engine.fit``. Source weights come from the
+harness's cached pretraining (``bench.models.pretrain.pretrained_source``); the embedded source
 stands in for ImageNet at smoke tier. ``shard`` runs a seeded batch of runs and caches it
 as JSON under ``$BENCH_CACHE_DIR/nasoa`` (file lock, atomic write), so suite cells that
 need the stream and the cells that generate it share one copy.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,12 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import train as engine
+from bench import engine
 from bench.cache import atomic_write_text, cache_file, cached
-from bench.models import MappedNet, build_model
-from bench.pretrain import PretrainRecipe, pretrained_source
-from bench.recorder import Recorder
-from bench.split import Split
+from bench.models.net import MappedNet, build_model
+from bench.models.pretrain import PretrainRecipe, pretrained_source
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
+from bench.measure import Stopwatch
 from methods.nasoa.builder import freeze_stages
 
 LRS = (0.1, 0.01, 0.001, 0.0001)
@@ -70,7 +70,7 @@ class ZooSpec:
     download: bool = False
 
     def source_classes(self) -> int:
-        from bench.data import dataset_info
+        from bench.data.registry import dataset_info
 
         return 1000 if self.source == "imagenet" else dataset_info(self.source).num_classes
 
@@ -78,7 +78,7 @@ class ZooSpec:
         """(state_dict, meta with ``source_test_top1_pct``) of ``model`` on the source."""
         if self.source == "imagenet":
             # The harness's ImageNet path: torchvision checkpoints, or the zoo's registered loader.
-            from bench.pretrain import imagenet_state_dict
+            from bench.models.pretrain import imagenet_state_dict
             from methods.nasoa.series import imagenet_top1
             from methods.nasoa.zoo import ZOO
 
@@ -156,7 +156,7 @@ class Standardizer:
 @torch.no_grad()
 def penultimate(net: MappedNet, split: Split, batch: int = 256) -> torch.Tensor:
     """Features before the classifier for every image of ``split``."""
-    from bench.loader import iter_eval
+    from bench.data.loader import iter_eval
 
     net.eval()
     cls = net.structure.sequence.index(net.structure.classifier)
@@ -227,11 +227,9 @@ def finetune(zoo: ZooSpec, model: str, train: Split, val: Split, *, lr: float, f
     cfg = engine.TrainConfig(steps=max(1, iters), lr=lr, momentum=0.9, weight_decay=1e-4,
                              batch_size=min(zoo.batch_size, len(train)), log_every=max(1, iters), bf16=True)
     rec = rec or Recorder(device)
-    t0 = time.perf_counter()
-    engine.fit(net, train, cfg, rec, stage=stage, seed=seed, hooks=hooks)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    with Stopwatch(device) as sw:
+        engine.fit(net, train, cfg, rec, stage=stage, seed=seed, hooks=hooks)
+    seconds = sw.seconds
     return net, engine.evaluate(net, val)["top1_pct"], seconds
 
 
@@ -239,7 +237,7 @@ class SourceFeatures:
     """The source's class-mean features under the similarity network (computed once)."""
 
     def __init__(self, zoo: ZooSpec, cfg: MetaConfig, device: torch.device) -> None:
-        from bench.data import load_splits
+        from bench.data.registry import load_splits
 
         self.net = zoo.build(zoo.models[0], 2, device)
         src_train, _, _ = load_splits(zoo.source, seed=zoo.source_seed, input_size=zoo.input_size, device=device)
@@ -292,7 +290,7 @@ def shard_path(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, task_key:
 def shard(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, device: torch.device,
           splits: tuple[Split, Split] | None = None, rec: Recorder | None = None) -> tuple[list[dict], bool]:
     """The cached meta-data shard (dataset, seed), generating it on a miss: (records, generated now)."""
-    from bench.data import load_splits
+    from bench.data.registry import load_splits
 
     def compute() -> list[dict]:
         if splits is None:

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.analysis import kendall_tau
-from bench.cost import CostModel
+from bench import engine
+from bench.results.analysis import kendall_tau
+from bench.models.cost import CostModel
 from bench.errors import InvalidConfig
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.measure import Stopwatch
+from bench.engine.method import BaseMethod
 from methods.nasoa import generator as gen
 from methods.nasoa.metadata import (SHARD_TASK, MetaConfig, MetaRun, Standardizer, ZooConfig, features, finetune,
                                     generate, save_shard, shard, shard_path)
@@ -93,13 +94,10 @@ def _record_table3(x: torch.Tensor, y: torch.Tensor, cfg: NasoaConfig, rec: Reco
 
 
 @register_method("nasoa")
-class Nasoa:
+class Nasoa(BaseMethod[NasoaConfig]):
     """NASOA's online schedule generator and the RS / BOHB baselines under a time budget."""
 
     Config = NasoaConfig
-
-    def __init__(self, config: NasoaConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -125,7 +123,7 @@ class Nasoa:
         if not plans:
             return self._no_plan(zoo, task, rec, steps, budget)
         rec.scalar("fitting_models_count", len({p.model for p in plans}))
-        t0 = time.perf_counter()
+        wall = Stopwatch(dev).start()
         if cfg.search == "generator":
             trial, cost = self._generate(cfg, zoo, task, rec, x, y, std, plans)
         else:
@@ -140,7 +138,7 @@ class Nasoa:
             rec.scalar("search_measured_train_s", sum(t.train_s for t in trials))
         rec.scalar("search_cost_s", cost)
         rec.scalar("search_cost_ratio", cost / budget)
-        rec.scalar("search_wall_s", time.perf_counter() - t0)
+        rec.scalar("search_wall_s", wall.stop())
         p = trial.plan
         rec.note("chosen", {"model": p.model, "lr": p.lr, "frozen": p.frozen, "epochs": p.epochs, "iters": p.iters})
         rec.scalar("chosen_lr", p.lr)
@@ -159,9 +157,9 @@ class Nasoa:
 
         The measured table is always taken and recorded (``<model>_measured_step_ms``); with a
         counted cost model (``cost.kind="counted"``) the plan uses the counted figures instead,
-        so budgets, plans and search spend are the same on every run (``bench.cost``).
+        so budgets, plans and search spend are the same on every run (``bench.models.cost``).
         """
-        from bench.cost import model_step_count
+        from bench.models.cost import model_step_count
         from methods.nasoa.steptime import step_table
 
         refs = sorted({cfg.budget_low[0], cfg.budget_high[0], *zoo.models})
@@ -205,7 +203,7 @@ class Nasoa:
             pre = prequential(predictor, x, y)
         rec.scalar("predictor_all_mae", pre.mae["all"])
         rec.scalar("predictor_80_100_mae", pre.mae["80_100"])
-        t0 = time.perf_counter()
+        scoring = Stopwatch(task.device).start()
         info = gen.dataset_info(zoo, cfg.meta, task.train, task.device)
         source_acc = {m: float(zoo.source_weights(m, task.device)[1]["source_test_top1_pct"]) for m in zoo.models}
         rng = np.random.default_rng(task.seed)
@@ -213,7 +211,7 @@ class Nasoa:
             plans = [plans[i] for i in sorted(rng.choice(len(plans), cfg.num_configs, replace=False))]
         rows = std(np.array([gen.plan_features(p, info, source_acc, zoo.models) for p in plans]))
         best, scores = gen.choose(predictor.predict, rows)
-        score_s = time.perf_counter() - t0
+        score_s = scoring.stop()
         rec.scalar("similarity_ratio", info.similarity)
         rec.scalar("scored_count", len(plans))
         rec.scalar("predicted_top1_pct", 100 * scores[best])
@@ -241,8 +239,6 @@ class Nasoa:
                 got.append(t.val_top1_pct)
         rec.scalar("predicted_vs_achieved_tau", kendall_tau(pred, got) if len(set(got)) > 1 else 0.0)
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 @dataclass(frozen=True)
@@ -261,13 +257,10 @@ SERIES = {"top1_pct": "meta_top1_pct", "similarity": "meta_similarity_ratio", "i
 
 
 @register_method("nasoa_meta")
-class NasoaMeta:
+class NasoaMeta(BaseMethod[NasoaMetaConfig]):
     """Generate (and cache) one meta-data shard; the last run uses the whole split and is the cell's model."""
 
     Config = NasoaMetaConfig
-
-    def __init__(self, config: NasoaMetaConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -301,8 +294,6 @@ class NasoaMeta:
         rec.scalar("trainable_params", sum(q.numel() for q in last.parameters() if q.requires_grad))
         return Fitted(last, f"{runs[-1].model}(lr={runs[-1].lr:g},frozen={runs[-1].frozen},iters={runs[-1].iters})")
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 @dataclass(frozen=True)
@@ -329,20 +320,17 @@ def build_timed(model: str, width: float) -> torch.nn.Module:
         import torchvision
 
         return torchvision.models.get_model(model[3:], weights=None, num_classes=1000)
-    from bench.models import build_model
+    from bench.models.net import build_model
 
     return build_model(model, 1000, width=width)
 
 
 @register_method("nasoa_steptime")
-class NasoaSteptime:
+class NasoaSteptime(BaseMethod[SteptimeConfig]):
     """Table 2 columns for a list of models on the cell's device; the cell's model is then fine-tuned briefly
     (``train``) so the row carries an accuracy like every other row."""
 
     Config = SteptimeConfig
-
-    def __init__(self, config: SteptimeConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         from methods.nasoa.steptime import device_name, measure
@@ -366,5 +354,3 @@ class NasoaSteptime:
         engine.fit(net, task.train, cfg.train, rec, seed=task.seed)
         return Fitted(net, net.arch_string())
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

@@ -33,7 +33,6 @@ accuracy), so it is tested with synthetic objectives; ``ProxyEvaluator`` is the 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +41,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.cost import CostModel, count_train_step
+from bench import engine
+from bench.models.cost import CostModel, count_train_step
 from bench.errors import InvalidConfig
-from bench.recorder import Recorder
-from bench.split import Split
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
+from bench.measure import Stopwatch
 from methods.nasoa.builder import ETNet, scaled_first_channels
 from methods.nasoa.encoding import (
     NUM_STAGES,
@@ -470,10 +470,10 @@ class NsgaConfig:
 
 class ProxyEvaluator:
     """Validation at every width used, step time by ``steptime.measure``, accuracy of a tiny net trained by
-    ``bench.train.fit`` (under its own recorder: the cell's series carry one point per architecture).
+    ``bench.engine.fit`` (under its own recorder: the cell's series carry one point per architecture).
 
     The step-time objective is ``cfg.cost``'s: the measured ms (the paper), or with a counted
-    cost model the counted ms of the same shape (``bench.cost``), so the Pareto fronts, the
+    cost model the counted ms of the same shape (``bench.models.cost``), so the Pareto fronts, the
     cap's re-draws and the zoo do not depend on machine load. Either way the measured ms of
     every architecture is kept in ``measured_ms`` (by encoding) and recorded beside.
     """
@@ -492,13 +492,13 @@ class ProxyEvaluator:
     def step_ms(self, arch: Arch) -> float:
         from methods.nasoa.steptime import measure
 
-        t0 = time.perf_counter()
-        torch.manual_seed(0)
-        net = ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width)
-        ms = measure(net, batch=self.cfg.time_batch, size=self.cfg.time_size, device=self.device,
-                     steps=self.cfg.time_steps, warmup=self.cfg.time_warmup,
-                     num_classes=self.train.num_classes, memory=False).step_ms
-        self.time_s += time.perf_counter() - t0
+        with Stopwatch() as sw:
+            torch.manual_seed(0)
+            net = ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width)
+            ms = measure(net, batch=self.cfg.time_batch, size=self.cfg.time_size, device=self.device,
+                         steps=self.cfg.time_steps, warmup=self.cfg.time_warmup,
+                         num_classes=self.train.num_classes, memory=False).step_ms
+        self.time_s += sw.seconds
         self.measured_ms[format_arch(arch)] = ms
         if not self.cfg.cost.deterministic:
             return ms
@@ -517,13 +517,13 @@ class ProxyEvaluator:
         """Train ``arch`` at the proxy width from scratch; (net, val top-1 %)."""
         train, val = train or self.train, val or self.val
         tcfg = tcfg or self.cfg.train
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        net = ETNet(arch, num_classes=train.num_classes, width=self.cfg.width).to(self.device)
-        tcfg = dataclasses.replace(tcfg, batch_size=min(tcfg.batch_size, len(train)))
-        engine.fit(net, train, tcfg, rec or Recorder(self.device), stage="proxy", seed=seed)
-        acc = engine.evaluate(net, val)["top1_pct"]
-        self.train_s += time.perf_counter() - t0
+        with Stopwatch() as sw:
+            torch.manual_seed(seed)
+            net = ETNet(arch, num_classes=train.num_classes, width=self.cfg.width).to(self.device)
+            tcfg = dataclasses.replace(tcfg, batch_size=min(tcfg.batch_size, len(train)))
+            engine.fit(net, train, tcfg, rec or Recorder(self.device), stage="proxy", seed=seed)
+            acc = engine.evaluate(net, val)["top1_pct"]
+        self.train_s += sw.seconds
         return net, float(acc)
 
 

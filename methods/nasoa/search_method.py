@@ -16,15 +16,16 @@ objectives, rank) so the fronts can be charted and traced.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 
 import torch
 
-from bench import train as engine
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.measure import Stopwatch
+from bench.engine.method import BaseMethod
 from methods.nasoa.builder import ETNet
 from methods.nasoa.nsga import (
     Individual,
@@ -50,7 +51,7 @@ def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
     p = cfg.proxy
     if not p.dataset:
         return task.train, task.val
-    from bench.data import load_splits
+    from bench.data.registry import load_splits
 
     train, val, _ = load_splits(p.dataset, seed=task.seed, input_size=p.input_size, train_limit=p.images,
                                 data_root=task.data_root, download=task.download, device=task.device)
@@ -58,13 +59,10 @@ def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
 
 
 @register_method("nasoa_nsga")
-class NasoaNsga:
+class NasoaNsga(BaseMethod[NasoaNsgaConfig]):
     """Block-then-macro NSGA-II (exactly N children per generation, step-time cap), then the chosen net."""
 
     Config = NasoaNsgaConfig
-
-    def __init__(self, config: NasoaNsgaConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -81,10 +79,9 @@ class NasoaNsga:
             rec.progress(f"nsga {ind.phase} g{ind.generation} #{ind.index}: {ind.encoding} "
                          f"{ind.acc_pct:.1f}% {ind.step_ms:.2f} ms ({ind.origin})")
 
-        t0 = time.perf_counter()
-        with rec.stage("search"):
+        with Stopwatch(task.device) as sw, rec.stage("search"):
             res = etnas_search(cfg.nsga, ev, task.seed, on_eval=on_eval)
-        search_s = time.perf_counter() - t0
+        search_s = sw.seconds
         ranks = res.ranks()
         for ind in res.history:
             rec.point("nsga_pareto_rank_count", ind.generation, ranks[ind.index], position=ind.index)
@@ -127,6 +124,4 @@ class NasoaNsga:
             engine.fit(net, task.train, final, rec, stage="final", seed=task.seed)
         return Fitted(net, net.arch_string(), info={"chosen_encoding": chosen.encoding})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 

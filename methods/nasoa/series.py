@@ -32,9 +32,9 @@ from torch import nn
 from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from bench.models import MappedNet, ModelInfo, StructuralMap
+from bench.models.net import MappedNet, ModelInfo, StructuralMap
 from bench.registry import MODELS
-from bench.resnets import TorchvisionResNet
+from bench.models.resnets import TorchvisionResNet
 
 # torchvision's BlockParams.from_init_params arguments of each model.
 REGNET_Y = {
@@ -116,7 +116,7 @@ def imagenet_top1(model: str) -> float:
     """ImageNet top-1 (%) of a model's torchvision weights (its "source accuracy"), NaN if none."""
     from torchvision.models import get_weight
 
-    from bench.models import model_info
+    from bench.models.net import model_info
 
     name = model_info(model).imagenet_weights
     if not name:

@@ -96,7 +96,7 @@ def step_table(models: Sequence[str], *, width: float, size: int, batch: int, de
                num_classes: int = 10, steps: int = 5) -> dict[str, float]:
     """Median training-step ms per registered model, measured once per device and cached."""
     from bench.cache import atomic_write_text, file_lock, isolated_rng
-    from bench.models import build_model
+    from bench.models.net import build_model
 
     path = _cache_file(device)
     out = {}

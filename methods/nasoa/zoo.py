@@ -3,11 +3,11 @@
 Each entry keeps the paper's figures (parameters in M, GMACs at 224 px, ImageNet top-1,
 V100 inference and training-step ms at batch 64). Names follow the paper (the reference
 repository swaps E/F and G/H; the paper's pairing is the one whose parameter counts
-match). Models build through ``bench.models.build_model("etnas_g", num_classes,
+match). Models build through ``bench.models.net.build_model("etnas_g", num_classes,
 width=...)`` like every other model, so embedded sources (``source="mnist5k"``) pretrain
 and cache them as for the ResNets.
 
-ImageNet weights (``source="imagenet"``, through the harness's ``bench.pretrain`` path, which
+ImageNet weights (``source="imagenet"``, through the harness's ``bench.models.pretrain`` path, which
 calls the ``imagenet_loader`` each zoo model registers): ``imagenet_state_dict`` reads
 ``etnas_<x>.pth`` (a state_dict of our ``ETNet`` at width 1.0, or ``{"state_dict": ...}``)
 or the released checkpoint named by its encoding, ``<encoding>.pth``, from
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import UnknownName, WeightsNotFound
-from bench.models import MappedNet, ModelInfo
+from bench.models.net import MappedNet, ModelInfo
 from bench.registry import MODELS
 from methods.nasoa.builder import ETNet
 

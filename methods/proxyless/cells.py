@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bench.models import MappedNet, ModelInfo, StructuralMap
+from bench.models.net import MappedNet, ModelInfo, StructuralMap
 from bench.registry import MODELS
 from methods.proxyless.edges import Cell, EdgeSpec, FactorizedReduce, NodeShape, PairStem, TakeLast, identity_op
 

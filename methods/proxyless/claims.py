@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.claims import Custom, Outcome, Select, register_check
+from bench.results.claims import Custom, Outcome, Select, register_check
 
 ACC = "test_top1_pct"
 ADAPTED = ("adapt_cell", "adapt_full")

@@ -26,19 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
-from bench import train as engine
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.models import build_from_arch_string, model_info
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.models.net import build_from_arch_string, model_info
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.measure import Stopwatch
+from bench.engine.method import BaseMethod
 from methods.proxyless import edges as E
 from methods.proxyless.cells import NAS_FAMILIES, as_cells
 
@@ -151,7 +152,7 @@ class ArchSearch:
         self.every = max(1, arch_steps // cfg.record_points)
         self.bf16 = bf16
         self.done = False
-        self.t0 = time.perf_counter()
+        self.clock = Stopwatch().start()
         self.record(0)
 
     def after_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -183,7 +184,7 @@ class ArchSearch:
                 self.rec.point(f"theta_{name}_ratio", step, v, position=k)
 
     def finish(self, step: int) -> None:
-        self.rec.scalar("arch_stage_s", time.perf_counter() - self.t0)
+        self.rec.scalar("arch_stage_s", self.clock.stop())
         self.rec.scalar("arch_steps", step)
         E.discretise(self.model, keep_theta=self.cfg.keep_theta)
         for p in self.params:
@@ -195,16 +196,10 @@ class ArchSearch:
         self.rec.progress(f"discretised at step {step}: {self.rec.metrics['edges_changed_count']:.0f} edges changed")
 
 
-class _CellTrainer:
+class _CellTrainer(BaseMethod[OriginalConfig]):
     Config: ClassVar[type] = OriginalConfig
     mode: ClassVar[str | None] = None
     name: ClassVar[str]
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 @register_method("original")

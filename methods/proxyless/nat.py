@@ -29,12 +29,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench import train as engine
-from bench.config import require
+from bench import engine
+from bench.contract.config import require
 from bench.errors import InvalidConfig
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.proxyless import edges as E
 from methods.proxyless.cells import as_cells, cell_types_identical
 from methods.proxyless.method import arch_string, nas_recipe, recipe_for, record_changes
@@ -111,8 +112,21 @@ class GCNPolicy(nn.Module):
         return actions, chosen, entropy
 
 
-class Reinforce:
-    """REINFORCE with an EMA baseline and an entropy bonus (Adam)."""
+class NatReinforce:
+    """REINFORCE for NAT's GCN policy (Guo et al. 2020).
+
+    Per update, with rewards ``r_i``, log-probabilities ``log p_i`` and the policy's entropy ``H``:
+
+    - the baseline moves **first**: ``b <- decay * b + (1 - decay) * mean(r)`` (``b`` starts at the
+      first batch's mean);
+    - the advantage uses the updated baseline: ``A_i = r_i - b``;
+    - the entropy is a **loss term**, differentiated: loss ``-mean(A_i * log p_i) - entropy_weight * H``;
+    - one Adam step (with weight decay).
+
+    It differs from ``methods.two_stage.controller.EnasReinforce`` (entropy added to the reward,
+    baseline updated after the advantage): the two learners come from different papers and each
+    keeps its own update, so they are two classes, not one with flags.
+    """
 
     def __init__(self, policy: GCNPolicy, lr: float, weight_decay: float, entropy_weight: float,
                  baseline_decay: float) -> None:
@@ -199,14 +213,11 @@ def set_supernet(model: nn.Module, choices: list[str]) -> None:
 
 
 @register_method("nat")
-class NAT:
+class NAT(BaseMethod[NATConfig]):
     """NAT: supernet + GCN policy by REINFORCE, best of samples, retrain; see the module docstring."""
 
     Config: ClassVar[type] = NATConfig
     name: ClassVar[str]
-
-    def __init__(self, config: NATConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -224,7 +235,7 @@ class NAT:
         positions = sum(len(g.src) for g in graphs)
         policy = GCNPolicy(graphs, cfg.policy.hidden)
         p = cfg.policy
-        learner = Reinforce(policy, p.lr, p.weight_decay, p.entropy_weight, p.baseline_decay)
+        learner = NatReinforce(policy, p.lr, p.weight_decay, p.entropy_weight, p.baseline_decay)
         original = expand(supernet, [c.edges[i].original() if c.edges[i].spec.kind != "skip" else "same"
                                      for c in representative_cells(supernet) for i in range(len(c.edges))])
         state = {"updates": 0}
@@ -288,5 +299,3 @@ class NAT:
             engine.fit(child, task.train, train, rec, stage="train", val=task.val, seed=task.seed)
         return Fitted(child, arch_string(base, "nat", child), info={"mode": "nat"})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

@@ -2,7 +2,7 @@
 
 The network (a cell-graph model such as ``resnet50_cifar`` or ``darts_v2_8``, random
 init) gets a projection head in place of its classifier and is trained with SimCLR in
-one continuous run of the shared engine (``bench.train.fit`` with
+one continuous run of the shared engine (``bench.engine.fit`` with
 ``StepHooks(loss_fn=SimCLRLoss)``): per step the batch is augmented twice on the
 device (``ssl.SimCLRAugment``), both views go through backbone + head in one forward
 (2N images) and the NT-Xent loss (temperature 0.5) is minimised.
@@ -50,11 +50,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench import train as engine
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.proxyless import edges as E
 from methods.proxyless.cells import as_cells
 from methods.proxyless.method import ArchConfig, ArchSearch, arch_string, weight_params
@@ -182,13 +183,10 @@ class KnnMonitor:
         return False
 
 
-class _SimCLR:
+class _SimCLR(BaseMethod[SimCLRConfig]):
     Config: ClassVar[type] = SimCLRConfig
     mode: ClassVar[str | None] = None
     name: ClassVar[str]
-
-    def __init__(self, config: SimCLRConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config

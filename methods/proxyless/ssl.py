@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import require
-from bench.loader import iter_eval
-from bench.split import Split
+from bench.contract.config import require
+from bench.data.loader import iter_eval
+from bench.contract.split import Split
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.claims import Compare, Custom, Outcome, Select, register_check
+from bench.results.claims import Compare, Custom, Outcome, Select, register_check
 
 RANK = "trnas_rank"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,13 +18,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bench import train as engine
+from bench import engine
 from bench.cache import cache_file, cached
-from bench.config import require
+from bench.contract.config import require
 from bench.errors import InvalidConfig
-from bench.interface import Split, Task
-from bench.models import MappedNet
-from bench.recorder import Recorder
+from bench.contract.interface import Split, Task
+from bench.models.net import MappedNet
+from bench.contract.recorder import Recorder
+from bench.measure import Stopwatch
 from methods.trnas.network import (
     Count,
     NB201Net,
@@ -157,11 +157,9 @@ def train_candidate(net: nn.Module, arch: Arch, train: Split, val: Split, cfg: e
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_s = time.perf_counter() - t0
+    with Stopwatch(device) as sw:
+        engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
+    train_s = sw.seconds
     peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None
     acc = engine.evaluate(net, val)["top1_pct"]
     return Trained(arch, net, acc, train_s, act, peak)

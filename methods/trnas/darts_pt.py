@@ -31,12 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import train as engine
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.loader import DeviceLoader, iter_eval
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.data.loader import DeviceLoader, iter_eval
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.trnas.common import (
     MIB,
     Builder,
@@ -219,14 +220,11 @@ class SearchRun:
 
 
 @register_method("trnas_dartspt")
-class TrNasDartsPt:
+class TrNasDartsPt(BaseMethod[DartsPtConfig]):
     """DARTS+PT on NB201 with or without the transferred prefix; see the module docstring."""
 
     Config: ClassVar[type] = DartsPtConfig
     name: ClassVar[str]
-
-    def __init__(self, config: DartsPtConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -257,5 +255,3 @@ class TrNasDartsPt:
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, format_arch(arch), info={"proxy": cfg.transfer.label()})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

@@ -67,14 +67,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import train as engine
-from bench.config import require
+from bench import engine
+from bench.contract.config import require
 from bench.errors import InvalidConfig
-from bench.interface import Fitted, Split, Task
-from bench.models import MappedNet, StructuralMap
-from bench.models import build_model as build_arch
-from bench.recorder import Recorder
+from bench.contract.interface import Fitted, Split, Task
+from bench.models.net import MappedNet, StructuralMap
+from bench.models.net import build_model as build_arch
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.proxyless.cells import CellNet, ReLUConvBN, darts_cell, darts_op, dil_conv
 from methods.proxyless.edges import EdgeSpec, FactorizedReduce, PairStem, TakeLast
 from methods.trnas.common import TransferConfig, target_source, with_warmup
@@ -629,14 +630,11 @@ def source_network(task: Task, cfg: DartsSpaceConfig, *, pretrained: bool = True
 
 
 @register_method("trnas_dartspt_darts")
-class TrNasDartsPtDarts:
+class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
     """DARTS+PT in the DARTS space with or without the ResNet-20 prefix; see the module docstring."""
 
     Config: ClassVar[type] = DartsSpaceConfig
     name: ClassVar[str]
-
-    def __init__(self, config: DartsSpaceConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -696,8 +694,6 @@ class TrNasDartsPtDarts:
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, text, info={"proxy": tr.label() if tr.enabled else "original", "C": C})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 __all__ = [

@@ -21,11 +21,12 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.trnas.common import MIB, Builder, TransferConfig
 from methods.trnas.network import saved_activation_bytes
 from methods.trnas.space import format_arch, sample
@@ -62,14 +63,11 @@ def synthetic_split(n: int, num_classes: int, size: int, device: torch.device, s
 
 
 @register_method("trnas_memory")
-class TrNasMemory:
+class TrNasMemory(BaseMethod[MemoryConfig]):
     """Training memory of NB201 networks or supernets with and without transfer."""
 
     Config: ClassVar[type] = MemoryConfig
     name: ClassVar[str]
-
-    def __init__(self, config: MemoryConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -106,5 +104,3 @@ class TrNasMemory:
         rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
         return Fitted(net, f"{cfg.kind}:{cfg.transfer.label()}", info={"kind": cfg.kind})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

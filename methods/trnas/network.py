@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidConfig
-from bench.models import MappedNet, StructuralMap
+from bench.models.net import MappedNet, StructuralMap
 from methods.trnas.space import EDGES, OPS, Arch, check_arch, format_arch
 
 Count = Literal["modules", "cells"]

@@ -33,8 +33,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.analysis import (
+from bench import engine
+from bench.results.analysis import (
     DegenerateRanking,
     bootstrap_ci,
     kendall_tau,
@@ -42,11 +42,12 @@ from bench.analysis import (
     spearman_rho,
 )
 from bench.cache import cached
-from bench.config import require
+from bench.contract.config import require
 from bench.errors import InvalidConfig
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.trnas.common import (
     Builder,
     NatsTable,
@@ -123,14 +124,11 @@ def correlations(proxy: list[float], reference: list[float], rec: Recorder, pref
 
 
 @register_method("trnas_rank")
-class TrNasRank:
+class TrNasRank(BaseMethod[RankConfig]):
     """Rank correlation of a proxy protocol with a reference; see the module docstring."""
 
     Config: ClassVar[type] = RankConfig
     name: ClassVar[str]
-
-    def __init__(self, config: RankConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -206,5 +204,3 @@ class TrNasRank:
         rec.scalar("reference_cache_hit_bool", float(hit))
         return [float(a) for a in blob["acc"]]
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

@@ -26,11 +26,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench import train as engine
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.recorder import Recorder
+from bench import engine
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.trnas.common import (
     Builder,
     NatsTable,
@@ -121,14 +122,11 @@ class ReaConfig:
 
 
 @register_method("trnas_rea")
-class TrNasRea:
+class TrNasRea(BaseMethod[ReaConfig]):
     """Regularized evolution with Original or Tr-Net evaluations; see the module docstring."""
 
     Config: ClassVar[type] = ReaConfig
     name: ClassVar[str]
-
-    def __init__(self, config: ReaConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -176,5 +174,3 @@ class TrNasRea:
         rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
         return Fitted(net, format_arch(best.arch), info={"proxy": cfg.transfer.label()})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.claims import Compare, Custom, Outcome, Select, register_check
-from bench.models import SCOPES
+from bench.results.claims import Compare, Custom, Outcome, Select, register_check
+from bench.models.net import SCOPES
 
 ACC = "test_top1_pct"
 

@@ -4,7 +4,7 @@
 start token first), with one softmax head per mutable layer in network order. Actions
 are sampled during the search; the final architecture is the argmax rollout.
 
-``Reinforce``: REINFORCE on the sampled subnets' rewards (accuracy of the subnet on a
+``EnasReinforce``: REINFORCE on the sampled subnets' rewards (accuracy of the subnet on a
 held-out batch, plus an entropy bonus), with an exponential moving-average baseline
 ``b <- b - (1 - decay) (b - R)`` and Adam. ``estimate_probs`` gives P(a_k = 5x5) per
 layer from rollouts, the quantity whose heatmap is the paper's Fig. 4.
@@ -77,8 +77,23 @@ class Controller(nn.Module):
 
 
 @dataclass
-class Reinforce:
-    """REINFORCE with an EMA baseline and an entropy bonus added to the reward."""
+class EnasReinforce:
+    """REINFORCE for the two-stage controller, in the ENAS style (Pham et al. 2018).
+
+    Per update, with rewards ``r_i`` of the sampled subnets, log-probabilities ``log p_i`` and
+    entropies ``H_i``:
+
+    - the entropy is a bonus **in the reward**: ``R_i = r_i + entropy_weight * H_i`` (detached, so
+      it shapes the advantage but is not differentiated);
+    - the advantage uses the baseline **before** this update: ``A_i = R_i - b`` (``b`` starts at the
+      first batch's mean ``R``);
+    - loss ``-mean(A_i * log p_i)``, one Adam step;
+    - **then** the baseline moves toward this batch: ``b <- b - (1 - decay) * (b - mean(R))``.
+
+    It differs from ``methods.proxyless.nat.NatReinforce`` (entropy as a differentiated loss term,
+    baseline updated before the advantage): the two learners come from different papers and each
+    keeps its own update, so they are two classes, not one with flags.
+    """
 
     controller: Controller
     lr: float = 3.5e-4

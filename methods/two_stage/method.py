@@ -31,15 +31,16 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from bench import train as engine
-from bench.analysis import DegenerateRanking, rank_correlation
-from bench.config import require
-from bench.interface import Fitted, Split, Task
-from bench.models import freeze_all_but_last_blocks, scope_blocks
-from bench.recorder import Recorder
+from bench import engine
+from bench.results.analysis import DegenerateRanking, rank_correlation
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Split, Task
+from bench.models.net import freeze_all_but_last_blocks, scope_blocks
+from bench.contract.recorder import Recorder
 from bench.registry import register_method
+from bench.engine.method import BaseMethod
 from methods.baselines import record_target
-from methods.two_stage.controller import Controller, EarlyStop, Reinforce
+from methods.two_stage.controller import Controller, EarlyStop, EnasReinforce
 from methods.two_stage.space import MutablePoint, arch_string, derive_child, make_supernet, set_choices
 
 
@@ -120,14 +121,11 @@ def hold_out(train: Split, frac: float, seed: int) -> tuple[Split, Split]:
 
 
 @register_method("two_stage")
-class TwoStage:
+class TwoStage(BaseMethod[TwoStageConfig]):
     """Two-stage architectural fine-tuning; see the module docstring."""
 
     Config: ClassVar[type] = TwoStageConfig
     name: ClassVar[str]
-
-    def __init__(self, config: TwoStageConfig) -> None:
-        self.config = config
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -152,8 +150,6 @@ class TwoStage:
         base = task.build_model(pretrained=False).arch_string()
         return Fitted(child, arch_string(base, cfg.scope, actions), info={"actions": actions, "scope": cfg.scope})
 
-    def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]:
-        return engine.evaluate(fitted.model, split)
 
 
 class Search:
@@ -164,7 +160,7 @@ class Search:
         self.cfg, self.supernet, self.points, self.train, self.reward, self.rec = cfg, supernet, points, train, reward, rec
         c = cfg.controller
         self.controller = Controller(len(points), c.hidden, c.tanh_c)
-        self.policy = Reinforce(self.controller, c.lr, c.entropy_weight, c.baseline_decay)
+        self.policy = EnasReinforce(self.controller, c.lr, c.entropy_weight, c.baseline_decay)
         self.gen = torch.Generator().manual_seed(seed + 1)
         e = cfg.early_stop
         self.stop = EarlyStop(e.window, e.threshold, e.reward_window, e.reward_tol)

@@ -1,7 +1,7 @@
 """The two-stage search space: 3x3 convolutions inside a scope that may become 5x5.
 
 Every 3x3 convolution of a residual block (groups 1; not the stem, not the 1x1
-downsample) inside the search scope (``bench.models.scope_blocks``) becomes a mutable
+downsample) inside the search scope (``bench.models.net.scope_blocks``) becomes a mutable
 layer with choices {0: 3x3, 1: 5x5}. ResNet-18 has two per BasicBlock (4/8/12/16
 decisions for small/medium/large/full), ResNet-50 one per Bottleneck (3/9/13/16), as in
 the paper's Table 1.
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import InvalidConfig
-from bench.models import MappedNet, build_from_arch_string, scope_blocks
+from bench.models.net import MappedNet, build_from_arch_string, scope_blocks
 
 
 @dataclass(frozen=True)

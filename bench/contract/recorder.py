@@ -1,0 +1,107 @@
+"""The ``Recorder``: the only channel through which a method reports.
+
+Methods never touch the store, pytest or the clock directly. They call:
+- ``scalar(name, value)`` for a metric of the cell (the name carries its unit);
+- ``point(name, step, value, position=None)`` for a curve or search telemetry (goes to
+  ``series``; ``position`` makes it a (step, position) grid such as a heatmap);
+- ``note(key, value)`` for non-numeric facts (stored in the row's ``info_json``);
+- ``stage(name)`` around a phase, which records ``<name>_s`` wall seconds;
+- ``step_timer(stage)`` (used by the training engine) for per-step times;
+- ``progress(message)`` for human-readable progress on long runs.
+``finalize()`` turns the step timers into ``<stage>_step_ms_*`` and overall
+``step_ms_*`` metrics.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from bench.measure import StepTimer, percentiles_ms
+from bench.contract.units import check_metric_name
+
+log = logging.getLogger("bench")
+
+
+class Recorder:
+    """Collects one cell's metrics, curves, notes and timings."""
+
+    def __init__(self, device: torch.device | str = "cpu", *, timing_warmup: int = 5,
+                 progress: Callable[[str], None] | None = None, label: str = "") -> None:
+        self.device = torch.device(device)
+        self.timing_warmup = timing_warmup
+        self.metrics: dict[str, float] = {}
+        self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.info: dict[str, Any] = {}
+        self.timers: dict[str, StepTimer] = {}
+        self.label = label
+        self._progress = progress
+
+    def scalar(self, name: str, value: float) -> None:
+        """Record (or overwrite) metric ``name``."""
+        self.metrics[check_metric_name(name)] = float(value)
+
+    def scalars(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.scalar(name, value)
+
+    def point(self, name: str, step: int, value: float, *, position: int | None = None) -> None:
+        """Append one point to curve ``name``; ``position`` indexes a second axis.
+
+        With ``position`` the curve is a (step, position) grid, e.g. the probability of
+        the 5x5 kernel for every mutable layer at every controller update (a heatmap).
+        """
+        key = check_metric_name(name)
+        if position is None:
+            self.series[key].append((int(step), float(value)))
+        else:
+            self.series[key].append((int(step), float(value), int(position)))
+
+    def note(self, key: str, value: Any) -> None:
+        """Record a non-numeric fact (architecture choice, stopping reason, ...)."""
+        self.info[key] = value
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a phase; repeated stages of the same name accumulate into ``<name>_s``."""
+        key = check_metric_name(f"{name}_s")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.metrics[key] = self.metrics.get(key, 0.0) + time.perf_counter() - t0
+
+    def step_timer(self, stage: str) -> StepTimer:
+        """The step timer of ``stage`` (created on first use, shared by later calls)."""
+        if stage not in self.timers:
+            self.timers[stage] = StepTimer(self.device, warmup=self.timing_warmup)
+        return self.timers[stage]
+
+    def progress(self, message: str) -> None:
+        text = f"[{self.label}] {message}" if self.label else message
+        if self._progress is not None:
+            self._progress(text)
+        else:
+            log.info(text)
+
+    def finalize(self) -> dict[str, float]:
+        """Fold step timers into metrics and return a copy of all metrics."""
+        everything: list[float] = []
+        for stage, timer in self.timers.items():
+            times = timer.times_ms()
+            everything.extend(times)
+            for stat, value in percentiles_ms(times).items():
+                self.scalar(f"{stage}_step_ms_{stat}", value)
+            self.scalar(f"{stage}_timed_steps", len(times))
+        for stat, value in percentiles_ms(everything).items():
+            self.scalar(f"step_ms_{stat}", value)
+        if everything:
+            self.scalar("timed_steps", len(everything))
+        return dict(self.metrics)

@@ -1,0 +1,101 @@
+"""The frozen settings a cell is built from: the training recipe, the source pretraining
+recipe and the task's data/model settings.
+
+Plain dataclasses with no torch import, so the grid, the pytest plugin and the cluster
+executor can build and hash cells without loading the engine. The engine
+(``bench.engine``) runs a ``TrainConfig``; ``bench.models.pretrain`` runs a ``PretrainRecipe``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bench.contract.config import require
+
+__all__ = ["RECIPE_VERSION", "PretrainRecipe", "TaskSettings", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe of one training stage. Budget: ``steps`` if > 0, else ``epochs``."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    steps: int = 0
+    epochs: float = 10.0
+    warmup_frac: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    final_lr_frac: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0
+    flip: Literal["auto", "on", "off"] = "auto"
+    crop_pad: int = 0
+    cutout: int = 0
+    bf16: bool = True
+    channels_last: bool = True
+    eval_every: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.steps >= 0 and self.epochs >= 0, "steps and epochs must be >= 0")
+        require(self.steps > 0 or self.epochs > 0, "set steps > 0 or epochs > 0")
+        require(0.0 <= self.warmup_frac < 1.0, f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        require(0.0 <= self.final_lr_frac <= 1.0, f"final_lr_frac must be in [0, 1], got {self.final_lr_frac}")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
+        require(self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0 (0 disables clipping)")
+        require(self.crop_pad >= 0 and self.cutout >= 0 and self.eval_every >= 0 and self.log_every >= 1,
+                "crop_pad, cutout and eval_every must be >= 0, log_every >= 1")
+
+    def total_steps(self, train_size: int) -> int:
+        """Optimisation steps this config runs on a training split of ``train_size`` images."""
+        if self.steps:
+            return self.steps
+        per_epoch = max(1, train_size // self.batch_size)
+        return max(1, math.ceil(self.epochs * per_epoch))
+
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """How a source model is pretrained on an embedded dataset (part of the cache key)."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=5.0, lr=0.05, batch_size=64, warmup_frac=0.05, log_every=100))
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    version: int = RECIPE_VERSION
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Data and model settings of a cell that are not the method's own config.
+
+    ``source`` is where initial weights come from: ``"imagenet"`` (torchvision weights
+    from the torch hub cache), the name of an embedded dataset (the harness pretrains the
+    architecture on it with ``pretrain`` and caches the checkpoint), or ``None``.
+    """
+
+    input_size: int = 32
+    width: float = 1.0
+    source: str | None = None
+    source_seed: int = 0
+    val_frac: float = 0.2
+    test_frac: float = 0.2
+    train_limit: int = 0
+    pretrain: PretrainRecipe = field(default_factory=PretrainRecipe)
+
+    def __post_init__(self) -> None:
+        require(self.input_size >= 8, f"input_size must be >= 8, got {self.input_size}")
+        require(self.width > 0, f"width must be > 0, got {self.width}")
+        require(0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
+                f"val_frac and test_frac must be in (0, 1) and sum below 1, got {self.val_frac}, {self.test_frac}")
+        require(self.train_limit >= 0, f"train_limit must be >= 0, got {self.train_limit}")

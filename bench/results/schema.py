@@ -1,0 +1,209 @@
+"""The results schema: numbered migrations, tables, indexes and views.
+
+A migration never changes once released: databases created by it must keep matching
+later ones, so every schema change is a new ``mNNN_*`` function. ``MIGRATION_NAMES``
+lists them in order; ``bench.results.store.Store`` applies the pending ones when it opens a
+database for writing.
+
+- ``m001_initial``: ``runs``, ``results``, ``metrics``, ``series``; grid-key indexes;
+  views ``results_wide`` and ``latest_results``.
+- ``m002_tags_positions_claims_gates``: ``runs.tag`` (for "latest run on a tag"),
+  ``series.position`` (curves indexed by step and position, e.g. a per-layer
+  probability over controller updates), the ``claims`` table (paper figure vs ours,
+  written by ``bench claims``), the ``gate_decisions`` table (written by ``bench
+  gate``), and the views ``results_provenance`` and ``seed_summary``.
+- ``m003_run_arithmetic``: ``runs.arith_json`` (``bench.env.arithmetic()`` of the run's
+  cells: torch, device, threads, CPU ISA pins), which ``bench gate`` compares to tell a
+  same-arithmetic rerun from a cross-arithmetic one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+MIGRATIONS = sqlite_utils.Migrations("archbench")
+MIGRATIONS_TABLE = MIGRATIONS.migrations_table
+MIGRATION_NAMES: list[str] = []  # in order; filled by ``_migration``
+
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+# Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them).
+WIDE_METRICS = (
+    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
+    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
+)
+# Merge order follows the foreign keys: parents before children.
+TABLES = ("runs", "results", "metrics", "series")
+RESULT_INDEXES = (
+    "run_id", "cell_key", "suite", "method", "variant", "dataset", "model", "seed",
+    "tier", "status", "started_at",
+)
+
+
+def _migration(fn: Callable[[sqlite_utils.Database], None]
+               ) -> Callable[[sqlite_utils.Database], None]:
+    """Register ``fn`` as the next migration (transactional), remembering its name."""
+    MIGRATION_NAMES.append(fn.__name__)
+    return MIGRATIONS()(fn)
+
+
+# m001 as written when it shipped: a migration never changes once released, because
+# databases created by it must keep matching later ones (change the schema in m002...).
+# The status lists are spelled out; a test checks them against ``RUN_STATUSES``/``STATUSES``.
+_M001_TABLES = (
+    """CREATE TABLE runs (
+  run_id TEXT NOT NULL PRIMARY KEY,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  status TEXT NOT NULL DEFAULT 'running'
+    CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+  tier TEXT, mode TEXT, device TEXT, argv TEXT,
+  git_sha TEXT, git_dirty INTEGER,
+  bench_version TEXT, python TEXT, torch TEXT, cuda TEXT, cudnn TEXT,
+  gpu_name TEXT, gpu_count INTEGER, driver TEXT,
+  host TEXT, platform TEXT, cpu_count INTEGER, cpu_threads INTEGER,
+  flags_json TEXT
+)""",
+    """CREATE TABLE results (
+  result_id TEXT NOT NULL PRIMARY KEY,
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  cell_key TEXT NOT NULL,
+  suite TEXT NOT NULL, method TEXT NOT NULL, variant TEXT NOT NULL,
+  dataset TEXT NOT NULL, model TEXT NOT NULL, seed INTEGER NOT NULL,
+  tier TEXT NOT NULL, mode TEXT NOT NULL,
+  config_json TEXT, task_json TEXT,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'oom', 'diverged', 'skipped')),
+  error_type TEXT, error TEXT,
+  arch TEXT, device TEXT, worker TEXT,
+  started_at TEXT, ended_at TEXT, wall_s REAL,
+  info_json TEXT
+)""",
+    """CREATE TABLE metrics (
+  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  value REAL,
+  PRIMARY KEY (result_id, name)
+)""",
+    """CREATE TABLE series (
+  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  value REAL,
+  PRIMARY KEY (result_id, name, step)
+)""",
+)
+
+
+@_migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """Tables (STRICT where SQLite supports it), grid-key indexes and the two views.
+
+    Tables are DDL because sqlite-utils' ``create_table`` cannot declare CHECK
+    constraints. Lookups of series by (result_id, name) and of metrics by result_id use
+    the primary-key indexes, so they get none of their own.
+    """
+    strict = " STRICT" if db.supports_strict else ""
+    for ddl in _M001_TABLES:
+        db.execute(ddl + strict)
+    for column in RESULT_INDEXES:
+        db["results"].create_index([column], if_not_exists=True)
+    db["metrics"].create_index(["name"], if_not_exists=True)
+    _create_views(db)
+
+
+def _create_views(db: sqlite_utils.Database) -> None:
+    """``results_wide`` and ``latest_results`` (see the module docstring)."""
+    pivots = ",\n".join(
+        f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id"
+        f" AND m.name = '{name}') AS {name}"
+        for name in WIDE_METRICS
+    )
+    db.create_view("results_wide", f"SELECT r.*,\n{pivots}\nFROM results r", replace=True)
+    db.create_view("latest_results", """SELECT w.* FROM results_wide w
+WHERE w.result_id = (
+  SELECT r.result_id FROM results r WHERE r.cell_key = w.cell_key
+  ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)""", replace=True)
+
+
+
+
+_M002_TABLES = (
+    """CREATE TABLE series_new (
+  result_id TEXT NOT NULL REFERENCES results(result_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  position INTEGER NOT NULL DEFAULT 0,
+  value REAL,
+  PRIMARY KEY (result_id, name, step, position)
+)""",
+    """CREATE TABLE claims (
+  claim_id TEXT NOT NULL,
+  tier TEXT NOT NULL,
+  paper TEXT, method TEXT, baseline TEXT, source_ref TEXT, metric TEXT,
+  paper_value TEXT, paper_baseline_value TEXT, unit TEXT, setting TEXT, check_text TEXT,
+  ours_value REAL, ours_baseline_value REAL, ours_detail TEXT,
+  verdict TEXT NOT NULL CHECK (verdict IN ('reproduced', 'not reproduced', 'not yet measured')),
+  n_seeds INTEGER, evaluated_at TEXT,
+  PRIMARY KEY (claim_id, tier)
+)""",
+    """CREATE TABLE gate_decisions (
+  decision_id TEXT NOT NULL PRIMARY KEY,
+  gate_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  baseline TEXT, candidate TEXT,
+  suite TEXT, variant TEXT, dataset TEXT, model TEXT, tier TEXT, mode TEXT,
+  metric TEXT NOT NULL,
+  reference REAL, candidate_value REAL, delta REAL,
+  n_reference INTEGER, n_candidate INTEGER,
+  p_value REAL, p_adjusted REAL,
+  verdict TEXT NOT NULL
+    CHECK (verdict IN ('pass', 'regression', 'suspect', 'improved', 'missing', 'new', 'not gated')),
+  reason TEXT
+)""",
+)
+
+SEED_SUMMARY_SQL = """WITH latest AS (
+  SELECT r.* FROM results r
+  WHERE r.status = 'ok' AND r.result_id = (
+    SELECT r2.result_id FROM results r2 WHERE r2.cell_key = r.cell_key
+    ORDER BY r2.started_at DESC, r2.result_id DESC LIMIT 1)
+)
+SELECT l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name AS metric,
+  count(m.value) AS n,
+  avg(m.value) AS mean,
+  CASE WHEN count(m.value) > 1 THEN sqrt(max(0.0,
+    (sum(m.value * m.value) - sum(m.value) * sum(m.value) / count(m.value)) / (count(m.value) - 1)))
+    ELSE 0.0 END AS std,
+  min(m.value) AS min, max(m.value) AS max
+FROM latest l JOIN metrics m ON m.result_id = l.result_id
+GROUP BY l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name"""
+
+PROVENANCE_SQL = """SELECT r.*, u.tag AS run_tag, u.status AS run_status, u.started_at AS run_started_at,
+  u.git_sha, u.git_dirty, u.bench_version, u.python, u.torch, u.cuda, u.cudnn,
+  u.gpu_name, u.gpu_count, u.driver, u.host, u.cpu_threads, u.flags_json
+FROM results r JOIN runs u ON u.run_id = r.run_id"""
+
+
+@_migration
+def m002_tags_positions_claims_gates(db: sqlite_utils.Database) -> None:
+    """Run tags, positional series, the claims and gate tables, two more views."""
+    strict = " STRICT" if db.supports_strict else ""
+    db.execute("ALTER TABLE runs ADD COLUMN tag TEXT")
+    db["runs"].create_index(["tag"], if_not_exists=True)
+    db["runs"].create_index(["started_at"], if_not_exists=True)
+    for ddl in _M002_TABLES:
+        db.execute(ddl + strict)
+    db.execute("INSERT INTO series_new (result_id, name, step, position, value) "
+               "SELECT result_id, name, step, 0, value FROM series")
+    db.execute("DROP TABLE series")
+    db.execute("ALTER TABLE series_new RENAME TO series")
+    db["gate_decisions"].create_index(["gate_id"], if_not_exists=True)
+    db["gate_decisions"].create_index(["verdict"], if_not_exists=True)
+    db.create_view("results_provenance", PROVENANCE_SQL, replace=True)
+    db.create_view("seed_summary", SEED_SUMMARY_SQL, replace=True)
+
+
+@_migration
+def m003_run_arithmetic(db: sqlite_utils.Database) -> None:
+    """``runs.arith_json``: what decided the floating-point results of the run's cells."""
+    db.execute("ALTER TABLE runs ADD COLUMN arith_json TEXT")

@@ -1,0 +1,348 @@
+"""The results store: one SQLite file, its schema, the one writer, and shard merging.
+
+Usage::
+
+    with Store("results.db") as store:
+        run_id = store.start_run(env.collect(tier="smoke"))
+        store.write_result(run_id, result)          # one row per cell, replaced on re-run
+        store.finish_run(run_id)
+    merge(["shard-a.db", "shard-b.db"], "results.db")  # idempotent fold of cluster shards
+    frame = read_frame("results.db", "select * from latest_results")
+
+Tables (schema by numbered migrations of the ``archbench`` set, recorded in
+``_sqlite_migrations``):
+
+- ``runs``: one row per invocation, with its provenance (``bench.env.collect``).
+- ``results``: one row per cell and run; ``result_id = short_hash(run_id, cell_key)``.
+- ``metrics``: ``(result_id, name, value)``, long format because methods report
+  different metrics; every name carries its unit (``bench.contract.units``). Non-finite -> NULL.
+- ``series``: ``(result_id, name, step, value)``: curves and search telemetry.
+- views ``results_wide`` (results plus the common metrics as columns) and
+  ``latest_results`` (the newest row of each cell).
+
+Exactly one process writes a file (the xdist controller, or a cluster job its own
+shard); foreign keys are enforced on every connection and the file is in WAL mode so
+readers (Datasette, reports) never block the writer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from bench.contract.cell import CellResult, short_hash
+from bench.env import utc_now
+from bench.errors import BenchError, InvalidConfig, NotABenchDatabase, SchemaMismatch, StoreError
+from bench.results.schema import MIGRATION_NAMES, MIGRATIONS, MIGRATIONS_TABLE, RUN_STATUSES, TABLES, WIDE_METRICS
+from bench.contract.units import check_metric_name
+
+__all__ = ["MIGRATIONS", "MIGRATION_NAMES", "RUN_STATUSES", "TABLES", "WIDE_METRICS", "NotABenchDatabase",
+           "SchemaMismatch", "Store", "StoreError", "merge", "read_frame"]
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+def _connect(path: Path, readonly: bool) -> sqlite_utils.Database:
+    """A sqlite-utils Database on a 60 s busy timeout with foreign keys enforced."""
+    if readonly:
+        if not path.exists():
+            raise FileNotFoundError(f"results database {str(path)!r} does not exist")
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=60)
+    conn.execute("PRAGMA foreign_keys=ON")
+    ensure_sqrt(conn)
+    return sqlite_utils.Database(conn)
+
+
+def ensure_sqrt(conn: sqlite3.Connection) -> None:
+    """Register ``sqrt`` where SQLite was built without math functions (``seed_summary`` uses it).
+
+    Every connection to a results database needs it: the store's own and Datasette's (``bench serve``)."""
+    try:
+        conn.execute("SELECT sqrt(4.0)")
+    except sqlite3.OperationalError:
+        conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x),
+                             deterministic=True)
+
+
+def migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str], list[str]]:
+    """(applied, pending, unknown): migrations applied to ``db``, known ones not applied, and
+    applied ones this code lacks. The one place that works this out (store and ``bench serve``)."""
+    applied = [m.name for m in MIGRATIONS.applied(db)]
+    pending = [n for n in MIGRATION_NAMES if n not in applied]
+    return applied, pending, [n for n in applied if n not in MIGRATION_NAMES]
+
+
+class Store:
+    """The one writer of a results database (see the module docstring).
+
+    Opening applies pending migrations; ``readonly=True`` opens with ``mode=ro`` and
+    requires an up-to-date schema instead. ``db`` is the ``sqlite_utils.Database``.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.db = _connect(self.path, readonly)
+        try:
+            self._prepare()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _prepare(self) -> None:
+        _, pending, unknown = migration_state(self.db)
+        if unknown:
+            raise SchemaMismatch(
+                f"{str(self.path)!r} has migrations {unknown} that this code does not know;"
+                " it was written by a newer archbench: upgrade before using it"
+            )
+        if self.readonly:
+            if pending:
+                state = "has no archbench schema" if len(pending) == len(
+                    MIGRATION_NAMES) else f"lacks migrations {pending}"
+                raise SchemaMismatch(
+                    f"{str(self.path)!r} {state}; open it once with Store(path) (writable)"
+                    " to create or migrate the schema"
+                )
+            return
+        self.db.enable_wal()
+        MIGRATIONS.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"store {str(self.path)!r} was opened read-only")
+
+    def start_run(self, info: dict[str, Any]) -> str:
+        """Insert a ``runs`` row (status ``running``) and return its new uuid4 run_id.
+
+        ``info`` holds runs columns (``bench.env.collect()`` gives them all);
+        ``started_at`` defaults to now; ``argv``/``flags_json`` may be given unencoded.
+        """
+        self._require_writable()
+        valid = [c for c in self.db["runs"].columns_dict if c not in ("run_id", "status")]
+        unknown = sorted(set(info) - set(valid))
+        if unknown:
+            raise InvalidConfig(
+                f"unknown runs column(s) {unknown}; valid: {', '.join(valid)}"
+            )
+        row = {k: _encode_json(v) if k in ("argv", "flags_json", "arith_json") else v for k, v in info.items()}
+        row["run_id"] = uuid.uuid4().hex
+        row.setdefault("started_at", utc_now())
+        with self.db.atomic():
+            self.db["runs"].insert(row)
+        return row["run_id"]
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        """Mark a run ended now with ``status`` (finished, interrupted or failed)."""
+        self._require_writable()
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
+                [utc_now(), status, run_id],
+            )
+            if cursor.rowcount != 1:
+                raise StoreError(f"no run with run_id {run_id!r} in {str(self.path)!r}")
+
+    def fail_running(self, run_ids: Sequence[str]) -> int:
+        """Mark those of ``run_ids`` still ``running`` as ``failed`` (a crashed shard's runs), ended
+        now unless they already have an end; the number of runs changed."""
+        self._require_writable()
+        changed = 0
+        with self.db.atomic():
+            for run_id in run_ids:
+                changed += self.db.execute(
+                    "UPDATE runs SET status = 'failed', ended_at = coalesce(ended_at, ?) "
+                    "WHERE run_id = ? AND status = 'running'", [utc_now(), run_id]).rowcount
+        return changed
+
+    def run_ids(self) -> list[str]:
+        """Every run_id in the database, oldest first."""
+        return [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY started_at, run_id").fetchall()]
+
+    def write_result(self, run_id: str, result: CellResult) -> str:
+        """Write one cell's row, metrics and series in one transaction; return result_id.
+
+        Re-writing the same cell in the same run replaces the row and all its metrics
+        and series. Names are checked before anything is written.
+        """
+        self._require_writable()
+        row = _result_row(run_id, result)
+        rid = row["result_id"]
+        metrics = [{"result_id": rid, "name": n, "value": _finite(v)}
+                   for n, v in _checked(result.metrics).items()]
+        series = [{"result_id": rid, "name": n, "step": int(pt[0]), "value": _finite(pt[1]),
+                   "position": int(pt[2]) if len(pt) > 2 else 0}
+                  for n, pts in _checked(result.series).items() for pt in pts]
+        with self.db.atomic():
+            self.db.execute("DELETE FROM metrics WHERE result_id = ?", [rid])
+            self.db.execute("DELETE FROM series WHERE result_id = ?", [rid])
+            self.db["results"].upsert(row, pk="result_id")
+            self.db["metrics"].insert_all(metrics)
+            self.db["series"].insert_all(series)
+        return rid
+
+    def write_claims(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert claim verdicts (``bench.results.claims.ClaimRow.as_row``) keyed by (claim_id, tier)."""
+        self._require_writable()
+        with self.db.atomic():
+            self.db["claims"].upsert_all(list(rows), pk=("claim_id", "tier"))
+        return len(rows)
+
+    def ok_cell_keys(self, *, tier: str | None = None) -> set[str]:
+        """cell_keys with an ``ok`` row in any run (optionally of one tier): resume skips them."""
+        sql = "SELECT DISTINCT cell_key FROM results WHERE status = 'ok'"
+        params: list[str] = []
+        if tier is not None:
+            sql += " AND tier = ?"
+            params.append(tier)
+        return {row[0] for row in self.db.execute(sql, params).fetchall()}
+
+
+def _checked(named: dict[str, Any]) -> dict[str, Any]:
+    """``named`` unchanged after checking every name carries a unit token."""
+    for name in named:
+        check_metric_name(name)
+    return named
+
+
+def _finite(value: float) -> float | None:
+    """``value`` as a float, or None (stored as NULL) when NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None, so SQLite's JSON functions parse it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _encode_json(value: Any) -> Any:
+    """Strings pass through (already JSON); anything else becomes canonical JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(_json_safe(value), sort_keys=True, default=str)
+
+
+def _result_row(run_id: str, result: CellResult) -> dict[str, Any]:
+    """The ``results`` row of a CellResult; an empty start time becomes the write time."""
+    spec = result.spec
+    return {
+        "result_id": short_hash(run_id, spec.cell_key), "run_id": run_id,
+        "cell_key": spec.cell_key, "suite": spec.suite, "method": spec.method,
+        "variant": spec.variant, "dataset": spec.dataset, "model": spec.model,
+        "seed": spec.seed, "tier": spec.tier, "mode": spec.mode,
+        "config_json": spec.config_json, "task_json": spec.task_json,
+        "status": result.status, "error_type": result.error_type, "error": result.error,
+        "arch": result.arch, "device": result.device or spec.device, "worker": result.worker,
+        "started_at": result.started_at or utc_now(), "ended_at": result.ended_at or None,
+        "wall_s": _finite(result.wall_s), "info_json": _encode_json(result.info),
+    }
+
+
+@contextmanager
+def _attached(db: sqlite_utils.Database, path: Path) -> Iterator[str]:
+    """Attach ``path`` as schema ``src`` for the duration of the block."""
+    db.execute("ATTACH DATABASE ? AS src", [str(path)])
+    try:
+        yield "src"
+    finally:
+        db.execute("DETACH DATABASE src")
+
+
+def _check_source(path: Path) -> None:
+    """Raise unless ``path`` is a bench database whose schema this code can read."""
+    if not path.is_file():
+        raise FileNotFoundError(f"shard database {str(path)!r} does not exist")
+    try:
+        with _connect(path, readonly=True) as db:
+            tables = set(db.table_names())
+            applied = {m.name for m in MIGRATIONS.applied(db)}
+            _, _, unknown = migration_state(db)
+    except sqlite3.DatabaseError as exc:
+        raise NotABenchDatabase(f"{str(path)!r} is not an SQLite database: {exc}") from exc
+    missing = [t for t in (MIGRATIONS_TABLE, *TABLES) if t not in tables]
+    if missing or not applied:
+        raise NotABenchDatabase(
+            f"{str(path)!r} is not an archbench results database"
+            f" (missing tables {missing or 'none'}, archbench migrations {sorted(applied)})"
+        )
+    if unknown:
+        raise SchemaMismatch(
+            f"{str(path)!r} has migrations {unknown} that this code does not know;"
+            " merge it with a newer archbench"
+        )
+
+
+def _columns(db: sqlite_utils.Database, schema: str, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f'PRAGMA "{schema}".table_info("{table}")').fetchall()]
+
+
+def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
+    """Copy the rows of one shard that ``db`` lacks, in one transaction; counts per table."""
+    counts: dict[str, int] = {}
+    with _attached(db, path) as src, db.atomic():
+        for table in TABLES:
+            source_cols = set(_columns(db, src, table))
+            # Target order; a column an older shard lacks is left NULL.
+            cols = ", ".join(f'"{c}"' for c in _columns(db, "main", table) if c in source_cols)
+            cursor = db.execute(
+                f'INSERT OR IGNORE INTO main."{table}" ({cols}) SELECT {cols} FROM {src}."{table}"'
+            )
+            counts[table] = cursor.rowcount
+    return counts
+
+
+def merge(sources: Sequence[str | Path], out: str | Path) -> dict[str, int]:
+    """Fold shard databases into ``out`` (created if missing); return rows inserted per table.
+
+    Rows already in ``out`` (same primary key) are kept as they are, so merging a
+    shard twice adds nothing. Every source is checked before any is merged.
+    """
+    paths = [Path(s) for s in sources]
+    out_path = Path(out)
+    for path in paths:
+        _check_source(path)
+        if out_path.exists() and path.resolve() == out_path.resolve():
+            raise ValueError(f"cannot merge {str(path)!r} into itself")
+    totals = dict.fromkeys(TABLES, 0)
+    with Store(out_path) as store:
+        for path in paths:
+            for table, n in _merge_one(store.db, path).items():
+                totals[table] += n
+    return totals
+
+
+def read_frame(db_path: str | Path, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+               ) -> pd.DataFrame:
+    """Run a query on a read-only connection and return the rows as a DataFrame."""
+    import pandas as pd  # imported here: only reports need it, and it is slow to import
+
+    with _connect(Path(db_path), readonly=True) as db:
+        return pd.read_sql_query(sql, db.conn, params=params)

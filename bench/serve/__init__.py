@@ -1,0 +1,1 @@
+"""``bench serve``: the read-only Datasette app (``app``) and its metadata (``datasette/``)."""

@@ -1,0 +1,237 @@
+"""The shape of the harness: its rooms import each other without cycles, the pytest plugin
+costs nothing until a bench suite runs, and methods use only the public harness API.
+
+Import edges are the imports a module runs when it is imported: its top-level ``import``
+statements (including those under a top-level ``try``/``if``), not those inside functions
+(late binding, run only when called) nor under ``if TYPE_CHECKING:``. A *room* is a
+subpackage of ``bench`` (``bench.data``, ``bench.gate``, ...) or one of the foundation
+modules beside them (``bench.errors``, ``bench.registry``, ``bench.env``, ``bench.cache``,
+``bench.measure``).
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+FOUNDATION = {"bench.errors", "bench.registry", "bench.env", "bench.cache", "bench.measure"}
+
+
+def bench_modules() -> dict[str, Path]:
+    """Every module of the ``bench`` package: dotted name -> file."""
+    out = {"bench": Path(bench.__file__)}
+    for info in pkgutil.walk_packages(bench.__path__, "bench."):
+        spec = importlib.util.find_spec(info.name)
+        assert spec is not None and spec.origin is not None
+        out[info.name] = Path(spec.origin)
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def import_time_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import ``path`` runs at import time (see the module docstring)."""
+    found: list[tuple[str, list[str]]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.extend((a.name, []) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.If) and not _is_type_checking(node):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def module_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Import-time edges between bench modules (``from bench.x import y`` with ``y`` a module
+    points at ``bench.x.y``)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target, names in import_time_imports(path):
+            if target != "bench" and not target.startswith("bench."):
+                continue
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            graph[name].update(subs or ([target] if target in modules else []))
+            if subs and len(subs) < len(names) and target in modules:
+                graph[name].add(target)
+        graph[name].discard(name)
+    return graph
+
+
+def room(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else name
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a list of nodes, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if state.get(nxt) is None and (cycle := dfs(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if state.get(node) is None and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_one() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+@pytest.mark.parametrize("name", sorted(bench_modules()))
+def test_every_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    cycle = find_cycle(module_graph(bench_modules()))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_import_cycle_between_rooms() -> None:
+    modules = bench_modules()
+    rooms: dict[str, set[str]] = {}
+    for name, targets in module_graph(modules).items():
+        if name == "bench":
+            continue  # the lazy public-API facade imports nothing at import time
+        rooms.setdefault(room(name), set()).update(room(t) for t in targets if room(t) != room(name))
+    cycle = find_cycle(rooms)
+    assert cycle is None, "rooms import each other in a cycle: " + " -> ".join(cycle or [])
+
+
+def test_rooms_are_the_documented_ones() -> None:
+    rooms = {room(n) for n in bench_modules() if n != "bench"}
+    packages = {"bench." + p.name for p in (ROOT / "bench").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == packages | FOUNDATION, f"unexpected top-level modules: {sorted(rooms - packages - FOUNDATION)}"
+
+
+def test_contract_imports_no_engine_data_or_store() -> None:
+    """The contract is the bottom of the harness: a method's vocabulary, nothing that runs."""
+    graph = module_graph(bench_modules())
+    for name, targets in graph.items():
+        if room(name) == "bench.contract":
+            bad = {t for t in targets if room(t) not in {"bench.contract", "bench.errors", "bench.measure"}}
+            assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def _imports_after(code: str) -> set[str]:
+    probe = (f"import sys\nbefore = set(sys.modules)\n{code}\n"
+             "print('\\n'.join(sorted(set(sys.modules) - before)))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    return set(proc.stdout.split())
+
+
+def test_plugin_import_loads_no_torch() -> None:
+    """pytest loads the plugin in every run of the environment; only a bench suite may pay for torch."""
+    loaded = _imports_after("import bench.execute.plugin")
+    heavy = {m for m in loaded if m.split(".")[0] in {"torch", "numpy", "pandas", "sqlite_utils", "scipy",
+                                                      "torchvision", "datasette", "methods"}}
+    assert not heavy, f"importing the plugin loads {sorted(heavy)[:8]}"
+
+
+def test_bench_and_its_settings_load_no_torch() -> None:
+    loaded = _imports_after("import bench, bench.execute.grid, bench.contract.settings, bench.cli")
+    assert not {m for m in loaded if m.split(".")[0] == "torch"}
+
+
+# -- methods use the public harness API ---------------------------------------------------------
+
+def method_files() -> list[Path]:
+    return sorted((ROOT / "methods").rglob("*.py"))
+
+
+def private_uses(path: Path) -> list[str]:
+    """Private bench names ``path`` imports or reaches, and wall-clock reads (``time.perf_counter``)."""
+    tree = ast.parse(path.read_text())
+    bad: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bench":
+            if any(part.startswith("_") for part in node.module.split(".")):
+                bad.append(f"line {node.lineno}: from {node.module}")
+            bad.extend(f"line {node.lineno}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_"))
+        elif isinstance(node, ast.Import):
+            bad.extend(f"line {node.lineno}: import {a.name}" for a in node.names
+                       if a.name.split(".")[0] == "bench" and any(p.startswith("_") for p in a.name.split(".")))
+        elif isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name):
+                dotted = [inner.id, *reversed(chain)]
+                if dotted[:2] in (["time", "perf_counter"], ["time", "perf_counter_ns"], ["time", "time"],
+                                  ["time", "monotonic"]):
+                    bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use bench.measure.Stopwatch)")
+                if dotted[0] in {"bench", "engine"} and any(p.startswith("_") and not p.startswith("__")
+                                                             for p in dotted[1:]):
+                    bad.append(f"line {node.lineno}: {'.'.join(dotted)}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "time":
+            bad.extend(f"line {node.lineno}: from time import {a.name}" for a in node.names
+                       if a.name in {"perf_counter", "perf_counter_ns", "time", "monotonic"})
+    return bad
+
+
+def test_private_use_checker_catches_each_form(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("import time\nfrom bench.execute.runner import _resolve\nfrom bench.models._x import y\n"
+                   "import bench.data.registry\nt = time.perf_counter()\nbench.data.registry._LOADERS\n"
+                   "from time import perf_counter\n")
+    found = private_uses(src)
+    assert len(found) == 5, found
+
+
+@pytest.mark.parametrize("path", method_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_methods_use_public_harness_api(path: Path) -> None:
+    assert private_uses(path) == []
+
+
+# -- one exception family -------------------------------------------------------------------------
+
+def test_every_harness_exception_lives_in_errors_and_is_a_bench_error() -> None:
+    from bench.errors import BenchError
+
+    found = []
+    for name in bench_modules():
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__.startswith("bench"):
+                found.append(obj)
+                assert obj.__module__ == "bench.errors", f"{obj.__qualname__} is defined in {obj.__module__}"
+                assert issubclass(obj, BenchError), f"{obj.__qualname__} is not a BenchError"
+    assert len(set(found)) >= 19
