@@ -1,5 +1,5 @@
 # The two commands: `make bench` (default suites -> results.db -> summary) and `make test`
-# (unit tests, then the smoke suites gated against the committed reference).
+# (lint and type check, unit tests, then the smoke suites gated against the committed reference).
 # Both bootstrap .venv on first use and reinstall when pyproject.toml changes.
 # `make reference` re-runs the smoke suites under perturbations and refreshes
 # suites/reference/smoke.json with its noise model; `make gate-noise` measures the gate's
@@ -14,6 +14,9 @@ BUDGET ?= smoke
 WORKERS ?= 2
 SUITES ?= suites
 STAMP  := $(VENV)/.installed
+# `make test` also needs the test extra (pytest-asyncio, playwright, ruff, mypy); `make bench` does not.
+TEST_STAMP := $(VENV)/.installed-test
+LINT_PATHS := bench methods tests suites benchmarks
 # The smoke gate: a scratch database (*.db is gitignored), the committed reference and its tolerances.
 CI_DB       ?= .bench/ci.db
 REFERENCE   ?= suites/reference/smoke.json
@@ -34,7 +37,7 @@ SMOKE_ARGS    ?=
 SMOKE_KEEP_CACHE ?=
 UNPIN = -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA -u DNNL_MAX_CPU_ISA -u MKL_CBWR -u BENCH_CACHE_DIR
 
-.PHONY: bench test smoke-run smoke-gate reference gate-noise venv clean
+.PHONY: bench test lint smoke-run smoke-gate reference gate-noise venv clean
 
 venv: $(STAMP)
 
@@ -45,6 +48,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(TEST_STAMP)
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest $(SUITES) -p no:cacheprovider -n $(WORKERS) --dist worksteal \
 		--bench-db $(DB) --bench-budget $(BUDGET) -q -rfE
@@ -52,9 +59,16 @@ bench: $(STAMP)
 	@echo
 	@echo "Browse the results:  $(BIN)/bench serve $(DB)    (then open http://127.0.0.1:8001)"
 
-test: $(STAMP)
+test: $(TEST_STAMP)
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests -p no:cacheprovider -n $(WORKERS) -q -rfEs
 	@$(MAKE) --no-print-directory smoke-gate
+
+# Seconds: ruff's lint and format check, then mypy over bench/ and methods/ (config in pyproject.toml).
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check -q $(LINT_PATHS)
+	$(BIN)/ruff format --check -q $(LINT_PATHS)
+	$(BIN)/mypy
 
 # The smoke suites into a fresh $(SMOKE_DB), with fresh caches unless SMOKE_KEEP_CACHE=1.
 smoke-run: $(STAMP)

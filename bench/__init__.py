@@ -4,18 +4,31 @@ The public API, imported lazily so ``import bench`` stays cheap::
 
     from bench import Grid, TierPlan, run_cell, register_method, Fitted, Task
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _WHERE = {
-    "Method": "bench.contract.interface", "Task": "bench.contract.interface", "TaskSettings": "bench.contract.interface",
-    "Fitted": "bench.contract.interface", "Split": "bench.contract.split", "Recorder": "bench.contract.recorder",
-    "Grid": "bench.execute.grid", "TierPlan": "bench.execute.grid", "CellSpec": "bench.contract.cell", "CellResult": "bench.contract.cell",
-    "run_cell": "bench.execute.runner", "register_method": "bench.registry", "get_method": "bench.registry",
-    "list_methods": "bench.registry", "TrainConfig": "bench.contract.settings", "StepHooks": "bench.engine.train",
-    "load": "bench.results.exports", "Claim": "bench.results.claims",
+    "Method": "bench.contract.interface",
+    "Task": "bench.contract.interface",
+    "TaskSettings": "bench.contract.settings",
+    "Fitted": "bench.contract.interface",
+    "Split": "bench.contract.split",
+    "Recorder": "bench.contract.recorder",
+    "Grid": "bench.execute.grid",
+    "TierPlan": "bench.execute.grid",
+    "CellSpec": "bench.contract.cell",
+    "CellResult": "bench.contract.cell",
+    "run_cell": "bench.execute.runner",
+    "register_method": "bench.registry",
+    "get_method": "bench.registry",
+    "list_methods": "bench.registry",
+    "TrainConfig": "bench.contract.settings",
+    "StepHooks": "bench.engine.train",
+    "load": "bench.results.exports",
+    "Claim": "bench.results.claims",
 }
 __all__ = sorted(_WHERE)
 

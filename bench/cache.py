@@ -22,6 +22,7 @@ at a fresh folder of its own (Makefile ``SMOKE_CACHE``), so CI never reads what 
 runs left behind. Files a user places there (e.g. ``etnas/`` ImageNet weights) are inputs,
 not computed artefacts, and are read as they are.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,7 +96,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def atomic_write_text(text: str, path: Path) -> None:
     """Text through ``atomic_write``."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
 
 
 def torch_load(path: Path) -> Any:
@@ -123,8 +128,12 @@ def isolated_rng() -> Iterator[None]:
             np.random.set_state(npy)
 
 
-def cached(path: Path, compute: Callable[[], T], load: Callable[[Path], T] = torch_load,
-           save: Callable[[T, Path], None] = atomic_save) -> tuple[T, bool]:
+def cached(
+    path: Path,
+    compute: Callable[[], T],
+    load: Callable[[Path], T] = torch_load,
+    save: Callable[[T, Path], None] = atomic_save,
+) -> tuple[T, bool]:
     """``(value, hit)``: the artefact at ``path``, or ``compute()`` saved there, under a file lock.
 
     ``compute`` runs under ``isolated_rng``: a hit and a miss leave the caller's random

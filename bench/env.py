@@ -19,6 +19,7 @@
 Nothing here initialises CUDA in a process that has no GPU, and nothing raises for a
 missing git or GPU: provenance is recorded as unknown (None), never guessed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,11 @@ def _git(cwd: Path, *args: str) -> str | None:
     """Stdout of ``git args`` run in ``cwd``, or None when git fails or is missing."""
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S,
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -114,8 +119,9 @@ def machine_cpu() -> dict[str, str | None]:
     flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
     cache = re.search(r"^cache size\s*:\s*(.+)$", text, re.MULTILINE)
     flags = set(flags_line.group(1).split()) if flags_line else set()
-    isa = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("sse4_2", "sse4_2"))
-                if flag in flags), None)
+    isa = next(
+        (name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("sse4_2", "sse4_2")) if flag in flags), None
+    )
     vector = sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "amx", "fma", "f16c")))
     name = model.group(1).strip() if model else None
     ident = hashlib.sha256(" ".join([str(name), *vector, cache.group(1).strip() if cache else ""]).encode())
@@ -141,22 +147,33 @@ def arithmetic(device: Any = "cpu", threads: int | None = None) -> dict[str, Any
     import torch
 
     dev = torch.device(device)
-    out: dict[str, Any] = {"torch": str(torch.__version__), "device": dev.type,
-                           "deterministic": torch.are_deterministic_algorithms_enabled()}
+    out: dict[str, Any] = {
+        "torch": str(torch.__version__),
+        "device": dev.type,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
     if dev.type == "cuda":
         flags = determinism_flags()
-        out.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(),
-                   **{k: flags[k] for k in ("cudnn_benchmark", "cuda_matmul_allow_tf32", "cudnn_allow_tf32",
-                                            "float32_matmul_precision")})
+        out.update(
+            gpu=torch.cuda.get_device_name(dev),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            **{
+                k: flags[k]
+                for k in ("cudnn_benchmark", "cuda_matmul_allow_tf32", "cudnn_allow_tf32", "float32_matmul_precision")
+            },
+        )
         return out
     cpu = machine_cpu()
     native = f"native:{cpu['cpu_isa']}"
-    out.update(cpu=cpu["cpu_model"], cpu_id=cpu["cpu_id"], threads=int(threads or torch.get_num_threads()),
-               cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
-               mkldnn=bool(torch.backends.mkldnn.enabled),
-               **{name: next((os.environ[v] for v in names if os.environ.get(v)), native)
-                  for name, names in ISA_PINS.items()})
+    out.update(
+        cpu=cpu["cpu_model"],
+        cpu_id=cpu["cpu_id"],
+        threads=int(threads or torch.get_num_threads()),
+        cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+        mkldnn=bool(torch.backends.mkldnn.enabled),
+        **{name: next((os.environ[v] for v in names if os.environ.get(v)), native) for name, names in ISA_PINS.items()},
+    )
     return out
 
 
@@ -164,8 +181,9 @@ def arithmetic_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -
     """``["threads 1 -> 2", ...]`` for two ``arithmetic()`` dicts; ``["unknown"]`` if either is missing."""
     if not a or not b:
         return ["arithmetic unknown" + (" on the reference" if not a else " on the candidate")]
-    return [f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [
+        f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
 
 
 def _driver_version() -> str | None:
@@ -180,7 +198,9 @@ def _driver_version() -> str | None:
     try:
         proc = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=_GIT_TIMEOUT_S,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -216,8 +236,14 @@ def gpu_info(device: str = "") -> dict[str, Any]:
     }
 
 
-def collect(*, argv: list[str] | None = None, tier: str = "", mode: str = "accuracy",
-            device: str = "", threads: int | None = None) -> dict[str, Any]:
+def collect(
+    *,
+    argv: list[str] | None = None,
+    tier: str = "",
+    mode: str = "accuracy",
+    device: str = "",
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Every provenance column of a ``runs`` row (see the module docstring)."""
     import torch
 

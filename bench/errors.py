@@ -5,6 +5,7 @@ or weight file) is a ``BenchError`` whose message says what was wrong and what i
 valid, so the fix is in the message. Runtime outcomes that become result rows
 (divergence) are also ``BenchError`` subclasses so the runner can classify them.
 """
+
 from __future__ import annotations
 
 

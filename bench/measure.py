@@ -18,6 +18,7 @@ Rules (DESIGN.md, "Measurement rules"):
   objects torch and friends create at import costs ~0.27 s, and a cell enters a meter
   several times (a search enters one per candidate).
 """
+
 from __future__ import annotations
 
 import gc
@@ -128,7 +129,7 @@ class Stopwatch:
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def start(self) -> "Stopwatch":
+    def start(self) -> Stopwatch:
         """Begin a span (an error if one is running)."""
         if self._t0 is not None:
             raise RuntimeError("Stopwatch.start() while a span is running; call stop() first")
@@ -152,7 +153,7 @@ class Stopwatch:
         running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
         return self.total_s + running
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -200,7 +201,7 @@ class MemoryMeter:
         self._result: dict[str, float] = {}
         self._kernel_peak = False
 
-    def __enter__(self) -> "MemoryMeter":
+    def __enter__(self) -> MemoryMeter:
         collect_garbage()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

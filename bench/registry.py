@@ -6,6 +6,7 @@ ones (and the closest match), as torchvision's ``register_model`` and timm's
 register entries (``methods`` and any ``archbench.methods`` entry points), so
 importing ``bench`` stays cheap and third-party methods plug in without edits here.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -92,8 +93,9 @@ class Registry(Generic[T]):
 
 METHODS: Registry = Registry("method", loaders=("methods",), entry_point_group="archbench.methods")
 # Method packages may register the models they bring (NAS cells, model zoos), so they load too.
-MODELS: Registry = Registry("model", loaders=("bench.models.net", "bench.models.resnets", "methods"),
-                            entry_point_group="archbench.models")
+MODELS: Registry = Registry(
+    "model", loaders=("bench.models.net", "bench.models.resnets", "methods"), entry_point_group="archbench.models"
+)
 DATASETS: Registry = Registry("dataset", loaders=("bench.data.registry",), entry_point_group="archbench.datasets")
 
 

@@ -25,6 +25,7 @@ cell (10 points, 4 of 40 images, on lfw-faces), one failed seed in every cell, a
 lost seed in every cell with more than one; the catch rate is the share the gate fails.
 Everything is printed as markdown and written as JSON to ``WORKDIR/gate-noise.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,34 +49,39 @@ class Perturbation:
     """One rerun of the smoke suites: what differs from the reference run."""
 
     name: str
-    expect: str                    # the noise class it should fall in ("same" or "cross")
+    expect: str  # the noise class it should fall in ("same" or "cross")
     pins: str = PINNED
     threads: int = 1
     workers: int = 2
     args: str = ""
     env: dict[str, str] = field(default_factory=dict)
-    busy: int = 0                  # spinning processes kept alive during the run
-    cache_from: str = ""           # reuse (and keep) the cache another run filled
+    busy: int = 0  # spinning processes kept alive during the run
+    cache_from: str = ""  # reuse (and keep) the cache another run filled
 
 
 SHUFFLE = "-p shuffle_order"
 CALIBRATION = (
     Perturbation("busy", "same", busy=2),
     Perturbation("shuffled", "same", args=SHUFFLE, env={"GATE_NOISE_SHUFFLE_SEED": "1"}),
-    Perturbation("threads2", "cross", threads=2, workers=1),   # one worker: 2 threads without oversubscription
-    Perturbation("isa-default", "cross", pins="ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE"),
+    Perturbation("threads2", "cross", threads=2, workers=1),  # one worker: 2 threads without oversubscription
+    Perturbation(
+        "isa-default", "cross", pins="ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE"
+    ),
     Perturbation("native", "cross", pins=""),
 )
 FALSE_ALARM = (
     Perturbation("busy-again", "same", busy=2),
     Perturbation("shuffled-2", "same", args=SHUFFLE, env={"GATE_NOISE_SHUFFLE_SEED": "2"}),
     Perturbation("warm-native-cache", "same", cache_from="native"),
-    Perturbation("onednn-avx512", "cross", pins="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX512_CORE MKL_CBWR=AVX2"),
+    Perturbation(
+        "onednn-avx512", "cross", pins="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX512_CORE MKL_CBWR=AVX2"
+    ),
 )
 BY_NAME = {p.name: p for p in (*CALIBRATION, *FALSE_ALARM)}
 
 
 # --- running the suites ---------------------------------------------------------------------------
+
 
 def db_path(workdir: Path, name: str) -> Path:
     return workdir / f"{name}.db"
@@ -90,9 +96,18 @@ def smoke_run(p: Perturbation | None, workdir: Path) -> dict[str, Any]:
     name = "reference" if p is None else p.name
     p = p or Perturbation("reference", "same")
     cache = cache_path(workdir, p.cache_from or name)
-    make = ["make", "--no-print-directory", "smoke-run", f"SMOKE_DB={db_path(workdir, name)}", f"SMOKE_TAG={name}",
-            f"SMOKE_CACHE={cache}", f"SMOKE_PINS={p.pins}", f"SMOKE_THREADS={p.threads}", f"SMOKE_ARGS={p.args}",
-            f"WORKERS={p.workers}"]
+    make = [
+        "make",
+        "--no-print-directory",
+        "smoke-run",
+        f"SMOKE_DB={db_path(workdir, name)}",
+        f"SMOKE_TAG={name}",
+        f"SMOKE_CACHE={cache}",
+        f"SMOKE_PINS={p.pins}",
+        f"SMOKE_THREADS={p.threads}",
+        f"SMOKE_ARGS={p.args}",
+        f"WORKERS={p.workers}",
+    ]
     if p.cache_from:
         make.append("SMOKE_KEEP_CACHE=1")
     env = {**os.environ, **p.env, "PYTHONPATH": str(ROOT / "benchmarks")}
@@ -111,13 +126,25 @@ def smoke_run(p: Perturbation | None, workdir: Path) -> dict[str, Any]:
 
 # --- calibrate ----------------------------------------------------------------------------------------
 
+
 def calibrate(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = [BY_NAME[n] for n in args.runs.split(",")] if args.runs else list(CALIBRATION)
     timings = [] if args.reuse else [smoke_run(None, workdir)] + [smoke_run(p, workdir) for p in chosen]
-    cmd = [str(ROOT / ".venv" / "bin" / "bench"), "reference", "export", "--db", str(db_path(workdir, "reference")),
-           "--run", "tag:reference", "--config", args.config, "-o", args.out]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "bench"),
+        "reference",
+        "export",
+        "--db",
+        str(db_path(workdir, "reference")),
+        "--run",
+        "tag:reference",
+        "--config",
+        args.config,
+        "-o",
+        args.out,
+    ]
     for p in chosen:
         cmd += ["--calibrate", f"{p.name}={db_path(workdir, p.name)}:tag:{p.name}"]
     for spec in args.external:
@@ -128,6 +155,7 @@ def calibrate(args: argparse.Namespace) -> int:
 
 
 # --- false alarms and catch rate ---------------------------------------------------------------------
+
 
 def load(selector: str) -> Any:
     from bench.gate.reference import load_side
@@ -167,8 +195,15 @@ def leave_one_out(ref_file: Any, workdir: Path, settings: Any) -> list[dict[str,
         noise, calibration, _ = calibrate_sides(reference, [(k, v) for k, v in sides.items() if k != label], settings)
         held_out = dataclasses.replace(reference, noise=noise, calibration=calibration)
         report = gate(held_out, side, settings)
-        out.append({"run": f"{label} (left out)", "class": "cross", "decisions": len(report.decisions),
-                    "false_alarms": alarms(report), "not_gated": report.counts()["not gated"]})
+        out.append(
+            {
+                "run": f"{label} (left out)",
+                "class": "cross",
+                "decisions": len(report.decisions),
+                "false_alarms": alarms(report),
+                "not_gated": report.counts()["not gated"],
+            }
+        )
     return out
 
 
@@ -202,8 +237,10 @@ def injections(ref: Any, cand: Any, settings: Any) -> dict[str, dict[str, Any]]:
 
     def fails(side: Any, key: tuple, metric: str, verdicts: tuple[str, ...]) -> bool:
         report = gate(ref, side, settings)
-        return any(d.key == key and d.metric == metric and d.verdict in verdicts and report.failing(d)
-                   for d in report.decisions)
+        return any(
+            d.key == key and d.metric == metric and d.verdict in verdicts and report.failing(d)
+            for d in report.decisions
+        )
 
     for key in keys:
         drop = {"uci-digits": 5.0, "lfw-faces": 10.0}.get(key[2])
@@ -212,26 +249,40 @@ def injections(ref: Any, cand: Any, settings: Any) -> dict[str, dict[str, Any]]:
             if verdict.get((key, "test_top1_pct")) in (None, "not gated"):
                 record(kind, key, None)
             else:
+
                 def lower(r: Any, drop: float = drop) -> Any:
                     if "test_top1_pct" in r.metrics:
                         r.metrics["test_top1_pct"] -= drop
                     return r
+
                 record(kind, key, fails(_with(cand, key, lower), key, "test_top1_pct", ("regression",)))
         seeds = sorted(r.seed for r in cand.rows if r.key == key)
 
         def fail(r: Any, last: int = seeds[-1]) -> Any:
-            return dataclasses.replace(r, status="failed", metrics={}, error="RuntimeError: injected") \
-                if r.seed == last else r
+            return (
+                dataclasses.replace(r, status="failed", metrics={}, error="RuntimeError: injected")
+                if r.seed == last
+                else r
+            )
+
         record("one seed failed", key, fails(_with(cand, key, fail), key, "status", ("regression",)))
         if len(seeds) > 1:
-            record("one seed lost", key, fails(_with(cand, key, lambda r, first=seeds[0]: None if r.seed == first
-                                                     else r), key, "status", ("missing",)))
+            record(
+                "one seed lost",
+                key,
+                fails(
+                    _with(cand, key, lambda r, first=seeds[0]: None if r.seed == first else r),
+                    key,
+                    "status",
+                    ("missing",),
+                ),
+            )
     return out
 
 
 def false_alarms(args: argparse.Namespace) -> int:
-    from bench.cli.gate import load_config
     from bench.gate.noise import noise_class
+    from bench.gate.settings import load_config
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -245,9 +296,16 @@ def false_alarms(args: argparse.Namespace) -> int:
         cand = load(f"{db_path(workdir, p.name)}:cells")
         report = gate(ref, cand, settings)
         cands[p.name] = (p, cand)
-        rows.append({"run": p.name, "class": noise_class(ref.run.get("arith"), cand.run.get("arith")),
-                     "decisions": len(report.decisions), "false_alarms": alarms(report),
-                     "not_gated": report.counts()["not gated"], "wall_s": timings.get(p.name, {}).get("wall_s")})
+        rows.append(
+            {
+                "run": p.name,
+                "class": noise_class(ref.run.get("arith"), cand.run.get("arith")),
+                "decisions": len(report.decisions),
+                "false_alarms": alarms(report),
+                "not_gated": report.counts()["not gated"],
+                "wall_s": timings.get(p.name, {}).get("wall_s"),
+            }
+        )
     rows += leave_one_out(ref, workdir, settings)
     caught = {}
     for expect in ("same", "cross"):
@@ -260,20 +318,27 @@ def false_alarms(args: argparse.Namespace) -> int:
 
 
 def render(rows: list[dict[str, Any]], caught: dict[str, dict[str, Any]]) -> str:
-    lines = ["| perturbed run | noise class | wall (min) | decisions | not gated | false alarms |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| perturbed run | noise class | wall (min) | decisions | not gated | false alarms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         wall = f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else "-"
-        lines.append(f"| {r['run']} | {r['class']} | {wall} | {r['decisions']} | {r['not_gated']} | "
-                     f"{len(r['false_alarms'])} |")
+        lines.append(
+            f"| {r['run']} | {r['class']} | {wall} | {r['decisions']} | {r['not_gated']} | {len(r['false_alarms'])} |"
+        )
     total = sum(len(r["false_alarms"]) for r in rows)
-    lines += ["", f"false alarms: {total} in {len(rows)} perturbed gate runs "
-                  f"({total / max(1, len(rows)):.2f} per run)"]
+    lines += ["", f"false alarms: {total} in {len(rows)} perturbed gate runs ({total / max(1, len(rows)):.2f} per run)"]
     for r in rows:
         lines += [f"- {r['run']}: {a}" for a in r["false_alarms"]]
     for expect, kinds in caught.items():
-        lines += ["", f"Injected regressions into the first {expect}-arithmetic rerun:", "",
-                  "| injection | injected | caught | catch rate | not gated (noise or chance) |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Injected regressions into the first {expect}-arithmetic rerun:",
+            "",
+            "| injection | injected | caught | catch rate | not gated (noise or chance) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for kind, s in kinds.items():
             rate = f"{100 * s['caught'] / s['injected']:.0f}%" if s["injected"] else "-"
             lines.append(f"| {kind} | {s['injected']} | {s['caught']} | {rate} | {s['not_gated']} |")
@@ -295,8 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=fn)
         if name == "calibrate":
             p.add_argument("--out", default="suites/reference/smoke.json")
-            p.add_argument("--external", action="append", default=[], metavar="LABEL=FILE.json",
-                           help="a reference file of the same code from another machine, as one more cross sample")
+            p.add_argument(
+                "--external",
+                action="append",
+                default=[],
+                metavar="LABEL=FILE.json",
+                help="a reference file of the same code from another machine, as one more cross sample",
+            )
         else:
             p.add_argument("--reference", default="suites/reference/smoke.json")
     args = parser.parse_args(argv)

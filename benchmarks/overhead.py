@@ -13,6 +13,7 @@ cancels, and the median ratio over repeats is printed.
     python benchmarks/overhead.py                 # CPU, resnet18 width 0.25, 32 px
     python benchmarks/overhead.py --device cuda --width 1.0 --size 224 --batch 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from bench import engine
-from bench.measure import MemoryMeter
-from bench.models.net import build_model
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
+from bench.measure import MemoryMeter
+from bench.models.net import build_model
 
 
 def make_split(n: int, size: int, device: torch.device) -> Split:
@@ -41,8 +42,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int,
-              marks: list[int] | None = None) -> float:
+def bare_loop(
+    model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int, marks: list[int] | None = None
+) -> float:
     """Seconds for ``steps`` optimisation steps of a hand-written loop.
 
     ``marks`` receives a timestamp at the start of every step's forward, the same point
@@ -51,9 +53,15 @@ def bare_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, ste
     device = split.device
     cuda = device.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
-                           {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt = torch.optim.SGD(
+        [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: engine.lr_factor(s, steps, cfg))
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -66,7 +74,7 @@ def bare_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, ste
     for _ in range(steps):
         if pos + bs > n:
             perm, pos = torch.randperm(n, device=device, generator=gen), 0
-        x, y = split.x[perm[pos:pos + bs]], split.y[perm[pos:pos + bs]]
+        x, y = split.x[perm[pos : pos + bs]], split.y[perm[pos : pos + bs]]
         pos += bs
         if cuda and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -82,13 +90,16 @@ def bare_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, ste
     return time.perf_counter() - t0
 
 
-def harness_loop(model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int,
-                 marks: list[int] | None = None) -> float:
+def harness_loop(
+    model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int, marks: list[int] | None = None
+) -> float:
     """Seconds for ``steps`` steps through ``bench.engine.fit`` under the runner's measurement."""
     device = split.device
     cfg = engine.TrainConfig(**{**cfg.__dict__, "steps": steps})
     rec = Recorder(device, progress=lambda _msg: None)
-    hooks = engine.StepHooks(before_step=(lambda _s: marks.append(time.perf_counter_ns())) if marks is not None else None)
+    hooks = engine.StepHooks(
+        before_step=(lambda _s: marks.append(time.perf_counter_ns())) if marks is not None else None
+    )
     sync(device)
     t0 = time.perf_counter()
     with MemoryMeter(device):
@@ -102,8 +113,8 @@ def iteration_ms(marks: list[int], steps: int, skip: int) -> list[float]:
     """Per-iteration times from per-step timestamps of consecutive runs of ``steps`` steps."""
     out = []
     for start in range(0, len(marks), steps):
-        run = marks[start:start + steps]
-        out.extend((b - a) / 1e6 for a, b in zip(run[skip:], run[skip + 1:]))
+        run = marks[start : start + steps]
+        out.extend((b - a) / 1e6 for a, b in zip(run[skip:], run[skip + 1 :]))
     return out
 
 
@@ -140,27 +151,39 @@ def main() -> None:
             harness_loop(fresh(), split, cfg, n2, marks_h)
         it_b = statistics.median(iteration_ms(marks_b, n2, skip=5))
         it_h = statistics.median(iteration_ms(marks_h, n2, skip=5))
-        print(f"per-iteration median (start of one step to the next, data fetch and bookkeeping included): "
-              f"bare {it_b:.3f} ms, harness {it_h:.3f} ms, ratio {it_h / it_b:.4f}", flush=True)
+        print(
+            f"per-iteration median (start of one step to the next, data fetch and bookkeeping included): "
+            f"bare {it_b:.3f} ms, harness {it_h:.3f} ms, ratio {it_h / it_b:.4f}",
+            flush=True,
+        )
     bare_ms, harness_ms, ratios = [], [], []
+
     def per_step_ms(loop) -> float:
         return (loop(fresh(), split, cfg, n2) - loop(fresh(), split, cfg, n1)) / (n2 - n1) * 1e3
 
     for rep in range(args.repeats):
-        b1, h1, h2, b2 = (per_step_ms(bare_loop), per_step_ms(harness_loop),
-                          per_step_ms(harness_loop), per_step_ms(bare_loop))
+        b1, h1, h2, b2 = (
+            per_step_ms(bare_loop),
+            per_step_ms(harness_loop),
+            per_step_ms(harness_loop),
+            per_step_ms(bare_loop),
+        )
         b, h = (b1 + b2) / 2, (h1 + h2) / 2
         bare_ms.append(b)
         harness_ms.append(h)
         ratios.append(h / b)
         print(f"repeat {rep}: bare {b:.3f} ms/step, harness {h:.3f} ms/step, ratio {h / b:.4f}", flush=True)
     ratio = statistics.median(ratios)
-    print(f"\n{args.model} width {args.width:g}, {args.size} px, batch {args.batch}, {device}, "
-          f"{torch.get_num_threads()} threads, steps {n2 - n1} per measurement, {args.repeats} repeats")
+    print(
+        f"\n{args.model} width {args.width:g}, {args.size} px, batch {args.batch}, {device}, "
+        f"{torch.get_num_threads()} threads, steps {n2 - n1} per measurement, {args.repeats} repeats"
+    )
     print(f"bare    median {statistics.median(bare_ms):.3f} ms/step")
     print(f"harness median {statistics.median(harness_ms):.3f} ms/step")
-    print(f"overhead ratio harness/bare: median {ratio:.4f} ({(ratio - 1) * 100:+.2f}%), "
-          f"min {min(ratios):.4f}, max {max(ratios):.4f}  (target <= 1.03)")
+    print(
+        f"overhead ratio harness/bare: median {ratio:.4f} ({(ratio - 1) * 100:+.2f}%), "
+        f"min {min(ratios):.4f}, max {max(ratios):.4f}  (target <= 1.03)"
+    )
 
 
 if __name__ == "__main__":

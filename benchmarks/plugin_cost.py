@@ -7,6 +7,7 @@ two (ABBA) to cancel drift, and prints the medians and their ratio (target: with
 
     .venv/bin/python benchmarks/plugin_cost.py [--repeats 8]
 """
+
 from __future__ import annotations
 
 import argparse

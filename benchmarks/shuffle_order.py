@@ -5,6 +5,7 @@ picks the order. Every xdist worker shuffles the same way, so their collections 
 cells reach the workers in an order unlike the default one: a cell whose result depended on what
 its worker ran before would show up as noise in the calibration.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ class with ``fit``/``evaluate`` decorated with ``@register_method``, the checks 
 paper's claims, and any models it adds) plus one suite file. Every module and
 subpackage of ``methods`` is imported here, so adding one needs no other edit.
 """
+
 import importlib
 import pkgutil
 

@@ -9,6 +9,7 @@ differ only in initialisation and in what trains:
   and earlier blocks are frozen (no gradients, BatchNorm in eval, run under no_grad);
 - ``linear_probe``: source weights, only the classifier trains.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,13 +17,13 @@ from typing import ClassVar, Literal
 
 from bench import engine
 from bench.contract.config import require
-from bench.errors import InvalidConfig
-from bench.contract.interface import Fitted, Split, Task
-from bench.results.analysis import first_step_reaching
-from bench.models.net import MappedNet, freeze_all_but_last_blocks, head_only, scope_blocks
+from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.errors import InvalidConfig
+from bench.models.net import MappedNet, freeze_all_but_last_blocks, head_only, scope_blocks
+from bench.registry import register_method
+from bench.results.analysis import first_step_reaching
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class LastKConfig:
         require(0.0 <= self.target_top1_pct <= 100.0, "target_top1_pct must be in [0, 100] (0: off)")
 
 
-class FineTune(BaseMethod[FineTuneConfig]):
+class FineTune(BaseMethod[FineTuneConfig | LastKConfig]):  # fit reads train / target_top1_pct, which both have
     """Shared fit/evaluate of the baselines; subclasses choose init and what trains."""
 
     Config: ClassVar[type] = FineTuneConfig
@@ -75,18 +76,25 @@ class FineTune(BaseMethod[FineTuneConfig]):
         model = task.build_model(pretrained=self.pretrained)
         self.prepare(model)
         with rec.stage("train"):
-            engine.fit(model, task.train, self.config.train, rec, stage="train", val=task.val,
-                       curves=(task.test,), seed=task.seed)
+            engine.fit(
+                model,
+                task.train,
+                self.config.train,
+                rec,
+                stage="train",
+                val=task.val,
+                curves=(task.test,),
+                seed=task.seed,
+            )
         record_target(rec, "train", self.config.target_top1_pct)
         return Fitted(model=model, arch=model.arch_string(), info={"frozen_prefix": model.frozen_prefix})
-
 
 
 def record_target(rec: Recorder, stage: str, target: float) -> None:
     """Record ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve when it reached ``target``."""
     if target <= 0:
         return
-    reached = first_step_reaching(rec.series.get(f"{stage}_test_top1_pct", []), target)
+    reached = first_step_reaching(rec.curve(f"{stage}_test_top1_pct"), target)
     rec.note("target_top1_pct", target)
     if reached is not None:
         rec.scalar("target_reached_steps", reached)
@@ -109,6 +117,7 @@ class LastK(FineTune):
     """Source weights; only the last ``k`` blocks and the head train."""
 
     Config = LastKConfig
+    config: LastKConfig
 
     def prepare(self, model: MappedNet) -> None:
         blocks = len(model.structure.blocks)

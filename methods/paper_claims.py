@@ -3,6 +3,7 @@
 Each method module attaches the executable check of its own claims with
 ``bench.results.claims.register_check``; until it does, a claim reads "not yet measured".
 """
+
 from pathlib import Path
 
 from bench.results.claims import load_claims_file, register_claims

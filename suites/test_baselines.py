@@ -11,6 +11,7 @@ makes a poor source model (93.6% vs 97.6% MNIST test accuracy).
     pytest suites/test_baselines.py --bench-db results.db -n 2          # smoke, 48 cells
     pytest suites/test_baselines.py --bench-budget short --bench-device cuda
 """
+
 from bench.execute.grid import Grid, TierPlan
 
 GRID = Grid(

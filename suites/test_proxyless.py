@@ -11,21 +11,37 @@ short = CIFAR-10 at 32 px and Tiny-ImageNet at 64 px, full widths, 30 epochs (E_
 them); paper = the same datasets, 600 epochs, E_arch 50/600. The DARTS network is ``darts_v2_8`` at every tier (a grid
 cannot switch models per tier); the paper's 20-cell network is ``darts_v2``.
 """
+
 from bench.execute.grid import Grid, TierPlan
 
 METHODS = ("original", "nat", "adapt_cell", "adapt_full")
 
 # 32 steps of batch 32 with 20% warmup and clipping (MobileNetV2's 17 blocks diverge at lr 0.1
 # without them); no Cutout on 8 px digits. A code-path tier: 60 cells in a few CPU-minutes.
-SMOKE_TRAIN = {"train.steps": 32, "train.batch_size": 32, "train.lr": 0.1, "train.warmup_frac": 0.2,
-               "train.clip_grad_norm": 5.0, "train.log_every": 1000, "nas_cutout": 0}
+SMOKE_TRAIN = {
+    "train.steps": 32,
+    "train.batch_size": 32,
+    "train.lr": 0.1,
+    "train.warmup_frac": 0.2,
+    "train.clip_grad_norm": 5.0,
+    "train.log_every": 1000,
+    "nas_cutout": 0,
+}
 SMOKE = {
     "original": SMOKE_TRAIN,
     "adapt_cell": {**SMOKE_TRAIN, "arch.lr": 0.05, "arch.frac": 0.5, "arch.record_points": 6},
     "adapt_full": {**SMOKE_TRAIN, "arch.lr": 0.05, "arch.frac": 0.5, "arch.record_points": 6},
-    "nat": {**SMOKE_TRAIN, "supernet.steps": 8, "supernet.batch_size": 32, "supernet.lr": 0.05,
-            "supernet.log_every": 1000, "policy.hidden": 16, "policy.lr": 0.01, "policy.reward_batch": 32,
-            "derive_samples": 2},
+    "nat": {
+        **SMOKE_TRAIN,
+        "supernet.steps": 8,
+        "supernet.batch_size": 32,
+        "supernet.lr": 0.05,
+        "supernet.log_every": 1000,
+        "policy.hidden": 16,
+        "policy.lr": 0.01,
+        "policy.reward_batch": 32,
+        "derive_samples": 2,
+    },
 }
 SHORT = {m: {"train.epochs": 30.0} for m in METHODS}
 SHORT["nat"] = {"train.epochs": 30.0, "supernet.epochs": 5.0}
@@ -44,9 +60,15 @@ GRID = Grid(
     seeds=(0, 1, 2, 3, 4),
     task={"source": None},
     tiers={
-        "smoke": TierPlan(task={"input_size": 8}, methods=SMOKE,
-                          models={"resnet20_cells": {"width": 0.25}, "mobilenetv2_cifar": {"width": 0.25},
-                                  "darts_v2_8": {"width": 0.25}}),
+        "smoke": TierPlan(
+            task={"input_size": 8},
+            methods=SMOKE,
+            models={
+                "resnet20_cells": {"width": 0.25},
+                "mobilenetv2_cifar": {"width": 0.25},
+                "darts_v2_8": {"width": 0.25},
+            },
+        ),
         "short": TierPlan(datasets=PAPER_DATASETS, task=PAPER_TASK, dataset_task=PAPER_DATASET_TASK, methods=SHORT),
         "paper": TierPlan(datasets=PAPER_DATASETS, task=PAPER_TASK, dataset_task=PAPER_DATASET_TASK),
     },

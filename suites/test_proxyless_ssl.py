@@ -14,6 +14,7 @@ Tiers: smoke = ``uci-digits`` at its native 8 px (gray digits: no flips, crops o
 500 epochs, batch 512, Adam 1e-3, 5 seeds. The DARTS network is the 8-cell ``darts_v2_8``
 at every tier (the paper's SSL DARTS has 24 cells and ~24.6M parameters).
 """
+
 from bench.execute.grid import Grid, TierPlan
 
 METHODS = ("simclr", "simclr_adapt_cell", "simclr_adapt_full")
@@ -22,8 +23,15 @@ METHODS = ("simclr", "simclr_adapt_cell", "simclr_adapt_full")
 # theta lr 0.05 over the first half; a small head and k = 20 for the 1,078-image memory bank.
 # simclr_adapt_full runs at short/paper tier only (its code path differs from adapt_cell by the
 # theta sharing alone, which tests/test_proxyless_ssl.py and the contract test cover).
-SMOKE_ALL = {"train.steps": 8, "train.batch_size": 16, "train.lr": 3e-3, "train.log_every": 1000,
-             "knn_k": 20, "head.out": 32, "aug.crop_min_scale": 0.3}
+SMOKE_ALL = {
+    "train.steps": 8,
+    "train.batch_size": 16,
+    "train.lr": 3e-3,
+    "train.log_every": 1000,
+    "knn_k": 20,
+    "head.out": 32,
+    "aug.crop_min_scale": 0.3,
+}
 SMOKE_ARCH = {"arch.lr": 0.05, "arch.frac": 0.5, "arch.record_points": 6}
 SHORT_ALL = {"train.epochs": 20.0, "train.log_every": 200}
 
@@ -35,14 +43,23 @@ GRID = Grid(
     seeds=(0, 1, 2, 3, 4),
     task={"source": None},
     tiers={
-        "smoke": TierPlan(task={"input_size": 8}, config=SMOKE_ALL, seeds=(0, 1, 2),
-                          skip_methods=("simclr_adapt_full",),
-                          methods={m: SMOKE_ARCH for m in METHODS if m != "simclr"},
-                          models={"resnet50_cifar": {"width": 0.0625}, "darts_v2_8": {"width": 0.25}}),
-        "short": TierPlan(datasets=("cifar10",), task={"input_size": 32, "width": 1.0, "val_frac": 0.1,
-                                                       "test_frac": 0.1}, config=SHORT_ALL, seeds=(0, 1, 2)),
-        "paper": TierPlan(datasets=("cifar10",), task={"input_size": 32, "width": 1.0, "val_frac": 0.1,
-                                                       "test_frac": 0.1}),
+        "smoke": TierPlan(
+            task={"input_size": 8},
+            config=SMOKE_ALL,
+            seeds=(0, 1, 2),
+            skip_methods=("simclr_adapt_full",),
+            methods={m: SMOKE_ARCH for m in METHODS if m != "simclr"},
+            models={"resnet50_cifar": {"width": 0.0625}, "darts_v2_8": {"width": 0.25}},
+        ),
+        "short": TierPlan(
+            datasets=("cifar10",),
+            task={"input_size": 32, "width": 1.0, "val_frac": 0.1, "test_frac": 0.1},
+            config=SHORT_ALL,
+            seeds=(0, 1, 2),
+        ),
+        "paper": TierPlan(
+            datasets=("cifar10",), task={"input_size": 32, "width": 1.0, "val_frac": 0.1, "test_frac": 0.1}
+        ),
     },
 )
 

@@ -36,12 +36,15 @@ stage-2 cell trainable as Tr-Net-10-10 does with N = 5.
     pytest suites/test_trnas.py                                          # smoke: CPU, ~2 minutes
     pytest suites/test_trnas.py --bench-budget paper --bench-device cuda --bench-data-root /data
 """
+
 from bench.execute.grid import Grid, TierPlan
 
 PROXIES = ("original", "tr_5_5", "tr_10_10")
-TRANSFER = {"original": {"transfer.enabled": False},
-            "tr_5_5": {"transfer.enabled": True, "transfer.i": 5, "transfer.j": 5},
-            "tr_10_10": {"transfer.enabled": True, "transfer.i": 10, "transfer.j": 10}}
+TRANSFER = {
+    "original": {"transfer.enabled": False},
+    "tr_5_5": {"transfer.enabled": True, "transfer.i": 5, "transfer.j": 5},
+    "tr_10_10": {"transfer.enabled": True, "transfer.i": 10, "transfer.j": 10},
+}
 # With N = 1 (smoke) the same replacements are i = 1 (stage 1) and i = 2 (stage 1 + reduction).
 SMOKE_I = {"tr_5_5": {"transfer.i": 1}, "tr_10_10": {"transfer.i": 2}}
 ORIGINAL_EPOCHS = 12.0 / 18.0  # the Original proxy trains 12 epochs where Tr-Net trains 18
@@ -56,32 +59,70 @@ METHODS = {
     **{f"trnas_rea:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
     **{f"trnas_dartspt:{p}": TRANSFER[p] for p in ("original", "tr_5_5")},
     **{f"trnas_dartspt:{p}_nocutout": TRANSFER[p] for p in ("original", "tr_5_5")},
-    **{f"trnas_memory:{kind}_{p}": {**TRANSFER[p], "kind": kind} for kind in ("net", "supernet")
-       for p in ("original", "tr_5_5")},
+    **{
+        f"trnas_memory:{kind}_{p}": {**TRANSFER[p], "kind": kind}
+        for kind in ("net", "supernet")
+        for p in ("original", "tr_5_5")
+    },
 }
 
 
 # The DARTS-space setting (paper Sec. 4.3.2): its own method and labels, outside per_label().
-DARTS_SPACE = {"trnas_dartspt_darts:original": {"transfer.enabled": False},
-               "trnas_dartspt_darts:tr_resnet20": {"transfer.enabled": True, "transfer.i": 2, "transfer.j": 3}}
-_DS_SMOKE = {"layers": 4, "source_width": 0.5, "search.steps": 1, "search.batch_size": 32, "search.cutout": 4,
-             "search.log_every": 1000, "warmup_epochs": 0.5, "arch_opt.batch_size": 32, "tune.steps": 1,
-             "tune.batch_size": 32, "tune.cutout": 4, "proj_eval_batches": 1, "proj_examples": 16,
-             "proj_perturb_pairs": 1, "eval_C": 4, "eval_layers": 3, "final.steps": 4, "final.batch_size": 64,
-             "final.cutout": 4, "final.log_every": 1000}
-DARTS_SMOKE = {"trnas_dartspt_darts:original": _DS_SMOKE,
-               "trnas_dartspt_darts:tr_resnet20": {**_DS_SMOKE, "transfer.j": 4}}
+DARTS_SPACE = {
+    "trnas_dartspt_darts:original": {"transfer.enabled": False},
+    "trnas_dartspt_darts:tr_resnet20": {"transfer.enabled": True, "transfer.i": 2, "transfer.j": 3},
+}
+_DS_SMOKE = {
+    "layers": 4,
+    "source_width": 0.5,
+    "search.steps": 1,
+    "search.batch_size": 32,
+    "search.cutout": 4,
+    "search.log_every": 1000,
+    "warmup_epochs": 0.5,
+    "arch_opt.batch_size": 32,
+    "tune.steps": 1,
+    "tune.batch_size": 32,
+    "tune.cutout": 4,
+    "proj_eval_batches": 1,
+    "proj_examples": 16,
+    "proj_perturb_pairs": 1,
+    "eval_C": 4,
+    "eval_layers": 3,
+    "final.steps": 4,
+    "final.batch_size": 64,
+    "final.cutout": 4,
+    "final.log_every": 1000,
+}
+DARTS_SMOKE = {
+    "trnas_dartspt_darts:original": _DS_SMOKE,
+    "trnas_dartspt_darts:tr_resnet20": {**_DS_SMOKE, "transfer.j": 4},
+}
 # short: the full space (8 cells, C = 16, B at width 4) with scaled-down budgets and a smaller evaluation net.
-_DS_SHORT = {"search.epochs": 5.0, "warmup_epochs": 0.5, "tune.epochs": 0.25, "proj_examples": 2048,
-             "eval_C": 16, "eval_layers": 8, "final.epochs": 20.0}
-DARTS_SHORT = {"trnas_dartspt_darts:original": _DS_SHORT,
-               "trnas_dartspt_darts:tr_resnet20": {**_DS_SHORT, "transfer.pretrain_on": "target",
-                                                   "transfer.pretrain.epochs": 30.0}}
+_DS_SHORT = {
+    "search.epochs": 5.0,
+    "warmup_epochs": 0.5,
+    "tune.epochs": 0.25,
+    "proj_examples": 2048,
+    "eval_C": 16,
+    "eval_layers": 8,
+    "final.epochs": 20.0,
+}
+DARTS_SHORT = {
+    "trnas_dartspt_darts:original": _DS_SHORT,
+    "trnas_dartspt_darts:tr_resnet20": {
+        **_DS_SHORT,
+        "transfer.pretrain_on": "target",
+        "transfer.pretrain.epochs": 30.0,
+    },
+}
 # paper: the method's defaults are the paper's (50 search epochs, 5 warmup, tune 5 epochs per projection
 # step, 20-cell C = 36 network for 600 epochs); B = ResNet-20 at width 4 pretrained on the target's train
 # split with Table 6's recipe.
-DARTS_PAPER = {"trnas_dartspt_darts:original": {},
-               "trnas_dartspt_darts:tr_resnet20": {"transfer.pretrain_on": "target"}}
+DARTS_PAPER = {
+    "trnas_dartspt_darts:original": {},
+    "trnas_dartspt_darts:tr_resnet20": {"transfer.pretrain_on": "target"},
+}
 
 
 def _proxy_of(label: str) -> str:
@@ -92,12 +133,13 @@ def _proxy_of(label: str) -> str:
     raise ValueError(label)
 
 
-def per_label(rank: dict, rea: dict, darts: dict, memory: dict, *, n1: bool, epochs: dict,
-              source: dict | None = None) -> dict[str, dict]:
+def per_label(
+    rank: dict, rea: dict, darts: dict, memory: dict, *, n1: bool, epochs: dict, source: dict | None = None
+) -> dict[str, dict]:
     """Tier overrides for every label: shared sizes, the Original's shorter proxy, smoke's i for N = 1,
     and ``source`` (how B is pretrained) for the transfer labels."""
     out: dict[str, dict] = {}
-    for label, own in METHODS.items():
+    for label in METHODS:
         method, proxy = label.split(":", 1)[0], _proxy_of(label)
         base = {"trnas_rank": rank, "trnas_rea": rea, "trnas_dartspt": darts, "trnas_memory": memory}[method]
         o = dict(base)
@@ -121,32 +163,73 @@ def per_label(rank: dict, rea: dict, darts: dict, memory: dict, *, n1: bool, epo
 SMOKE_PROXY = {"proxy.epochs": 3.0, "warmup_epochs": 2.0, "proxy.batch_size": 64, "proxy.log_every": 1000}
 SMOKE_FINAL = {"epochs": 2.0, "batch_size": 64, "log_every": 1000}
 SMOKE = per_label(
-    rank={"archs": 10, "top_k": 5, "N": 1, "bootstrap": 200, **SMOKE_PROXY,
-          "reference_train.epochs": 4.0, "reference_train.batch_size": 64, "reference_train.log_every": 1000},
-    rea={"population": 4, "tournament": 2, "evaluations": 6, "N": 1, **SMOKE_PROXY,
-         **{f"final.{k}": v for k, v in SMOKE_FINAL.items()}},
-    darts={"N": 1, "search.epochs": 1.5, "warmup_epochs": 0.5, "search.cutout": 4, "search.log_every": 1000,
-           "tune.steps": 2, "tune.cutout": 4, "proj_eval_batches": 1,
-           "final.epochs": 2.0, "final.batch_size": 64, "final.log_every": 1000},
+    rank={
+        "archs": 10,
+        "top_k": 5,
+        "N": 1,
+        "bootstrap": 200,
+        **SMOKE_PROXY,
+        "reference_train.epochs": 4.0,
+        "reference_train.batch_size": 64,
+        "reference_train.log_every": 1000,
+    },
+    rea={
+        "population": 4,
+        "tournament": 2,
+        "evaluations": 6,
+        "N": 1,
+        **SMOKE_PROXY,
+        **{f"final.{k}": v for k, v in SMOKE_FINAL.items()},
+    },
+    darts={
+        "N": 1,
+        "search.epochs": 1.5,
+        "warmup_epochs": 0.5,
+        "search.cutout": 4,
+        "search.log_every": 1000,
+        "tune.steps": 2,
+        "tune.cutout": 4,
+        "proj_eval_batches": 1,
+        "final.epochs": 2.0,
+        "final.batch_size": 64,
+        "final.log_every": 1000,
+    },
     memory={"N": 1, "archs": 3, "input_size": 16, "train.steps": 2, "train.batch_size": 256, "supernet_batch": 128},
-    n1=True, epochs={"proxy": 3.0})
+    n1=True,
+    epochs={"proxy": 3.0},
+)
 
 # short: one GPU, full width (C = 16, N = 5) on CIFAR-10 at 32 px, scaled-down budgets.
 SHORT = per_label(
     rank={"archs": 24, "top_k": 12, "proxy.epochs": 6.0, "warmup_epochs": 4.0, "reference_train.epochs": 30.0},
-    rea={"population": 6, "tournament": 3, "evaluations": 20, "proxy.epochs": 6.0, "warmup_epochs": 4.0,
-         "final.epochs": 30.0},
+    rea={
+        "population": 6,
+        "tournament": 3,
+        "evaluations": 20,
+        "proxy.epochs": 6.0,
+        "warmup_epochs": 4.0,
+        "final.epochs": 30.0,
+    },
     darts={"search.epochs": 10.0, "warmup_epochs": 3.0, "tune.epochs": 1.0, "final.epochs": 30.0},
     memory={"archs": 8, "input_size": 32, "train.batch_size": 256, "supernet_batch": 128},
-    n1=False, epochs={"proxy": 6.0},
-    source={"transfer.pretrain_on": "target", "transfer.pretrain.epochs": 30.0})
+    n1=False,
+    epochs={"proxy": 6.0},
+    source={"transfer.pretrain_on": "target", "transfer.pretrain.epochs": 30.0},
+)
 
 # paper: the paper's numbers (1000 architectures, 18/13 epochs, 200-epoch reference, REA 100 evaluations,
 # DARTS+PT 50 search epochs and 10 tuning epochs per edge). Point nats_path at the NATS-Bench file to use
 # the table as reference (needs the nats_bench extra).
 # B is pretrained on the target's training split (200 epochs, the paper's Table 6 recipe).
-PAPER = per_label(rank={}, rea={}, darts={}, memory={"supernet_batch": 128}, n1=False, epochs={"proxy": 18.0},
-                  source={"transfer.pretrain_on": "target"})
+PAPER = per_label(
+    rank={},
+    rea={},
+    darts={},
+    memory={"supernet_batch": 128},
+    n1=False,
+    epochs={"proxy": 18.0},
+    source={"transfer.pretrain_on": "target"},
+)
 
 # The smoke tier keeps one ablation point (no warmup); the axis costs a rank cell per point.
 SMOKE_SKIP = tuple(label for label in ABLATION if label != "trnas_rank:tr_5_5_w0")
@@ -159,15 +242,23 @@ GRID = Grid(
     seeds=(0,),
     task={"source": "mnist5k"},
     tiers={
-        "smoke": TierPlan(task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0,
-                                "pretrain.train.log_every": 1000}, methods={**SMOKE, **DARTS_SMOKE},
-                          skip_methods=SMOKE_SKIP),
-        "short": TierPlan(datasets=("cifar10",), seeds=(0, 1, 2),
-                          task={"input_size": 32, "width": 1.0, "source": None,
-                                "val_frac": 0.25, "test_frac": 0.2}, methods={**SHORT, **DARTS_SHORT}),
-        "paper": TierPlan(datasets=("cifar10", "cifar100"), seeds=tuple(range(10)),
-                          task={"input_size": 32, "width": 1.0, "source": None,
-                                "val_frac": 0.25, "test_frac": 0.2}, methods={**PAPER, **DARTS_PAPER}),
+        "smoke": TierPlan(
+            task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0, "pretrain.train.log_every": 1000},
+            methods={**SMOKE, **DARTS_SMOKE},
+            skip_methods=SMOKE_SKIP,
+        ),
+        "short": TierPlan(
+            datasets=("cifar10",),
+            seeds=(0, 1, 2),
+            task={"input_size": 32, "width": 1.0, "source": None, "val_frac": 0.25, "test_frac": 0.2},
+            methods={**SHORT, **DARTS_SHORT},
+        ),
+        "paper": TierPlan(
+            datasets=("cifar10", "cifar100"),
+            seeds=tuple(range(10)),
+            task={"input_size": 32, "width": 1.0, "source": None, "val_frac": 0.25, "test_frac": 0.2},
+            methods={**PAPER, **DARTS_PAPER},
+        ),
     },
 )
 

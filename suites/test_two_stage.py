@@ -14,6 +14,7 @@ is exactly 0: the small-scope search would be degenerate. So the suite upsamples
     pytest suites/test_two_stage.py --bench-budget paper --bench-device cuda \
         --bench-data-root /data                                            # Table 2 protocol
 """
+
 from bench.execute.grid import Grid, TierPlan
 
 SCOPES = ("small", "medium", "large", "full")
@@ -34,23 +35,47 @@ def per_scope(two_stage: dict, last_k: dict) -> dict[str, dict]:
 # action-distribution stop and the reward plateau both fire within 15 updates.
 SMOKE_FINETUNE = {"steps": 30, "batch_size": 32, "eval_every": 15, "log_every": 15}
 SMOKE_TWO_STAGE = {
-    "search.steps": 30, "search.batch_size": 32, "search.log_every": 15, "steps_per_update": 2,
-    "controller.hidden": 16, "controller.lr": 0.1, "controller.samples_per_update": 3,
-    "controller.reward_batch": 64, "early_stop.window": 3, "early_stop.threshold": 0.85,
-    "early_stop.rollouts": 32, "early_stop.reward_window": 4, "early_stop.reward_tol": 0.03,
-    "rank_subnets": 3, "rank_steps": 6, "target_top1_pct": 80.0,
+    "search.steps": 30,
+    "search.batch_size": 32,
+    "search.log_every": 15,
+    "steps_per_update": 2,
+    "controller.hidden": 16,
+    "controller.lr": 0.1,
+    "controller.samples_per_update": 3,
+    "controller.reward_batch": 64,
+    "early_stop.window": 3,
+    "early_stop.threshold": 0.85,
+    "early_stop.rollouts": 32,
+    "early_stop.reward_window": 4,
+    "early_stop.reward_tol": 0.03,
+    "rank_subnets": 3,
+    "rank_steps": 6,
+    "target_top1_pct": 80.0,
     **{f"finetune.{k}": v for k, v in SMOKE_FINETUNE.items()},
 }
 SMOKE_LAST_K = {"target_top1_pct": 80.0, **{f"train.{k}": v for k, v in SMOKE_FINETUNE.items()}}
 
 SHORT_FINETUNE = {"steps": 2000, "eval_every": 100, "log_every": 200}
-SHORT_TWO_STAGE = {"search.steps": 4000, "steps_per_update": 40, "early_stop.rollouts": 100, "rank_subnets": 8,
-                   "rank_steps": 300, "target_top1_pct": 90.0, **{f"finetune.{k}": v for k, v in SHORT_FINETUNE.items()}}
+SHORT_TWO_STAGE = {
+    "search.steps": 4000,
+    "steps_per_update": 40,
+    "early_stop.rollouts": 100,
+    "rank_subnets": 8,
+    "rank_steps": 300,
+    "target_top1_pct": 90.0,
+    **{f"finetune.{k}": v for k, v in SHORT_FINETUNE.items()},
+}
 SHORT_LAST_K = {"target_top1_pct": 90.0, **{f"train.{k}": v for k, v in SHORT_FINETUNE.items()}}
 
 # Table 2: supernet SGD 0.05, controller Adam 3.5e-4, batch 64, 1e5 iterations, 391 per epoch.
-PAPER_LAST_K = {"target_top1_pct": 85.0, "train.steps": 100_000, "train.lr": 0.05, "train.batch_size": 64,
-                "train.eval_every": 1_000, "train.log_every": 1_000}
+PAPER_LAST_K = {
+    "target_top1_pct": 85.0,
+    "train.steps": 100_000,
+    "train.lr": 0.05,
+    "train.batch_size": 64,
+    "train.eval_every": 1_000,
+    "train.log_every": 1_000,
+}
 
 GRID = Grid(
     suite="two_stage",
@@ -60,13 +85,19 @@ GRID = Grid(
     seeds=(0, 1, 2),
     task={"source": "mnist5k"},
     tiers={
-        "smoke": TierPlan(task={"input_size": 64, "width": 0.125, "pretrain.train.epochs": 3.0},
-                          methods=per_scope(SMOKE_TWO_STAGE, SMOKE_LAST_K)),
-        "short": TierPlan(task={"input_size": 64, "width": 1.0, "pretrain.train.epochs": 15.0},
-                          methods=per_scope(SHORT_TWO_STAGE, SHORT_LAST_K)),
-        "paper": TierPlan(datasets=("cifar10",), task={"input_size": 224, "width": 1.0, "source": "imagenet",
-                                                       "val_frac": 0.1, "test_frac": 0.1},
-                          methods=per_scope({}, PAPER_LAST_K)),
+        "smoke": TierPlan(
+            task={"input_size": 64, "width": 0.125, "pretrain.train.epochs": 3.0},
+            methods=per_scope(SMOKE_TWO_STAGE, SMOKE_LAST_K),
+        ),
+        "short": TierPlan(
+            task={"input_size": 64, "width": 1.0, "pretrain.train.epochs": 15.0},
+            methods=per_scope(SHORT_TWO_STAGE, SHORT_LAST_K),
+        ),
+        "paper": TierPlan(
+            datasets=("cifar10",),
+            task={"input_size": 224, "width": 1.0, "source": "imagenet", "val_frac": 0.1, "test_frac": 0.1},
+            methods=per_scope({}, PAPER_LAST_K),
+        ),
     },
 )
 

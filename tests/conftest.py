@@ -1,4 +1,5 @@
 """Shared fixtures: a hermetic cache folder, tiny cell specs, throw-away methods."""
+
 from __future__ import annotations
 
 import json
@@ -14,19 +15,39 @@ from bench.contract.settings import TaskSettings
 from bench.registry import METHODS
 
 # A task small enough for a few seconds per cell on 2 CPU cores.
-TINY_TASK = {"input_size": 16, "width": 0.125, "source": "mnist5k", "train_limit": 256,
-             "pretrain.train.epochs": 0.2, "pretrain.train.log_every": 1000}
+TINY_TASK = {
+    "input_size": 16,
+    "width": 0.125,
+    "source": "mnist5k",
+    "train_limit": 256,
+    "pretrain.train.epochs": 0.2,
+    "pretrain.train.log_every": 1000,
+}
 TINY_TRAIN = {"train.steps": 6, "train.batch_size": 32, "train.log_every": 3}
 # Per-method tiny configs for methods whose budget is not a single ``train`` recipe.
 # Every registered method must appear here or have a ``train`` field (test_contract checks).
 # A method family may also ship ``tests/tiny_configs/<family>.json`` ({method: overrides}).
 TINY_CONFIGS: dict[str, dict] = {
-    "two_stage": {"scope": "small", "search.steps": 6, "search.batch_size": 16, "search.log_every": 3,
-                  "steps_per_update": 2, "controller.hidden": 8, "controller.samples_per_update": 2,
-                  "controller.reward_batch": 16, "early_stop.rollouts": 8, "early_stop.window": 2,
-                  "early_stop.reward_window": 1, "rank_subnets": 3, "rank_steps": 2,
-                  "finetune.steps": 6, "finetune.batch_size": 32, "finetune.log_every": 3,
-                  "finetune.eval_every": 3, "target_top1_pct": 10.0},
+    "two_stage": {
+        "scope": "small",
+        "search.steps": 6,
+        "search.batch_size": 16,
+        "search.log_every": 3,
+        "steps_per_update": 2,
+        "controller.hidden": 8,
+        "controller.samples_per_update": 2,
+        "controller.reward_batch": 16,
+        "early_stop.rollouts": 8,
+        "early_stop.window": 2,
+        "early_stop.reward_window": 1,
+        "rank_subnets": 3,
+        "rank_steps": 2,
+        "finetune.steps": 6,
+        "finetune.batch_size": 32,
+        "finetune.log_every": 3,
+        "finetune.eval_every": 3,
+        "target_top1_pct": 10.0,
+    },
 }
 
 for _path in sorted((Path(__file__).parent / "tiny_configs").glob("*.json")):
@@ -60,17 +81,34 @@ def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     mp.undo()
 
 
-def tiny_spec(method: str = "full_ft", *, dataset: str = "uci-digits", model: str = "resnet20", seed: int = 0,
-              config: dict | None = None, task: dict | None = None, suite: str = "unit") -> CellSpec:
+def tiny_spec(
+    method: str = "full_ft",
+    *,
+    dataset: str = "uci-digits",
+    model: str = "resnet20",
+    seed: int = 0,
+    config: dict | None = None,
+    task: dict | None = None,
+    suite: str = "unit",
+) -> CellSpec:
     """A resolved CellSpec for a tiny CPU cell."""
     cls = METHODS.get(method)
     default = TINY_CONFIGS.get(method, TINY_TRAIN if "train" in cls.Config.__dataclass_fields__ else {})
     overrides = {**default, **(config or {})}
     cfg = make_config(cls.Config, overrides)
     settings = make_config(TaskSettings, {**TINY_TASK, **(task or {})})
-    return CellSpec(suite=suite, method=method, variant=method, dataset=dataset, model=model, seed=seed,
-                    tier="smoke", config_json=canonical_json(config_dict(cfg)),
-                    task_json=canonical_json(config_dict(settings)), device="cpu")
+    return CellSpec(
+        suite=suite,
+        method=method,
+        variant=method,
+        dataset=dataset,
+        model=model,
+        seed=seed,
+        tier="smoke",
+        config_json=canonical_json(config_dict(cfg)),
+        task_json=canonical_json(config_dict(settings)),
+        device="cpu",
+    )
 
 
 @pytest.fixture

@@ -1,9 +1,16 @@
 """Rank correlations equal scipy's on fixed data; degenerate rankings are errors; milestones."""
+
 import pytest
 from scipy import stats
 
-from bench.results.analysis import (DegenerateRanking, bootstrap_ci, first_step_reaching, kendall_tau, rank_correlation,
-                            spearman_rho)
+from bench.results.analysis import (
+    DegenerateRanking,
+    bootstrap_ci,
+    first_step_reaching,
+    kendall_tau,
+    rank_correlation,
+    spearman_rho,
+)
 
 X = [0.91, 0.85, 0.88, 0.70, 0.93, 0.80, 0.75]
 Y = [0.89, 0.80, 0.90, 0.65, 0.95, 0.78, 0.79]

@@ -8,11 +8,13 @@ subpackage of ``bench`` (``bench.data``, ``bench.gate``, ...) or one of the foun
 modules beside them (``bench.errors``, ``bench.registry``, ``bench.env``, ``bench.cache``,
 ``bench.measure``).
 """
+
 from __future__ import annotations
 
 import ast
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +40,8 @@ def bench_modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_time_imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -96,7 +99,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if state.get(nxt) is None and (cycle := dfs(nxt)):
                 return cycle
         stack.pop()
@@ -135,10 +138,42 @@ def test_no_import_cycle_between_rooms() -> None:
     assert cycle is None, "rooms import each other in a cycle: " + " -> ".join(cycle or [])
 
 
+LAYERS = (
+    "bench.errors",
+    "bench.registry",
+    "bench.env",
+    "bench.measure",
+    "bench.contract",
+    "bench.cache",
+    "bench.data",
+    "bench.models",
+    "bench.engine",
+    "bench.execute",
+    "bench.results",
+    "bench.gate",
+    "bench.serve",
+    "bench.cli",
+)
+"""The rooms from the bottom up (README.md, "Layout"): at import time a room imports only rooms before it."""
+
+
+def test_rooms_import_only_rooms_below_them() -> None:
+    order = {name: i for i, name in enumerate(LAYERS)}
+    for name, targets in module_graph(bench_modules()).items():
+        if name == "bench":
+            continue
+        for target in targets:
+            if room(target) != room(name):
+                assert order[room(target)] < order[room(name)], (
+                    f"{name} imports {target}: {room(name)} may import only {LAYERS[: order[room(name)]]}"
+                )
+
+
 def test_rooms_are_the_documented_ones() -> None:
     rooms = {room(n) for n in bench_modules() if n != "bench"}
     packages = {"bench." + p.name for p in (ROOT / "bench").iterdir() if (p / "__init__.py").exists()}
     assert rooms == packages | FOUNDATION, f"unexpected top-level modules: {sorted(rooms - packages - FOUNDATION)}"
+    assert set(LAYERS) == rooms
 
 
 def test_contract_imports_no_engine_data_or_store() -> None:
@@ -151,8 +186,7 @@ def test_contract_imports_no_engine_data_or_store() -> None:
 
 
 def _imports_after(code: str) -> set[str]:
-    probe = (f"import sys\nbefore = set(sys.modules)\n{code}\n"
-             "print('\\n'.join(sorted(set(sys.modules) - before)))")
+    probe = f"import sys\nbefore = set(sys.modules)\n{code}\nprint('\\n'.join(sorted(set(sys.modules) - before)))"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     return set(proc.stdout.split())
 
@@ -160,8 +194,12 @@ def _imports_after(code: str) -> set[str]:
 def test_plugin_import_loads_no_torch() -> None:
     """pytest loads the plugin in every run of the environment; only a bench suite may pay for torch."""
     loaded = _imports_after("import bench.execute.plugin")
-    heavy = {m for m in loaded if m.split(".")[0] in {"torch", "numpy", "pandas", "sqlite_utils", "scipy",
-                                                      "torchvision", "datasette", "methods"}}
+    heavy = {
+        m
+        for m in loaded
+        if m.split(".")[0]
+        in {"torch", "numpy", "pandas", "sqlite_utils", "scipy", "torchvision", "datasette", "methods"}
+    }
     assert not heavy, f"importing the plugin loads {sorted(heavy)[:8]}"
 
 
@@ -171,6 +209,7 @@ def test_bench_and_its_settings_load_no_torch() -> None:
 
 
 # -- methods use the public harness API ---------------------------------------------------------
+
 
 def method_files() -> list[Path]:
     return sorted((ROOT / "methods").rglob("*.py"))
@@ -186,8 +225,11 @@ def private_uses(path: Path) -> list[str]:
                 bad.append(f"line {node.lineno}: from {node.module}")
             bad.extend(f"line {node.lineno}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_"))
         elif isinstance(node, ast.Import):
-            bad.extend(f"line {node.lineno}: import {a.name}" for a in node.names
-                       if a.name.split(".")[0] == "bench" and any(p.startswith("_") for p in a.name.split(".")))
+            bad.extend(
+                f"line {node.lineno}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] == "bench" and any(p.startswith("_") for p in a.name.split("."))
+            )
         elif isinstance(node, ast.Attribute):
             chain, inner = [node.attr], node.value
             while isinstance(inner, ast.Attribute):
@@ -195,25 +237,37 @@ def private_uses(path: Path) -> list[str]:
                 inner = inner.value
             if isinstance(inner, ast.Name):
                 dotted = [inner.id, *reversed(chain)]
-                if dotted[:2] in (["time", "perf_counter"], ["time", "perf_counter_ns"], ["time", "time"],
-                                  ["time", "monotonic"]):
+                if dotted[:2] in (
+                    ["time", "perf_counter"],
+                    ["time", "perf_counter_ns"],
+                    ["time", "time"],
+                    ["time", "monotonic"],
+                ):
                     bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use bench.measure.Stopwatch)")
-                if dotted[0] in {"bench", "engine"} and any(p.startswith("_") and not p.startswith("__")
-                                                             for p in dotted[1:]):
+                if dotted[-1] in {"series", "timers"} and dotted[-2] == "rec":
+                    bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use rec.curve(name))")
+                if dotted[0] in {"bench", "engine"} and any(
+                    p.startswith("_") and not p.startswith("__") for p in dotted[1:]
+                ):
                     bad.append(f"line {node.lineno}: {'.'.join(dotted)}")
         elif isinstance(node, ast.ImportFrom) and node.module == "time":
-            bad.extend(f"line {node.lineno}: from time import {a.name}" for a in node.names
-                       if a.name in {"perf_counter", "perf_counter_ns", "time", "monotonic"})
+            bad.extend(
+                f"line {node.lineno}: from time import {a.name}"
+                for a in node.names
+                if a.name in {"perf_counter", "perf_counter_ns", "time", "monotonic"}
+            )
     return bad
 
 
 def test_private_use_checker_catches_each_form(tmp_path: Path) -> None:
     src = tmp_path / "m.py"
-    src.write_text("import time\nfrom bench.execute.runner import _resolve\nfrom bench.models._x import y\n"
-                   "import bench.data.registry\nt = time.perf_counter()\nbench.data.registry._LOADERS\n"
-                   "from time import perf_counter\n")
+    src.write_text(
+        "import time\nfrom bench.execute.runner import _resolve\nfrom bench.models._x import y\n"
+        "import bench.data.registry\nt = time.perf_counter()\nbench.data.registry._LOADERS\n"
+        "from time import perf_counter\nrec.series['x']\n"
+    )
     found = private_uses(src)
-    assert len(found) == 5, found
+    assert len(found) == 6, found
 
 
 @pytest.mark.parametrize("path", method_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -222,6 +276,7 @@ def test_methods_use_public_harness_api(path: Path) -> None:
 
 
 # -- one exception family -------------------------------------------------------------------------
+
 
 def test_every_harness_exception_lives_in_errors_and_is_a_bench_error() -> None:
     from bench.errors import BenchError
@@ -235,3 +290,49 @@ def test_every_harness_exception_lives_in_errors_and_is_a_bench_error() -> None:
                 assert obj.__module__ == "bench.errors", f"{obj.__qualname__} is defined in {obj.__module__}"
                 assert issubclass(obj, BenchError), f"{obj.__qualname__} is not a BenchError"
     assert len(set(found)) >= 19
+
+
+# -- SQL in one place ------------------------------------------------------------------------------
+
+SQL_MODULES = {"bench.results.schema", "bench.results.store", "bench.results.queries"}
+SQL_START = re.compile(
+    r"^\s*(SELECT\s.*\bFROM\b|INSERT\s+INTO\b|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM\b|CREATE\s+(TABLE|VIEW|INDEX)\b"
+    r"|PRAGMA\s+\w+|VACUUM\b|WITH\s+\w+\s+AS\s*\()",
+    re.I | re.S,
+)
+
+
+def sql_literals(path: Path) -> list[str]:
+    """String literals (f-string parts included) of ``path`` that start like an SQL statement;
+    docstrings are prose and do not count."""
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+        if isinstance(node, ast.JoinedStr):
+            docstrings.update(id(v) for v in node.values)  # f-string parts: judged with their f-string
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if SQL_START.match(node.value):
+                found.append(f"line {node.lineno}: {node.value[:60]!r}")
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            head = node.values[0]
+            if isinstance(head, ast.Constant) and isinstance(head.value, str) and SQL_START.match(head.value):
+                found.append(f"line {node.lineno}: f{head.value[:60]!r}")
+    return found
+
+
+def test_sql_literal_finder_sees_plain_and_f_strings(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text('"""SELECT in a docstring is prose."""\nA = "select * from runs"\nB = f"UPDATE runs SET x = {1}"\n')
+    assert len(sql_literals(src)) == 2
+
+
+@pytest.mark.parametrize("name", sorted(set(bench_modules()) - SQL_MODULES))
+def test_sql_is_written_only_in_the_results_store(name: str) -> None:
+    """SQL text lives in results/schema (DDL, views), results/store (writes) and results/queries (reads)."""
+    assert sql_literals(bench_modules()[name]) == []

@@ -11,6 +11,7 @@ Skips, with the reason, when chromium (``/usr/bin/chromium``, or ``chromium`` on
 the ``playwright`` package is missing. Never ``playwright install``: CI installs Debian's
 chromium in ``.ci/run``.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,16 +32,24 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
 if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it with"
-                " `apt-get install chromium`", allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it with `apt-get install chromium`",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 Image = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
 
 # tests/ is on sys.path under pytest's default import mode
-from test_serve import build_fixture_db
+from test_serve import build_fixture_db  # noqa: E402 - after the importorskip guards
 
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 REPO = Path(__file__).resolve().parents[1]
 NOTHING = {"suite": "no-such-suite"}  # every dashboard has a suite filter
 DASHBOARDS = {  # slug -> filters that select data in the fixture database
@@ -78,8 +87,13 @@ def wait_until_responds(url: str, proc: subprocess.Popen, timeout_s: float = 90.
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = build_fixture_db(tmp_path_factory.mktemp("browser") / "results.db").path
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.dispatch", "serve", str(db), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli.dispatch", "serve", str(db), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_responds(f"{base}/-/versions.json", proc)
@@ -109,8 +123,7 @@ def coloured_pixels(png: bytes) -> int:
     return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())
 
 
-def render(browser: Any, url: str, min_pixels: int, screenshot: Path | None = None,
-           poll_s: float = 30.0) -> int:
+def render(browser: Any, url: str, min_pixels: int, screenshot: Path | None = None, poll_s: float = 30.0) -> int:
     """Load ``url``, wait for the vega chart, and return its coloured pixels as soon as at
     least ``min_pixels`` are drawn (after ``poll_s`` seconds, whatever is drawn)."""
     page = browser.new_page()
@@ -140,15 +153,19 @@ def test_dashboard_chart_is_drawn(server: str, browser: Any, slug: str, tmp_path
     from urllib.parse import urlencode
 
     shot = tmp_path / f"dashboard-{slug}.png"
-    drawn = render(browser, f"{server}/-/dashboards/{slug}?{urlencode(DASHBOARDS[slug])}",
-                   MIN_MARK_PIXELS, screenshot=shot)
-    empty = render(browser, f"{server}/-/dashboards/{slug}?{urlencode({**DASHBOARDS[slug], **NOTHING})}", 10**9,
-                   poll_s=0.4)
+    drawn = render(
+        browser, f"{server}/-/dashboards/{slug}?{urlencode(DASHBOARDS[slug])}", MIN_MARK_PIXELS, screenshot=shot
+    )
+    empty = render(
+        browser, f"{server}/-/dashboards/{slug}?{urlencode({**DASHBOARDS[slug], **NOTHING})}", 10**9, poll_s=0.4
+    )
     copy = REPO / "screenshots" / shot.name
     copy.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, copy)
     with Image.open(shot) as image:
         size = image.size
-    print(f"\nscreenshot of {slug}: {shot} (copy: {copy}), {size[0]}x{size[1]} px;"
-          f" coloured chart pixels: {drawn} with data, {empty} without")
+    print(
+        f"\nscreenshot of {slug}: {shot} (copy: {copy}), {size[0]}x{size[1]} px;"
+        f" coloured chart pixels: {drawn} with data, {empty} without"
+    )
     assert drawn - empty >= MIN_MARK_PIXELS, f"{slug}: chart looks blank ({drawn} vs {empty} coloured pixels)"

@@ -1,13 +1,14 @@
 """Cache keys hold the arithmetic: a cache filled under one set of threads / ISA pins is never
 read under another (the cross-contamination that made `make bench; make test` fail)."""
+
 import json
 
 import pytest
 import torch
 
 from bench import cache, env
-from bench.models.pretrain import PretrainRecipe, source_path
 from bench.contract.settings import TrainConfig
+from bench.models.pretrain import PretrainRecipe, source_path
 
 RECIPE = PretrainRecipe(train=TrainConfig(epochs=0.1, batch_size=32, log_every=1000))
 PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")
@@ -22,8 +23,18 @@ def unpinned(monkeypatch):
 
 def test_arithmetic_names_what_changes_cpu_results(unpinned):
     a = env.arithmetic("cpu")
-    assert set(a) == {"torch", "device", "deterministic", "cpu", "cpu_id", "threads", "cpu_capability", "mkldnn",
-                      "onednn_isa", "mkl_cbwr"}
+    assert set(a) == {
+        "torch",
+        "device",
+        "deterministic",
+        "cpu",
+        "cpu_id",
+        "threads",
+        "cpu_capability",
+        "mkldnn",
+        "onednn_isa",
+        "mkl_cbwr",
+    }
     assert (a["cpu"], a["cpu_id"]) == (env.machine_cpu()["cpu_model"], env.machine_cpu()["cpu_id"])
     assert a["torch"] == str(torch.__version__) and a["device"] == "cpu"
     assert a["threads"] == torch.get_num_threads()
@@ -84,8 +95,12 @@ def test_cached_computes_once_then_hits(tmp_path):
     again, hit2 = cache.cached(path, compute)
     assert (hit, hit2, len(calls)) == (False, True, 1)
     assert torch.equal(first["x"], again["x"])
-    text, hit3 = cache.cached(tmp_path / "t.json", lambda: [1, 2], load=lambda p: json.loads(p.read_text()),
-                              save=lambda v, p: cache.atomic_write_text(json.dumps(v), p))
+    text, hit3 = cache.cached(
+        tmp_path / "t.json",
+        lambda: [1, 2],
+        load=lambda p: json.loads(p.read_text()),
+        save=lambda v, p: cache.atomic_write_text(json.dumps(v), p),
+    )
     assert (text, hit3) == ([1, 2], False)
     assert json.loads((tmp_path / "t.json").read_text()) == [1, 2]
 
@@ -117,8 +132,8 @@ def test_a_miss_leaves_the_callers_random_streams_as_a_hit_does(tmp_path):
         return torch.rand(1).item(), float(np.random.rand()), random.random()
 
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    cache.cached(tmp_path / "a.pt", compute)            # miss
+    cache.cached(tmp_path / "a.pt", compute)  # miss
     after_miss = draw()
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    cache.cached(tmp_path / "a.pt", compute)            # hit
+    cache.cached(tmp_path / "a.pt", compute)  # hit
     assert draw() == after_miss

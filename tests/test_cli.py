@@ -1,15 +1,16 @@
 """The ``bench`` command: report aggregates seeds, merge folds shards idempotently, list names registries."""
+
 import sqlite3
 
-
-from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
+from bench.contract.cell import CellResult, CellSpec
 from bench.results.store import Store
 
 
 def result(seed: int, acc: float, variant: str = "full_ft", status: str = "ok", mode: str = "accuracy") -> CellResult:
-    spec = CellSpec(suite="s", method=variant, variant=variant, dataset="uci-digits", model="resnet20", seed=seed,
-                    mode=mode)
+    spec = CellSpec(
+        suite="s", method=variant, variant=variant, dataset="uci-digits", model="resnet20", seed=seed, mode=mode
+    )
     metrics = {"test_top1_pct": acc, "val_top1_pct": acc - 1, "step_ms_median": 10.0 + seed} if status == "ok" else {}
     return CellResult(spec=spec, status=status, metrics=metrics, error="boom" if status != "ok" else "")
 
@@ -24,8 +25,16 @@ def write(db, results, run_info=None):
 
 def test_report_mean_std_n(tmp_path, capsys):
     db = tmp_path / "r.db"
-    write(db, [result(0, 90.0), result(1, 92.0), result(2, 94.0), result(0, 50.0, "scratch"),
-               result(1, 0, "scratch", status="failed")])
+    write(
+        db,
+        [
+            result(0, 90.0),
+            result(1, 92.0),
+            result(2, 94.0),
+            result(0, 50.0, "scratch"),
+            result(1, 0, "scratch", status="failed"),
+        ],
+    )
     assert main(["report", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "5 cells in" in out and "1 failed, 4 ok" in out
@@ -110,8 +119,17 @@ def test_report_layouts_by_variant_and_per_seed(tmp_path, capsys):
     from bench.results.report import render
 
     db = tmp_path / "r.db"
-    write(db, [result(0, 90.0, "a"), result(1, 92.0, "a"), result(2, 10.0, "a"),
-               result(0, 80.0, "b"), result(1, 82.0, "b"), result(2, 0, "b", status="failed")])
+    write(
+        db,
+        [
+            result(0, 90.0, "a"),
+            result(1, 92.0, "a"),
+            result(2, 10.0, "a"),
+            result(0, 80.0, "b"),
+            result(1, 82.0, "b"),
+            result(2, 0, "b", status="failed"),
+        ],
+    )
     wide = render(db, layout="by-variant", metrics=["test_top1_pct"]).splitlines()
     assert wide[4].split()[-8:] == ["64.00", "+-", "46.78", "(3)", "81.00", "+-", "1.41", "(2)"]
     seeds = render(db, layout="per-seed", metrics=["test_top1_pct"]).splitlines()
@@ -126,8 +144,11 @@ def test_report_matrix_lays_out_a_metric_family(tmp_path, capsys):
 
     def with_t3(seed: int, variant: str, scale: float) -> CellResult:
         r = result(seed, 50.0, variant)
-        t3 = {f"t3_{p}_{seg}_mae": scale * (i + 1) + j + seed for i, p in enumerate(("adaptive", "fixed10"))
-              for j, seg in enumerate(("all", "20_40", "80_100"))}
+        t3 = {
+            f"t3_{p}_{seg}_mae": scale * (i + 1) + j + seed
+            for i, p in enumerate(("adaptive", "fixed10"))
+            for j, seg in enumerate(("all", "20_40", "80_100"))
+        }
         return dataclasses.replace(r, metrics={**r.metrics, **t3, "t3_adaptive_all_mse": 1.0})
 
     db = tmp_path / "r.db"
@@ -137,8 +158,21 @@ def test_report_matrix_lays_out_a_metric_family(tmp_path, capsys):
     assert "1 cells in" not in lines[0] and lines[0].startswith("2 cells in")
     assert lines[3].split()[6:] == ["row", "20_40", "80_100", "all"]
     # adaptive: seeds 0 and 1 give all 10/11, 20_40 11/12, 80_100 12/13; fixed10 all 20/21, ...
-    assert lines[4].split()[6:] == ["adaptive", "11.50", "+-", "0.71", "(2)", "12.50", "+-", "0.71", "(2)",
-                                    "10.50", "+-", "0.71", "(2)"]
+    assert lines[4].split()[6:] == [
+        "adaptive",
+        "11.50",
+        "+-",
+        "0.71",
+        "(2)",
+        "12.50",
+        "+-",
+        "0.71",
+        "(2)",
+        "10.50",
+        "+-",
+        "0.71",
+        "(2)",
+    ]
     assert lines[5].split()[6:8] == ["fixed10", "21.50"] and len(lines) == 6
     assert main(["report", "--db", str(db), "--matrix", "t3_{row}_mae"]) == 2
     assert "needs one {row} and one {col}" in capsys.readouterr().err

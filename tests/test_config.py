@@ -1,4 +1,5 @@
 """Configs: strict keys, nested/dotted overrides, type checks, validation messages."""
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
@@ -6,8 +7,8 @@ from typing import Literal
 import pytest
 
 from bench.contract.config import canonical_json, make_config, require
-from bench.errors import InvalidConfig
 from bench.contract.settings import TrainConfig
+from bench.errors import InvalidConfig
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,16 @@ def test_unknown_nested_key_names_its_path():
         make_config(Outer, {"inner.lrr": 1})
 
 
-@pytest.mark.parametrize("key,value,msg", [
-    ("k", "3", "expected an integer"),
-    ("k", 2.5, "expected an integer"),
-    ("inner.lr", "fast", "expected a number"),
-    ("name", "c", "is not one of 'a', 'b'"),
-    ("k", -1, "k must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "key,value,msg",
+    [
+        ("k", "3", "expected an integer"),
+        ("k", 2.5, "expected an integer"),
+        ("inner.lr", "fast", "expected a number"),
+        ("name", "c", "is not one of 'a', 'b'"),
+        ("k", -1, "k must be >= 0, got -1"),
+    ],
+)
 def test_bad_values_rejected(key, value, msg):
     with pytest.raises(InvalidConfig, match=msg):
         make_config(Outer, {key: value})

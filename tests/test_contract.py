@@ -7,16 +7,17 @@
 - parameters that trained (and share a name and shape with the source) moved away from
   the source weights.
 """
+
 import math
 
 import pytest
 import torch
 
 from bench.contract.interface import EVAL_KEYS, Fitted, Method
-from bench.models.pretrain import pretrained_source
 from bench.contract.recorder import Recorder
-from bench.registry import METHODS
 from bench.execute.runner import build_task, resolve, seed_everything
+from bench.models.pretrain import pretrained_source
+from bench.registry import METHODS
 from tests.conftest import TINY_CONFIGS, tiny_spec
 
 
@@ -24,7 +25,8 @@ from tests.conftest import TINY_CONFIGS, tiny_spec
 def test_every_method_has_a_tiny_config(name):
     cls = METHODS.get(name)
     assert name in TINY_CONFIGS or "train" in cls.Config.__dataclass_fields__, (
-        f"{name}: add a tiny config to TINY_CONFIGS in tests/conftest.py so contract tests stay fast")
+        f"{name}: add a tiny config to TINY_CONFIGS in tests/conftest.py so contract tests stay fast"
+    )
 
 
 def _source_state(task):
@@ -60,6 +62,9 @@ def test_method_contract(name):
     state = model.state_dict()
     for key in frozen + frozen_buffers:
         assert torch.equal(state[key].cpu(), source[key]), f"{name}: frozen tensor {key} changed"
-    moved = [n for n, p in params.items() if p.requires_grad and n in source and p.shape == source[n].shape
-             and not n.startswith("fc.")]
+    moved = [
+        n
+        for n, p in params.items()
+        if p.requires_grad and n in source and p.shape == source[n].shape and not n.startswith("fc.")
+    ]
     assert all(not torch.equal(state[n].cpu(), source[n]) for n in moved), f"{name}: a trainable tensor did not move"

@@ -1,14 +1,15 @@
 """Planning from counted step costs: NASOA's budgets, plans, search spend and NSGA objective do not
 move with the wall clock (``bench.models.cost``), and "no plan fits" is a recorded outcome."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench.models.cost import CostModel, StepCount, count_train_step, model_step_count
 from bench.errors import InvalidConfig
-from bench.models.net import build_model
 from bench.execute.runner import run_cell
+from bench.models.cost import CostModel, StepCount, count_train_step, model_step_count
+from bench.models.net import build_model
 from tests.conftest import tiny_spec
 
 COUNTED = {"cost.kind": "counted"}
@@ -47,16 +48,25 @@ def test_counted_plans_ignore_the_measured_step_times(monkeypatch, search):
     real = steptime.step_table
     results = []
     for factor in (1.0, 7.0):
-        monkeypatch.setattr(steptime, "step_table",
-                            lambda *a, f=factor, **k: {m: v * f for m, v in real(*a, **k).items()})
+        monkeypatch.setattr(
+            steptime, "step_table", lambda *a, f=factor, **k: {m: v * f for m, v in real(*a, **k).items()}
+        )
         results.append(run_cell(_nasoa(search, max_trials=3)))
     idle, busy = results
     assert idle.ok and busy.ok, (idle.error, busy.error)
-    for name in ("budget_s", "chosen_iters", "chosen_planned_s", "search_cost_s", "resnet18_planned_step_ms",
-                 "test_top1_pct", "plan_feasible_bool"):
+    for name in (
+        "budget_s",
+        "chosen_iters",
+        "chosen_planned_s",
+        "search_cost_s",
+        "resnet18_planned_step_ms",
+        "test_top1_pct",
+        "plan_feasible_bool",
+    ):
         assert idle.metrics[name] == busy.metrics[name], name
-    assert busy.metrics["resnet18_measured_step_ms"] == pytest.approx(7 * idle.metrics["resnet18_measured_step_ms"],
-                                                                      rel=0.5)
+    assert busy.metrics["resnet18_measured_step_ms"] == pytest.approx(
+        7 * idle.metrics["resnet18_measured_step_ms"], rel=0.5
+    )
     assert idle.info["cost_model"] == "counted"
 
 
@@ -96,8 +106,9 @@ def test_nsga_step_objective_is_counted_and_the_measured_ms_kept():
     from methods.nasoa.nsga import ProxyConfig, ProxyEvaluator
 
     tr, va, _ = load_splits("uci-digits", seed=0, input_size=16)
-    cfg = ProxyConfig(time_width=0.125, time_size=16, time_batch=4, time_steps=1, time_warmup=0,
-                      cost=CostModel(kind="counted"))
+    cfg = ProxyConfig(
+        time_width=0.125, time_size=16, time_batch=4, time_steps=1, time_warmup=0, cost=CostModel(kind="counted")
+    )
     ev = ProxyEvaluator(cfg, tr, va, torch.device("cpu"), 0)
     arch = parse("020-_64_11-21-21-21")
     first, second = ev.step_ms(arch), ev.step_ms(arch)

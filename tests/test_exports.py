@@ -4,6 +4,7 @@ The database is synthetic (Store + CellSpec/CellResult, no training): two runs, 
 re-run in the second, a failed cell, a second suite, curves with positions, a value
 that needs all 17 digits and an error text with a comma, quotes and a newline.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,47 +15,89 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
+from bench.contract.cell import CellResult, CellSpec
 from bench.errors import UnknownName
 from bench.results.exports import METRICS_COLUMNS, SERIES_COLUMNS, SUMMARY_COLUMNS, load
 from bench.results.store import Store, read_frame
 
 THIRD = 100 / 3  # 33.333333333333336: every digit must survive
 ERROR = 'boom, "quoted"\nsecond line'
-VIEWS = ("runs", "results", "metrics", "series", "results_wide", "latest_results", "results_provenance",
-         "seed_summary")
+VIEWS = ("runs", "results", "metrics", "series", "results_wide", "latest_results", "results_provenance", "seed_summary")
 
 
-def result(variant: str, seed: int, started: str, *, suite: str = "s", status: str = "ok",
-           metrics: dict | None = None, series: dict | None = None) -> CellResult:
-    spec = CellSpec(suite=suite, method=variant, variant=variant, dataset="uci-digits", model="resnet20",
-                    seed=seed, config_json='{"k": 1}')
-    return CellResult(spec=spec, status=status, metrics=metrics or {}, series=series or {}, started_at=started,
-                      ended_at=started, wall_s=1.5, error=ERROR if status != "ok" else "",
-                      error_type="RuntimeError" if status != "ok" else "")
+def result(
+    variant: str,
+    seed: int,
+    started: str,
+    *,
+    suite: str = "s",
+    status: str = "ok",
+    metrics: dict | None = None,
+    series: dict | None = None,
+) -> CellResult:
+    spec = CellSpec(
+        suite=suite,
+        method=variant,
+        variant=variant,
+        dataset="uci-digits",
+        model="resnet20",
+        seed=seed,
+        config_json='{"k": 1}',
+    )
+    return CellResult(
+        spec=spec,
+        status=status,
+        metrics=metrics or {},
+        series=series or {},
+        started_at=started,
+        ended_at=started,
+        wall_s=1.5,
+        error=ERROR if status != "ok" else "",
+        error_type="RuntimeError" if status != "ok" else "",
+    )
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "r.db"
     with Store(path) as store:
-        a = store.start_run({"tier": "smoke", "tag": "main", "git_sha": "abc123", "git_dirty": 0, "host": "n1",
-                             "started_at": "2026-01-01T00:00:00+00:00"})
-        store.write_result(a, result("full_ft", 0, "2026-01-01T00:00:01+00:00",
-                                     metrics={"test_top1_pct": 90.0, "step_ms_median": 10.0},
-                                     series={"train_loss_nat": [(0, 2.5), (10, 1.25)],
-                                             "keep_prob": [(5, 0.5, 0), (5, 0.25, 1)]}))
-        store.write_result(a, result("full_ft", 1, "2026-01-01T00:00:02+00:00",
-                                     metrics={"test_top1_pct": 92.0, "step_ms_median": THIRD}))
+        a = store.start_run(
+            {
+                "tier": "smoke",
+                "tag": "main",
+                "git_sha": "abc123",
+                "git_dirty": 0,
+                "host": "n1",
+                "started_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+        store.write_result(
+            a,
+            result(
+                "full_ft",
+                0,
+                "2026-01-01T00:00:01+00:00",
+                metrics={"test_top1_pct": 90.0, "step_ms_median": 10.0},
+                series={"train_loss_nat": [(0, 2.5), (10, 1.25)], "keep_prob": [(5, 0.5, 0), (5, 0.25, 1)]},
+            ),
+        )
+        store.write_result(
+            a,
+            result("full_ft", 1, "2026-01-01T00:00:02+00:00", metrics={"test_top1_pct": 92.0, "step_ms_median": THIRD}),
+        )
         store.write_result(a, result("scratch", 0, "2026-01-01T00:00:03+00:00", status="failed"))
         store.finish_run(a)
-        b = store.start_run({"tier": "smoke", "tag": "pr", "git_sha": "def456", "host": "n2",
-                             "started_at": "2026-01-02T00:00:00+00:00"})
-        store.write_result(b, result("full_ft", 0, "2026-01-02T00:00:01+00:00",
-                                     metrics={"test_top1_pct": 94.0, "step_ms_median": 11.0}))
-        store.write_result(b, result("full_ft", 0, "2026-01-02T00:00:02+00:00", suite="other",
-                                     metrics={"test_top1_pct": 50.0}))
+        b = store.start_run(
+            {"tier": "smoke", "tag": "pr", "git_sha": "def456", "host": "n2", "started_at": "2026-01-02T00:00:00+00:00"}
+        )
+        store.write_result(
+            b,
+            result("full_ft", 0, "2026-01-02T00:00:01+00:00", metrics={"test_top1_pct": 94.0, "step_ms_median": 11.0}),
+        )
+        store.write_result(
+            b, result("full_ft", 0, "2026-01-02T00:00:02+00:00", suite="other", metrics={"test_top1_pct": 50.0})
+        )
         store.finish_run(b)
     return path
 
@@ -90,8 +133,9 @@ def test_json_round_trips(db: Path, tmp_path: Path, view: str):
     columns, rows = raw(db, view)
     records = json.loads(out.read_text())
     assert records == [dict(zip(columns, row)) for row in rows]
-    pd.testing.assert_frame_equal(pd.DataFrame.from_records(records, columns=columns),
-                                  pd.DataFrame.from_records(rows, columns=columns))
+    pd.testing.assert_frame_equal(
+        pd.DataFrame.from_records(records, columns=columns), pd.DataFrame.from_records(rows, columns=columns)
+    )
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -110,8 +154,24 @@ def test_floats_keep_every_digit(db: Path, tmp_path: Path, capsys: pytest.Captur
     where = "name = 'step_ms_median'"
     assert main(["export", "--db", str(db), "--view", "metrics", "--format", "csv", "--where", where]) == 0
     assert str(THIRD) in capsys.readouterr().out
-    assert main(["export", "--db", str(db), "--view", "metrics", "--format", "parquet", "--where", where,
-                 "-o", str(tmp_path / "m.parquet")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                str(db),
+                "--view",
+                "metrics",
+                "--format",
+                "parquet",
+                "--where",
+                where,
+                "-o",
+                str(tmp_path / "m.parquet"),
+            ]
+        )
+        == 0
+    )
     assert THIRD in pd.read_parquet(tmp_path / "m.parquet")["value"].tolist()
 
 
@@ -119,8 +179,24 @@ def test_stdout_filters_and_header(db: Path, capsys: pytest.CaptureFixture):
     assert main(["export", "--db", str(db), "--view", "results", "--format", "csv", "--suite", "other"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("result_id,run_id,cell_key,suite,method,variant") and len(lines) == 2
-    assert main(["export", "--db", str(db), "--view", "results", "--format", "json", "--suite", "s",
-                 "--where", "status = 'ok' AND seed = 0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                str(db),
+                "--view",
+                "results",
+                "--format",
+                "json",
+                "--suite",
+                "s",
+                "--where",
+                "status = 'ok' AND seed = 0",
+            ]
+        )
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert [(r["suite"], r["variant"], r["seed"]) for r in records] == [("s", "full_ft", 0)] * 2
 
@@ -128,8 +204,10 @@ def test_stdout_filters_and_header(db: Path, capsys: pytest.CaptureFixture):
 def test_bad_requests_exit_2_with_the_valid_choices(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     assert main(["export", "--db", str(db), "--view", "nope", "--format", "csv"]) == 2
     err = capsys.readouterr().err
-    assert "unknown table or view 'nope'; valid names: claims, gate_decisions, latest_results, metrics, " \
-           "results, results_provenance, results_wide, runs, seed_summary, series" in err
+    assert (
+        "unknown table or view 'nope'; valid names: claims, gate_decisions, latest_results, metrics, "
+        "results, results_provenance, results_wide, runs, seed_summary, series" in err
+    )
     assert main(["export", "--db", str(db), "--view", "runs", "--format", "csv", "--suite", "s"]) == 2
     assert "'runs' has no suite column; its columns: run_id, started_at" in capsys.readouterr().err
     assert main(["export", "--db", str(db), "--view", "results", "--format", "csv", "--where", "nope = 1"]) == 2
@@ -147,13 +225,19 @@ def test_load_frames(db: Path):
     assert {"git_sha", "run_tag", "gpu_name", "host", "status", "cell_key"} <= set(res.results.columns)
     assert dict(zip(res.results["run_tag"], res.results["git_sha"])) == {"main": "abc123", "pr": "def456"}
     assert list(res.metrics.columns) == list(METRICS_COLUMNS) and len(res.metrics) == 7
-    rerun = res.metrics[(res.metrics["run_id"] == res.runs["run_id"][1]) & (res.metrics["suite"] == "s")
-                        & (res.metrics["metric"] == "test_top1_pct")]
+    rerun = res.metrics[
+        (res.metrics["run_id"] == res.runs["run_id"][1])
+        & (res.metrics["suite"] == "s")
+        & (res.metrics["metric"] == "test_top1_pct")
+    ]
     assert rerun["value"].tolist() == [94.0] and rerun["variant"].tolist() == ["full_ft"]
     assert list(res.series.columns) == list(SERIES_COLUMNS)
     assert sorted(zip(res.series["name"], res.series["step"], res.series["position"], res.series["value"])) == [
-        ("keep_prob", 5, 0, 0.5), ("keep_prob", 5, 1, 0.25), ("train_loss_nat", 0, 0, 2.5),
-        ("train_loss_nat", 10, 0, 1.25)]
+        ("keep_prob", 5, 0, 0.5),
+        ("keep_prob", 5, 1, 0.25),
+        ("train_loss_nat", 0, 0, 2.5),
+        ("train_loss_nat", 10, 0, 1.25),
+    ]
     assert provenance.loc[res.series["result_id"].iloc[0], "run_tag"] == "main"
 
 

@@ -3,6 +3,7 @@
 Each test writes small runs (no training), runs the command through ``bench.cli.dispatch.main``
 and checks the exit status, the verdict of each cell and what was written.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,36 +13,87 @@ from pathlib import Path
 
 import pytest
 
-from bench.contract.cell import CellResult, CellSpec
 from bench.cli import main
-from bench.cli.gate import load_config
-from bench.gate.rules import GateSettings
+from bench.contract.cell import CellResult, CellSpec
 from bench.gate.reference_file import FORMAT, read_reference
+from bench.gate.settings import GateSettings, load_config
 from bench.results.stats import bh_adjust, paired_one_sided_p
 from bench.results.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = {"deterministic_algorithms": True, "cudnn_benchmark": False}
-RUN = {"tier": "smoke", "mode": "accuracy", "torch": "2.14.1+cpu", "cuda": None, "gpu_name": None,
-       "flags_json": FLAGS, "git_sha": "a1b2c3d4e5f6", "host": "ci-1", "started_at": "2026-01-01T00:00:00+00:00"}
+RUN = {
+    "tier": "smoke",
+    "mode": "accuracy",
+    "torch": "2.14.1+cpu",
+    "cuda": None,
+    "gpu_name": None,
+    "flags_json": FLAGS,
+    "git_sha": "a1b2c3d4e5f6",
+    "host": "ci-1",
+    "started_at": "2026-01-01T00:00:00+00:00",
+}
 # (variant, dataset) -> accuracy per seed 0, 1, 2
-BASE = {("full_ft", "uci-digits"): [96.0, 95.5, 95.0], ("full_ft", "lfw-faces"): [97.5, 95.0, 100.0],
-        ("last_k", "uci-digits"): [90.0, 91.0, 89.0], ("last_k", "lfw-faces"): [92.5, 90.0, 95.0]}
+BASE = {
+    ("full_ft", "uci-digits"): [96.0, 95.5, 95.0],
+    ("full_ft", "lfw-faces"): [97.5, 95.0, 100.0],
+    ("last_k", "uci-digits"): [90.0, 91.0, 89.0],
+    ("last_k", "lfw-faces"): [92.5, 90.0, 95.0],
+}
 
 
-def spec(variant: str = "full_ft", dataset: str = "uci-digits", seed: int = 0, *, model: str = "resnet20",
-         tier: str = "smoke", mode: str = "accuracy", config: str = "{}") -> CellSpec:
-    return CellSpec(suite="s", method=variant, variant=variant, dataset=dataset, model=model, seed=seed,
-                    tier=tier, mode=mode, config_json=config)
+def spec(
+    variant: str = "full_ft",
+    dataset: str = "uci-digits",
+    seed: int = 0,
+    *,
+    model: str = "resnet20",
+    tier: str = "smoke",
+    mode: str = "accuracy",
+    config: str = "{}",
+) -> CellSpec:
+    return CellSpec(
+        suite="s",
+        method=variant,
+        variant=variant,
+        dataset=dataset,
+        model=model,
+        seed=seed,
+        tier=tier,
+        mode=mode,
+        config_json=config,
+    )
 
 
-def cell(variant: str, dataset: str, seed: int, acc: float | None = None, *, status: str = "ok",
-         metrics: dict | None = None, **kw) -> CellResult:
-    values = {"test_top1_pct": acc, "val_top1_pct": (acc or 0) - 1, "step_ms_median": 10.0,
-              "peak_mem_mib": 100.0, "fit_s": 3.0} if acc is not None else {}
+def cell(
+    variant: str,
+    dataset: str,
+    seed: int,
+    acc: float | None = None,
+    *,
+    status: str = "ok",
+    metrics: dict | None = None,
+    **kw,
+) -> CellResult:
+    values = (
+        {
+            "test_top1_pct": acc,
+            "val_top1_pct": (acc or 0) - 1,
+            "step_ms_median": 10.0,
+            "peak_mem_mib": 100.0,
+            "fit_s": 3.0,
+        }
+        if acc is not None
+        else {}
+    )
     values.update(metrics or {})
-    return CellResult(spec=spec(variant, dataset, seed, **kw), status=status, metrics=values,
-                      error="boom" if status != "ok" else "", error_type="RuntimeError" if status != "ok" else "")
+    return CellResult(
+        spec=spec(variant, dataset, seed, **kw),
+        status=status,
+        metrics=values,
+        error="boom" if status != "ok" else "",
+        error_type="RuntimeError" if status != "ok" else "",
+    )
 
 
 def grid(shift: dict | None = None, seeds: tuple[int, ...] = (0, 1, 2), **kw) -> list[CellResult]:
@@ -87,6 +139,7 @@ def two_dbs(tmp_path: Path, ref: list[CellResult], cand: list[CellResult], **can
 
 # --- the headline behaviour ----------------------------------------------------------------------
 
+
 def test_identical_candidate_passes(tmp_path, capsys):
     a, b = two_dbs(tmp_path, grid(), grid())
     code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
@@ -113,8 +166,9 @@ def test_threshold_uses_k_times_reference_std(tmp_path, capsys):
     a, b = two_dbs(tmp_path, grid(), grid({("last_k", "uci-digits"): -1.5}))
     assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")[0] == 0
     assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--k", "1")[0] == 1
-    code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--k", "0",
-                        "--abs-tol", "test_top1_pct=1.6")
+    code, out, _ = gate(
+        capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--k", "0", "--abs-tol", "test_top1_pct=1.6"
+    )
     assert code == 0 and "max(abs_tol 1.6, 0 x ref std 1)" in out
 
 
@@ -127,6 +181,7 @@ def test_improvement_reported(tmp_path, capsys):
 
 # --- n >= 5: one-sided test and Benjamini-Hochberg -------------------------------------------------
 
+
 def test_n5_paired_test_and_bh(tmp_path, capsys):
     seeds = (0, 1, 2, 3, 4)
     ref = grid(seeds=seeds)
@@ -137,7 +192,9 @@ def test_n5_paired_test_and_bh(tmp_path, capsys):
     cand = []
     for r in ref:
         v, d, s = r.spec.variant, r.spec.dataset, r.spec.seed
-        bump = steady[s] if (v, d) == ("full_ft", "uci-digits") else noisy[s] if (v, d) == ("last_k", "uci-digits") else 0
+        bump = (
+            steady[s] if (v, d) == ("full_ft", "uci-digits") else noisy[s] if (v, d) == ("last_k", "uci-digits") else 0
+        )
         cand.append(cell(v, d, s, r.metrics["test_top1_pct"] + bump))
     a, b = two_dbs(tmp_path, ref, cand)
     report = tmp_path / "gate.json"
@@ -152,9 +209,12 @@ def test_n5_paired_test_and_bh(tmp_path, capsys):
     tested = [d for d in data["decisions"] if d["p_value"] is not None]
     assert len(tested) == 4
     assert [d["p_adjusted"] for d in tested] == pytest.approx(bh_adjust([d["p_value"] for d in tested]), rel=1e-12)
-    ref_vals = [r.metrics["test_top1_pct"] for r in ref if (r.spec.variant, r.spec.dataset) == ("full_ft", "uci-digits")]
-    cand_vals = [c.metrics["test_top1_pct"] for c in cand
-                 if (c.spec.variant, c.spec.dataset) == ("full_ft", "uci-digits")]
+    ref_vals = [
+        r.metrics["test_top1_pct"] for r in ref if (r.spec.variant, r.spec.dataset) == ("full_ft", "uci-digits")
+    ]
+    cand_vals = [
+        c.metrics["test_top1_pct"] for c in cand if (c.spec.variant, c.spec.dataset) == ("full_ft", "uci-digits")
+    ]
     assert steady_d["p_value"] == pytest.approx(paired_one_sided_p(ref_vals, cand_vals), rel=1e-12)
     assert steady_d["p_adjusted"] < 0.05 <= noisy_d["p_adjusted"]
 
@@ -163,11 +223,15 @@ def test_n5_unpaired_uses_welch(tmp_path, capsys):
     ref = grid(seeds=(0, 1, 2, 3, 4))
     cand = grid({("full_ft", "uci-digits"): -4.0}, seeds=(5, 6, 7, 8, 9))
     a, b = two_dbs(tmp_path, ref, cand)
-    code, _, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--json",
-                      str(tmp_path / "g.json"))
+    code, _, _ = gate(
+        capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--json", str(tmp_path / "g.json")
+    )
     data = json.loads((tmp_path / "g.json").read_text())
-    d = next(x for x in data["decisions"] if (x["variant"], x["dataset"], x["metric"]) ==
-             ("full_ft", "uci-digits", "test_top1_pct"))
+    d = next(
+        x
+        for x in data["decisions"]
+        if (x["variant"], x["dataset"], x["metric"]) == ("full_ft", "uci-digits", "test_top1_pct")
+    )
     assert d["test"] == "Welch t" and "unpaired" in d["reason"] and d["verdict"] == "regression"
     assert code == 1
 
@@ -182,6 +246,7 @@ def test_few_seeds_over_threshold_is_suspect(tmp_path, capsys):
 
 
 # --- missing, new and failed cells ----------------------------------------------------------------
+
 
 def test_missing_and_new_cells(tmp_path, capsys):
     ref = grid() + [cell("scratch", "uci-digits", s, 80.0) for s in range(3)]
@@ -198,8 +263,9 @@ def test_missing_and_new_cells(tmp_path, capsys):
 
 @pytest.mark.parametrize("status", ["failed", "oom", "diverged"])
 def test_not_ok_candidate_rows_are_a_regression(tmp_path, capsys, status):
-    cand = [c for c in grid() if not (c.spec.variant == "full_ft" and c.spec.dataset == "uci-digits"
-                                      and c.spec.seed == 1)]
+    cand = [
+        c for c in grid() if not (c.spec.variant == "full_ft" and c.spec.dataset == "uci-digits" and c.spec.seed == 1)
+    ]
     cand.append(cell("full_ft", "uci-digits", 1, status=status))
     a, b = two_dbs(tmp_path, grid(), cand)
     code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
@@ -221,6 +287,7 @@ def test_failed_in_both_is_not_gated(tmp_path, capsys):
 
 # --- step time and memory ----------------------------------------------------------------------------
 
+
 def _with(results: list[CellResult], **metrics: float) -> list[CellResult]:
     for r in results:
         r.metrics.update(metrics)
@@ -235,11 +302,11 @@ def test_step_time_not_gated_in_accuracy_mode(tmp_path, capsys):
     assert "| not gated |" in line and "gated only on speed-mode runs" in line
 
 
-@pytest.mark.parametrize("cand_ms, verdict, code", [(11.5, "regression", 1), (11.0, "pass", 0), (10.9, "pass", 0),
-                                                    (8.0, "improved", 0)])
+@pytest.mark.parametrize(
+    "cand_ms, verdict, code", [(11.5, "regression", 1), (11.0, "pass", 0), (10.9, "pass", 0), (8.0, "improved", 0)]
+)
 def test_step_time_gated_in_speed_mode(tmp_path, capsys, cand_ms, verdict, code):
-    a, b = two_dbs(tmp_path, grid(mode="speed"), _with(grid(mode="speed"), step_ms_median=cand_ms),
-                   mode="speed")
+    a, b = two_dbs(tmp_path, grid(mode="speed"), _with(grid(mode="speed"), step_ms_median=cand_ms), mode="speed")
     got, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
     v = verdicts(out)
     assert v[("s/full_ft/uci-digits/resnet20", "step_ms_median")] == verdict
@@ -248,11 +315,17 @@ def test_step_time_gated_in_speed_mode(tmp_path, capsys, cand_ms, verdict, code)
         assert f"x{cand_ms / 10:.3f} > time_tol 1.1" in out
 
 
-@pytest.mark.parametrize("ref_mib, cand_mib, verdict", [
-    (1000.0, 1033.0, "regression"), (1000.0, 1032.0, "pass"),    # the 32 MiB side
-    (2000.0, 2041.0, "regression"), (2000.0, 2040.0, "pass"),    # the 2% side
-    (100.0, 130.0, "pass"), (1000.0, 900.0, "improved"),
-])
+@pytest.mark.parametrize(
+    "ref_mib, cand_mib, verdict",
+    [
+        (1000.0, 1033.0, "regression"),
+        (1000.0, 1032.0, "pass"),  # the 32 MiB side
+        (2000.0, 2041.0, "regression"),
+        (2000.0, 2040.0, "pass"),  # the 2% side
+        (100.0, 130.0, "pass"),
+        (1000.0, 900.0, "improved"),
+    ],
+)
 def test_memory_rule(tmp_path, capsys, ref_mib, cand_mib, verdict):
     a, b = two_dbs(tmp_path, _with(grid(), peak_mem_mib=ref_mib), _with(grid(), peak_mem_mib=cand_mib))
     code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
@@ -272,13 +345,26 @@ def test_rank_correlations_are_gated(tmp_path, capsys):
 
 # --- comparability -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field, ref_value, cand_value, shown", [
-    ("gpu_name", "NVIDIA H100", "NVIDIA A100", "gpu_name differs: reference 'NVIDIA H100', candidate 'NVIDIA A100'"),
-    ("torch", "2.14.1+cpu", "2.15.0+cpu", "torch differs: reference '2.14.1+cpu', candidate '2.15.0+cpu'"),
-    ("cuda", "12.4", "13.0", "cuda differs: reference '12.4', candidate '13.0'"),
-    ("flags_json", FLAGS, {**FLAGS, "cudnn_benchmark": True},
-     "determinism flag cudnn_benchmark (flags_json) differs: reference False, candidate True"),
-])
+
+@pytest.mark.parametrize(
+    "field, ref_value, cand_value, shown",
+    [
+        (
+            "gpu_name",
+            "NVIDIA H100",
+            "NVIDIA A100",
+            "gpu_name differs: reference 'NVIDIA H100', candidate 'NVIDIA A100'",
+        ),
+        ("torch", "2.14.1+cpu", "2.15.0+cpu", "torch differs: reference '2.14.1+cpu', candidate '2.15.0+cpu'"),
+        ("cuda", "12.4", "13.0", "cuda differs: reference '12.4', candidate '13.0'"),
+        (
+            "flags_json",
+            FLAGS,
+            {**FLAGS, "cudnn_benchmark": True},
+            "determinism flag cudnn_benchmark (flags_json) differs: reference False, candidate True",
+        ),
+    ],
+)
 def test_refuses_incomparable_runs_naming_the_field(tmp_path, capsys, field, ref_value, cand_value, shown):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     write(a, grid(), **{field: ref_value})
@@ -297,7 +383,7 @@ def test_refuses_different_tier(tmp_path, capsys):
     code, _, err = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
     assert code == 2 and "tier differs: reference 'smoke', candidate 'short'" in err
     code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--force")
-    assert code == 1 and "missing" in out   # forced: but no cell pairs across tiers
+    assert code == 1 and "missing" in out  # forced: but no cell pairs across tiers
 
 
 def test_config_difference_is_a_note(tmp_path, capsys):
@@ -312,21 +398,37 @@ def test_config_difference_is_a_note(tmp_path, capsys):
 
 # --- selectors ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def history(tmp_path):
     """One database with three runs: old (tag main, sha aaa111), bad (sha aaa222), newest (tag pr)."""
     db = tmp_path / "h.db"
     write(db, grid(), run_id="1111aaaa0000", tag="main", git_sha="aaa111", started_at="2026-01-01T00:00:00+00:00")
-    write(db, grid({("full_ft", "uci-digits"): -6.0}), run_id="1111bbbb0000", git_sha="aaa222",
-          started_at="2026-01-02T00:00:00+00:00")
+    write(
+        db,
+        grid({("full_ft", "uci-digits"): -6.0}),
+        run_id="1111bbbb0000",
+        git_sha="aaa222",
+        started_at="2026-01-02T00:00:00+00:00",
+    )
     write(db, grid(), run_id="2222cccc0000", tag="pr", git_sha="bbb333", started_at="2026-01-03T00:00:00+00:00")
     return db
 
 
-@pytest.mark.parametrize("cand, code", [
-    ("latest", 0), ("tag:pr", 0), ("tag:main", 0), ("sha:aaa2", 1), ("sha:bbb", 0), ("run:1111b", 1),
-    ("1111bb", 1), ("aaa222", 1), ("2222", 0),
-])
+@pytest.mark.parametrize(
+    "cand, code",
+    [
+        ("latest", 0),
+        ("tag:pr", 0),
+        ("tag:main", 0),
+        ("sha:aaa2", 1),
+        ("sha:bbb", 0),
+        ("run:1111b", 1),
+        ("1111bb", 1),
+        ("aaa222", 1),
+        ("2222", 0),
+    ],
+)
 def test_selectors_in_one_database(history, capsys, cand, code):
     got, _, err = gate(capsys, "--db", str(history), "--baseline", "tag:main", "--candidate", cand, "--no-write")
     assert got == code, err
@@ -341,16 +443,19 @@ def test_other_database_selector(history, tmp_path, capsys):
     assert code == 1
 
 
-@pytest.mark.parametrize("selector, expected", [
-    ("sha:aaa", ["ambiguous", "aaa111", "aaa222"]),
-    ("run:1111", ["ambiguous", "run:1111aaaa0000", "run:1111bbbb0000"]),
-    ("1111", ["ambiguous", "run:1111aaaa0000", "run:1111bbbb0000"]),
-    ("tag:nightly", ["no run tagged 'nightly'", "tags there: main, pr"]),
-    ("run:9999", ["no run id starts with '9999'", "run:2222cccc0000", "tag:pr"]),
-    ("zzz", ["matches no run id or git sha", "run:1111aaaa0000", "sha:aaa111"]),
-    ("nope.db:latest", ["no database at nope.db"]),
-    ("missing.json", ["no reference file at missing.json"]),
-])
+@pytest.mark.parametrize(
+    "selector, expected",
+    [
+        ("sha:aaa", ["ambiguous", "aaa111", "aaa222"]),
+        ("run:1111", ["ambiguous", "run:1111aaaa0000", "run:1111bbbb0000"]),
+        ("1111", ["ambiguous", "run:1111aaaa0000", "run:1111bbbb0000"]),
+        ("tag:nightly", ["no run tagged 'nightly'", "tags there: main, pr"]),
+        ("run:9999", ["no run id starts with '9999'", "run:2222cccc0000", "tag:pr"]),
+        ("zzz", ["matches no run id or git sha", "run:1111aaaa0000", "sha:aaa111"]),
+        ("nope.db:latest", ["no database at nope.db"]),
+        ("missing.json", ["no reference file at missing.json"]),
+    ],
+)
 def test_bad_selectors_exit_2_listing_candidates(history, capsys, monkeypatch, tmp_path, selector, expected):
     monkeypatch.chdir(tmp_path)
     code, out, err = gate(capsys, "--db", str(history), "--baseline", "tag:main", "--candidate", selector)
@@ -360,6 +465,7 @@ def test_bad_selectors_exit_2_listing_candidates(history, capsys, monkeypatch, t
 
 
 # --- outputs -----------------------------------------------------------------------------------------
+
 
 def test_json_report_and_decisions_written(tmp_path, capsys):
     a, b = two_dbs(tmp_path, grid(), grid({("last_k", "lfw-faces"): -7.5}))
@@ -375,9 +481,14 @@ def test_json_report_and_decisions_written(tmp_path, capsys):
     bad = [d for d in data["decisions"] if d["verdict"] == "regression"]
     assert [(d["variant"], d["dataset"], d["metric"]) for d in bad] == [("last_k", "lfw-faces", "test_top1_pct")]
     assert bad[0]["reference"] == pytest.approx(92.5) and bad[0]["delta"] == pytest.approx(-7.5)
-    rows = sqlite3.connect(b).execute(
-        "SELECT gate_id, metric, verdict, reference, candidate_value, delta, n_reference, n_candidate FROM gate_decisions"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(b)
+        .execute(
+            "SELECT gate_id, metric, verdict, reference, candidate_value, delta, n_reference, n_candidate"
+            " FROM gate_decisions"
+        )
+        .fetchall()
+    )
     assert len(rows) == len(data["decisions"]) == 12
     assert {r[0] for r in rows} == {data["gate_id"]}
     reg = [r for r in rows if r[2] == "regression"]
@@ -388,14 +499,17 @@ def test_json_report_and_decisions_written(tmp_path, capsys):
 def test_decisions_db_option_and_no_write(tmp_path, capsys):
     a, b = two_dbs(tmp_path, grid(), grid())
     elsewhere = tmp_path / "decisions.db"
-    assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--decisions-db",
-                str(elsewhere))[0] == 0
+    assert (
+        gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--decisions-db", str(elsewhere))[0]
+        == 0
+    )
     assert sqlite3.connect(elsewhere).execute("SELECT count(*) FROM gate_decisions").fetchone() == (12,)
     assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--no-write")[0] == 0
     assert sqlite3.connect(b).execute("SELECT count(*) FROM gate_decisions").fetchone() == (0,)
 
 
 # --- reference files ----------------------------------------------------------------------------------
+
 
 def test_reference_export_round_trip(tmp_path, capsys):
     db = tmp_path / "r.db"
@@ -407,7 +521,7 @@ def test_reference_export_round_trip(tmp_path, capsys):
     data = json.loads(text)
     assert list(data) == ["cells", "format", "run"] and data["format"] == FORMAT
     lines = text.splitlines()
-    assert len(lines) == 13 + 6 and all(line.startswith("    {") for line in lines[2:15])   # one cell per line
+    assert len(lines) == 13 + 6 and all(line.startswith("    {") for line in lines[2:15])  # one cell per line
     assert data["run"]["run_id"] == run and data["run"]["flags"] == FLAGS and data["run"]["tier"] == "smoke"
     first = data["cells"][0]
     assert list(first) == sorted(first)
@@ -452,10 +566,13 @@ def test_malformed_reference_file(tmp_path, capsys):
 
 # --- configuration ------------------------------------------------------------------------------------
 
+
 def test_config_file_per_metric_and_dataset_and_cli_override(tmp_path, capsys):
     config = tmp_path / "gate.toml"
-    config.write_text("[gate]\nk = 0.0\nmin_seeds = 3\n\n[metrics.test_top1_pct]\nabs_tol = 2.0\n\n"
-                      "[metrics.test_top1_pct.datasets.lfw-faces]\nabs_tol = 5.5\n")
+    config.write_text(
+        "[gate]\nk = 0.0\nmin_seeds = 3\n\n[metrics.test_top1_pct]\nabs_tol = 2.0\n\n"
+        "[metrics.test_top1_pct.datasets.lfw-faces]\nabs_tol = 5.5\n"
+    )
     settings = load_config(config)
     assert settings.tolerance("test_top1_pct", "lfw-faces") == (5.5, 0.0)
     assert settings.tolerance("test_top1_pct", "uci-digits") == (2.0, 0.0)
@@ -467,22 +584,49 @@ def test_config_file_per_metric_and_dataset_and_cli_override(tmp_path, capsys):
     write(c, grid({("full_ft", "uci-digits"): -2.5}))
     assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{c}:latest", "--config", str(config))[0] == 1
     # CLI wins over the file: METRIC=VALUE everywhere, METRIC@DATASET=VALUE on one dataset
-    assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest", "--config", str(config),
-                "--abs-tol", "test_top1_pct=3")[0] == 1
-    assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{c}:latest", "--config", str(config),
-                "--abs-tol", "test_top1_pct@uci-digits=3")[0] == 0
+    assert (
+        gate(
+            capsys,
+            "--baseline",
+            f"{a}:latest",
+            "--candidate",
+            f"{b}:latest",
+            "--config",
+            str(config),
+            "--abs-tol",
+            "test_top1_pct=3",
+        )[0]
+        == 1
+    )
+    assert (
+        gate(
+            capsys,
+            "--baseline",
+            f"{a}:latest",
+            "--candidate",
+            f"{c}:latest",
+            "--config",
+            str(config),
+            "--abs-tol",
+            "test_top1_pct@uci-digits=3",
+        )[0]
+        == 0
+    )
     json_config = tmp_path / "gate.json"
     json_config.write_text(json.dumps({"gate": {"k": 0.0}, "metrics": {"test_top1_pct": {"abs_tol": 3.0}}}))
     assert gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{c}:latest", "--config", str(json_config))[0] == 0
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[gate]\nkk = 1\n", "unknown key(s) ['kk']; valid: metrics, k, alpha"),
-    ("[metrics.test_top1_pct]\nabs = 1\n", "unknown key(s) ['abs']; valid: abs_tol, k, datasets"),
-    ("[gate]\nk = -1\n", "k must be >= 0"),
-    ("[gate]\nallow_missing = 1\n", "allow_missing must be true or false"),
-    ("[gate\n", "cannot parse gate config"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[gate]\nkk = 1\n", "unknown key(s) ['kk']; valid: metrics, k, alpha"),
+        ("[metrics.test_top1_pct]\nabs = 1\n", "unknown key(s) ['abs']; valid: abs_tol, k, datasets"),
+        ("[gate]\nk = -1\n", "k must be >= 0"),
+        ("[gate]\nallow_missing = 1\n", "allow_missing must be true or false"),
+        ("[gate\n", "cannot parse gate config"),
+    ],
+)
 def test_bad_config_exits_2(tmp_path, capsys, text, message):
     config = tmp_path / "gate.toml"
     config.write_text(text)
@@ -496,6 +640,7 @@ def test_bad_abs_tol_option(capsys):
 
 
 # --- the committed reference -------------------------------------------------------------------------
+
 
 def test_committed_smoke_reference_covers_the_baselines_smoke_grid():
     path = ROOT / "suites" / "reference" / "smoke.json"

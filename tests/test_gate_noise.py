@@ -3,6 +3,7 @@
 Databases are built through the Store (no training), as in test_gate.py, whose helpers
 this module reuses.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import math
 
 import pytest
 
-from bench.gate import noise
 from bench.cli import main
+from bench.gate import noise
 from bench.gate.noise import Spread
 from bench.results.store import Store
-from tests.test_gate import BASE, RUN, cell, gate, grid, verdicts, write
+from tests.test_gate import cell, gate, grid, verdicts, write
 
 SAME = {"torch": "2.14.1+cpu", "device": "cpu", "cpu_id": "aaa", "threads": 1, "cpu_capability": "AVX2"}
 CROSS = {**SAME, "threads": 2}
@@ -33,22 +34,39 @@ def export(tmp_path, db, *calibrate: str, name: str = "smoke.json", config: str 
 
 def reference_file(tmp_path, cells: list[dict], **extra) -> str:
     path = tmp_path / "ref.json"
-    path.write_text(json.dumps({"format": "archbench-reference/2", "cells": cells,
-                                "run": {"tier": "smoke", "mode": "accuracy"}, **extra}))
+    path.write_text(
+        json.dumps(
+            {"format": "archbench-reference/2", "cells": cells, "run": {"tier": "smoke", "mode": "accuracy"}, **extra}
+        )
+    )
     return str(path)
 
 
 def ref_cell(seed=0, value=90.0, **kw) -> dict:
-    return {"suite": "s", "variant": "full_ft", "dataset": "uci-digits", "model": "resnet20", "tier": "smoke",
-            "mode": "accuracy", "seed": seed, "status": "ok", "metrics": {"test_top1_pct": value}, **kw}
+    return {
+        "suite": "s",
+        "variant": "full_ft",
+        "dataset": "uci-digits",
+        "model": "resnet20",
+        "tier": "smoke",
+        "mode": "accuracy",
+        "seed": seed,
+        "status": "ok",
+        "metrics": {"test_top1_pct": value},
+        **kw,
+    }
 
 
 # --- blind spots: a reference that holds nothing, or holds garbage -----------------------------------
 
-@pytest.mark.parametrize("body, message", [
-    ({"cells": []}, "has no cells ('cells' is [])"),
-    ({}, "has no cells ('cells' is None)"),
-])
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"cells": []}, "has no cells ('cells' is [])"),
+        ({}, "has no cells ('cells' is None)"),
+    ],
+)
 def test_empty_or_cell_less_reference_is_a_usage_error(tmp_path, capsys, body, message):
     path = tmp_path / "ref.json"
     path.write_text(json.dumps({"format": "archbench-reference/2", "run": {}, **body}))
@@ -58,17 +76,20 @@ def test_empty_or_cell_less_reference_is_a_usage_error(tmp_path, capsys, body, m
     assert code == 2 and message in err
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"seed": "zero"}, "field 'seed' must be an integer, got 'zero'"),
-    ({"seed": 1.5}, "field 'seed' must be an integer, got 1.5"),
-    ({"metrics": {"test_top1_pct": "high"}}, "metric 'test_top1_pct' must be a finite number, got 'high'"),
-    ({"metrics": {"test_top1_pct": True}}, "metric 'test_top1_pct' must be a finite number, got True"),
-    ({"metrics": {"test_top1_pct": math.nan}}, "metric 'test_top1_pct' must be a finite number, got nan"),
-    ({"metrics": {"test_top1_pct": math.inf}}, "metric 'test_top1_pct' must be a finite number, got inf"),
-    ({"status": "great"}, "field 'status' must be one of"),
-    ({"model": 7}, "field 'model' must be a non-empty string, got 7"),
-    ({"metrics": [1, 2]}, "field 'metrics' must be an object"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seed": "zero"}, "field 'seed' must be an integer, got 'zero'"),
+        ({"seed": 1.5}, "field 'seed' must be an integer, got 1.5"),
+        ({"metrics": {"test_top1_pct": "high"}}, "metric 'test_top1_pct' must be a finite number, got 'high'"),
+        ({"metrics": {"test_top1_pct": True}}, "metric 'test_top1_pct' must be a finite number, got True"),
+        ({"metrics": {"test_top1_pct": math.nan}}, "metric 'test_top1_pct' must be a finite number, got nan"),
+        ({"metrics": {"test_top1_pct": math.inf}}, "metric 'test_top1_pct' must be a finite number, got inf"),
+        ({"status": "great"}, "field 'status' must be one of"),
+        ({"model": 7}, "field 'model' must be a non-empty string, got 7"),
+        ({"metrics": [1, 2]}, "field 'metrics' must be an object"),
+    ],
+)
 def test_malformed_reference_values_exit_2_naming_the_field(tmp_path, capsys, change, message):
     path = reference_file(tmp_path, [ref_cell(0), {**ref_cell(1), **change}])
     cand = tmp_path / "c.db"
@@ -96,16 +117,20 @@ def test_non_finite_candidate_is_a_regression(tmp_path, capsys, bad):
     target["metrics"]["test_top1_pct"] = bad
     cand = tmp_path / "cand.json"
     cand.write_text(json.dumps(data))  # json writes NaN / Infinity literals
-    with pytest.raises(Exception):  # as a reference the same file is refused ...
-        from bench.gate.reference_file import read_reference
+    from bench.errors import ReferenceFileError
+    from bench.gate.reference_file import read_reference
+
+    with pytest.raises(ReferenceFileError):  # as a reference the same file is refused ...
         read_reference(cand)
     # ... and as a candidate database a non-finite metric (stored NULL) fails its cell
     cdb = tmp_path / "c.db"
     write(cdb, grid())
     with Store(cdb) as store:
-        store.db.execute("UPDATE metrics SET value = NULL WHERE name = 'test_top1_pct' AND result_id IN "
-                         "(SELECT result_id FROM results WHERE variant = 'last_k' AND dataset = 'uci-digits' "
-                         "AND seed = 1)")
+        store.db.execute(
+            "UPDATE metrics SET value = NULL WHERE name = 'test_top1_pct' AND result_id IN "
+            "(SELECT result_id FROM results WHERE variant = 'last_k' AND dataset = 'uci-digits' "
+            "AND seed = 1)"
+        )
         store.db.conn.commit()
     code, out, _ = gate(capsys, "--baseline", path, "--candidate", f"{cdb}:latest")
     assert code == 1
@@ -120,8 +145,10 @@ def test_non_finite_reference_database_value_is_a_usage_error(tmp_path, capsys):
     write(ref, grid())
     write(cand, grid())
     with Store(ref) as store:
-        store.db.execute("UPDATE metrics SET value = NULL WHERE name = 'test_top1_pct' AND result_id IN "
-                         "(SELECT result_id FROM results WHERE variant = 'full_ft' AND seed = 2 AND dataset = 'lfw-faces')")
+        store.db.execute(
+            "UPDATE metrics SET value = NULL WHERE name = 'test_top1_pct' AND result_id IN "
+            "(SELECT result_id FROM results WHERE variant = 'full_ft' AND seed = 2 AND dataset = 'lfw-faces')"
+        )
         store.db.conn.commit()
     code, _, err = gate(capsys, "--baseline", f"{ref}:latest", "--candidate", f"{cand}:latest")
     assert code == 2 and "holds a non-finite test_top1_pct for s/full_ft/lfw-faces/resnet20" in err and "seed 2" in err
@@ -131,8 +158,11 @@ def test_a_lost_seed_counts_as_missing(tmp_path, capsys):
     """2 of 3 seeds lost with a 40-point drop on the third: never a pass."""
     ref, cand = tmp_path / "r.db", tmp_path / "c.db"
     write(ref, grid())
-    kept = [c for c in grid({("full_ft", "uci-digits"): -40.0})
-            if not (c.spec.variant == "full_ft" and c.spec.dataset == "uci-digits" and c.spec.seed > 0)]
+    kept = [
+        c
+        for c in grid({("full_ft", "uci-digits"): -40.0})
+        if not (c.spec.variant == "full_ft" and c.spec.dataset == "uci-digits" and c.spec.seed > 0)
+    ]
     write(cand, kept)
     code, out, _ = gate(capsys, "--baseline", f"{ref}:latest", "--candidate", f"{cand}:latest")
     assert code == 1
@@ -180,6 +210,7 @@ def test_an_internal_error_exits_3_not_1(tmp_path, capsys, monkeypatch):
 
 # --- the noise model ----------------------------------------------------------------------------------
 
+
 def test_threshold_and_upper_bound_arithmetic():
     assert noise.ucb_factor(4, 0.95) == pytest.approx(math.sqrt(4 / 0.710723), rel=1e-5)
     assert noise.threshold(Spread(0.0, 3, 0.0), 2.0, 3.0, 0.95, 3, 3) == 2.0
@@ -193,17 +224,20 @@ def test_threshold_and_upper_bound_arithmetic():
     assert noise.noise_class(None, None) == "cross"
     family = Spread(2.0, 8, 3.0)
     assert noise.threshold(Spread(0.0, 4, 0.0), 2.0, 3.0, 0.95, 3, 3, family) == pytest.approx(
-        3.0 * 2.0 * noise.ucb_factor(8, 0.95))
+        3.0 * 2.0 * noise.ucb_factor(8, 0.95)
+    )
     assert noise.threshold(Spread(0.0, 4, 0.0), 2.0, 3.0, 0.95, 3, 3, Spread(0.0, 8, 0.0)) == 2.0
 
 
 def test_calibrate_pairs_seeds_and_groups_by_class():
     key = ("s", "v", "d", "m", "smoke", "accuracy")
     ref = {(key, "test_top1_pct"): {0: 90.0, 1: 80.0, 2: 70.0}}
-    runs = [("same", {(key, "test_top1_pct"): {0: 90.0, 1: 80.0, 2: 70.0}}),
-            ("cross", {(key, "test_top1_pct"): {0: 93.0, 1: 80.0, 2: 70.0}}),      # mean +1
-            ("cross", {(key, "test_top1_pct"): {0: 90.0, 1: 74.0}}),               # seeds 0, 1: mean -3
-            ("cross", {})]                                                         # the run lacks the cell
+    runs = [
+        ("same", {(key, "test_top1_pct"): {0: 90.0, 1: 80.0, 2: 70.0}}),
+        ("cross", {(key, "test_top1_pct"): {0: 93.0, 1: 80.0, 2: 70.0}}),  # mean +1
+        ("cross", {(key, "test_top1_pct"): {0: 90.0, 1: 74.0}}),  # seeds 0, 1: mean -3
+        ("cross", {}),
+    ]  # the run lacks the cell
     got = noise.calibrate(ref, runs, lambda k, m: 10.0)[(key, "test_top1_pct")]
     assert got.deltas == {"same": [0.0], "cross": [pytest.approx(1.0), pytest.approx(-3.0)]}
     assert got.spreads["same"] == Spread(0.0, 1, 0.0)
@@ -231,9 +265,15 @@ def test_export_with_calibration_writes_the_noise_model(tmp_path, capsys):
     data = json.loads(open(path).read())
     assert data["format"] == "archbench-reference/2" and data["run"]["arith"] == SAME
     assert [(r["label"], r["class"]) for r in data["calibration"]["runs"]] == [
-        ("busy", "same"), ("threads2", "cross"), ("isa", "cross")]
-    entry = next(e for e in data["noise"] if (e["variant"], e["dataset"], e["metric"]) ==
-                 ("last_k", "uci-digits", "test_top1_pct"))
+        ("busy", "same"),
+        ("threads2", "cross"),
+        ("isa", "cross"),
+    ]
+    entry = next(
+        e
+        for e in data["noise"]
+        if (e["variant"], e["dataset"], e["metric"]) == ("last_k", "uci-digits", "test_top1_pct")
+    )
     assert entry["spread"]["cross"] == {"max_abs": 1.0, "runs": 2, "sd": 1.0}
     assert entry["spread"]["same"] == {"max_abs": 0.0, "runs": 1, "sd": 0.0}
     assert entry["chance"] == 10.0 and entry["n_seeds"] == 3
@@ -255,8 +295,11 @@ def test_same_arithmetic_gates_at_the_floor(tmp_path, capsys):
 def test_cross_arithmetic_widens_the_noisy_cells_family_only(tmp_path, capsys):
     path, _ = _noisy_reference(tmp_path)
     cand = tmp_path / "cand.db"
-    write(cand, grid({("last_k", "uci-digits"): -2.5, ("full_ft", "uci-digits"): -2.5,
-                      ("full_ft", "lfw-faces"): -2.5}), arith_json=CROSS)
+    write(
+        cand,
+        grid({("last_k", "uci-digits"): -2.5, ("full_ft", "uci-digits"): -2.5, ("full_ft", "lfw-faces"): -2.5}),
+        arith_json=CROSS,
+    )
     code, out, _ = gate(capsys, "--baseline", path, "--candidate", f"{cand}:latest", "--abs-tol", "test_top1_pct=2")
     v = verdicts(out)
     # sd 1 over 2 runs -> 3 x 1 x sqrt(2 / chi2.ppf(0.05, 2)) = 13.2 points: a 2.5 drop is within the noise
@@ -291,23 +334,35 @@ def test_calibrated_single_seed_cells_are_gated_not_suspect(tmp_path, capsys):
     write(same, one, tag="busy", arith_json=SAME)
     path = export(tmp_path, ref, f"{same}")
     cand = tmp_path / "c.db"
-    write(cand, [cell(c.spec.variant, c.spec.dataset, 0, c.metrics["test_top1_pct"] - (5.0 if c.spec.variant ==
-                                                                                      "full_ft" else 0.0))
-                 for c in one], arith_json=SAME)
+    write(
+        cand,
+        [
+            cell(
+                c.spec.variant,
+                c.spec.dataset,
+                0,
+                c.metrics["test_top1_pct"] - (5.0 if c.spec.variant == "full_ft" else 0.0),
+            )
+            for c in one
+        ],
+        arith_json=SAME,
+    )
     code, out, _ = gate(capsys, "--baseline", path, "--candidate", f"{cand}:latest", "--abs-tol", "test_top1_pct=2")
     v = verdicts(out)
     assert v[("s/full_ft/uci-digits/resnet20", "test_top1_pct")] == "regression" and code == 1
     # uncalibrated (a database as reference): one seed over the threshold is only suspect
-    code, out, _ = gate(capsys, "--baseline", f"{ref}:latest", "--candidate", f"{cand}:latest",
-                        "--abs-tol", "test_top1_pct=2")
+    code, out, _ = gate(
+        capsys, "--baseline", f"{ref}:latest", "--candidate", f"{cand}:latest", "--abs-tol", "test_top1_pct=2"
+    )
     assert verdicts(out)[("s/full_ft/uci-digits/resnet20", "test_top1_pct")] == "suspect" and code == 0
 
 
 def test_calibration_lists_unstable_cells_and_refuses_incomparable_runs(tmp_path, capsys):
     ref, flaky, other = tmp_path / "r.db", tmp_path / "f.db", tmp_path / "o.db"
     write(ref, grid(), arith_json=SAME)
-    results = [c for c in grid() if not (c.spec.variant == "full_ft" and c.spec.dataset == "lfw-faces"
-                                         and c.spec.seed == 2)]
+    results = [
+        c for c in grid() if not (c.spec.variant == "full_ft" and c.spec.dataset == "lfw-faces" and c.spec.seed == 2)
+    ]
     write(flaky, results + [cell("full_ft", "lfw-faces", 2, status="failed")], tag="busy", arith_json=SAME)
     export(tmp_path, ref, str(flaky))
     assert "1 unstable: s/full_ft/lfw-faces/resnet20 seed 2: failed" in capsys.readouterr().out
@@ -316,26 +371,27 @@ def test_calibration_lists_unstable_cells_and_refuses_incomparable_runs(tmp_path
     assert code == 2 and "calibration run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, message", [("[gate]\nz = -1\n", "z must be >= 0"),
-                                           ("[gate]\nconfidence = 1.5\n", "confidence must lie strictly between")])
+@pytest.mark.parametrize(
+    "text, message",
+    [("[gate]\nz = -1\n", "z must be >= 0"), ("[gate]\nconfidence = 1.5\n", "confidence must lie strictly between")],
+)
 def test_noise_settings_are_validated(tmp_path, capsys, text, message):
     config = tmp_path / "gate.toml"
     config.write_text(text)
     ref = tmp_path / "r.db"
     write(ref, grid())
-    code, _, err = gate(capsys, "--baseline", f"{ref}:latest", "--candidate", f"{ref}:latest", "--config",
-                        str(config))
+    code, _, err = gate(capsys, "--baseline", f"{ref}:latest", "--candidate", f"{ref}:latest", "--config", str(config))
     assert code == 2 and message in err
 
 
 # --- benchmarks/gate_noise.py: the catch-rate logic on synthetic runs --------------------------------
 
+
 def _gate_noise_module():
     import importlib.util
+    import sys
 
     from tests.test_gate import ROOT
-
-    import sys
 
     spec = importlib.util.spec_from_file_location("gate_noise", ROOT / "benchmarks" / "gate_noise.py")
     module = importlib.util.module_from_spec(spec)
@@ -345,16 +401,18 @@ def _gate_noise_module():
 
 
 def test_injections_count_what_the_gate_catches(tmp_path, capsys):
-    from bench.cli.gate import load_config
     from bench.gate.reference import load_side
+    from bench.gate.settings import load_config
 
     gn = _gate_noise_module()
     path, _ = _noisy_reference(tmp_path)
     cand_db = tmp_path / "cand.db"
     write(cand_db, grid(), arith_json=SAME)
     config = tmp_path / "gate.toml"
-    config.write_text("[gate]\nk = 0.0\n[metrics.test_top1_pct]\nabs_tol = 2.0\n"
-                      "[metrics.test_top1_pct.datasets.lfw-faces]\nabs_tol = 5.5\n")
+    config.write_text(
+        "[gate]\nk = 0.0\n[metrics.test_top1_pct]\nabs_tol = 2.0\n"
+        "[metrics.test_top1_pct.datasets.lfw-faces]\nabs_tol = 5.5\n"
+    )
     settings = load_config(config)
     ref, cand = load_side(path, "x.db"), load_side(f"{cand_db}:cells", "x.db")
     got = gn.injections(ref, cand, settings)
@@ -366,23 +424,30 @@ def test_injections_count_what_the_gate_catches(tmp_path, capsys):
     cross_db = tmp_path / "cross.db"
     write(cross_db, grid(), arith_json=CROSS)
     got = gn.injections(ref, load_side(f"{cross_db}:cells", "x.db"), settings)
-    assert got["drop 5 points (uci-digits)"]["missed"] == ["s/full_ft/uci-digits/resnet20",
-                                                         "s/last_k/uci-digits/resnet20"]
-    text = gn.render([{"run": "busy", "class": "same", "decisions": 9, "false_alarms": [], "not_gated": 1,
-                       "wall_s": 60.0}], {"cross": got})
+    assert got["drop 5 points (uci-digits)"]["missed"] == [
+        "s/full_ft/uci-digits/resnet20",
+        "s/last_k/uci-digits/resnet20",
+    ]
+    text = gn.render(
+        [{"run": "busy", "class": "same", "decisions": 9, "false_alarms": [], "not_gated": 1, "wall_s": 60.0}],
+        {"cross": got},
+    )
     assert "| busy | same | 1.0 | 9 | 1 | 0 |" in text and "false alarms: 0 in 1 perturbed gate runs" in text
     assert "| drop 5 points (uci-digits) | 2 | 0 | 0% | 0 |" in text
 
 
 # --- the committed reference and gate.toml ------------------------------------------------------------
 
+
 def _committed():
-    from bench.cli.gate import load_config
     from bench.gate.reference_file import read_reference
+    from bench.gate.settings import load_config
     from tests.test_gate import ROOT
 
-    return (read_reference(ROOT / "suites" / "reference" / "smoke.json"),
-            load_config(ROOT / "suites" / "reference" / "gate.toml"))
+    return (
+        read_reference(ROOT / "suites" / "reference" / "smoke.json"),
+        load_config(ROOT / "suites" / "reference" / "gate.toml"),
+    )
 
 
 def test_committed_reference_is_calibrated_in_both_classes():
@@ -417,8 +482,12 @@ def test_committed_reference_catches_a_five_point_drop_in_every_gated_uci_digits
             assert "chance" in d.reason, d.reason
             escaped += 1
             continue
-        rows = [dataclasses.replace(r, metrics={**r.metrics, "test_top1_pct": r.metrics["test_top1_pct"] - 5.0})
-                if r.key == key else r for r in cand.rows]
+        rows = [
+            dataclasses.replace(r, metrics={**r.metrics, "test_top1_pct": r.metrics["test_top1_pct"] - 5.0})
+            if r.key == key
+            else r
+            for r in cand.rows
+        ]
         report = evaluate(ref, dataclasses.replace(cand, rows=rows), settings)
         assert [(f.key, f.metric) for f in report.failures] == [(key, "test_top1_pct")], key
         caught += 1

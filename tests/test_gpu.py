@@ -2,17 +2,18 @@
 
 Run on a GPU machine with ``pytest tests/test_gpu.py``; CI has no GPU and skips them.
 """
+
 import dataclasses
 
 import pytest
 import torch
 
 from bench import engine
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
+from bench.execute.runner import run_cell
 from bench.measure import MemoryMeter, StepTimer
 from bench.models.net import build_model, head_only
-from bench.contract.recorder import Recorder
-from bench.execute.runner import run_cell
-from bench.contract.split import Split
 from tests.conftest import tiny_spec
 
 pytestmark = pytest.mark.gpu
@@ -51,8 +52,13 @@ def test_frozen_prefix_costs_no_activation_memory_on_gpu():
         model = build_model("resnet18", num_classes=10, width=1.0).cuda()
         if freeze:
             head_only(model)
-        split = Split("train", torch.randn(256, 3, 64, 64, device="cuda"),
-                      torch.randint(0, 10, (256,), device="cuda"), num_classes=10, input_size=64)
+        split = Split(
+            "train",
+            torch.randn(256, 3, 64, 64, device="cuda"),
+            torch.randint(0, 10, (256,), device="cuda"),
+            num_classes=10,
+            input_size=64,
+        )
         with MemoryMeter("cuda") as meter:
             engine.fit(model, split, engine.TrainConfig(steps=3, batch_size=128), Recorder("cuda"))
         return meter.result()["peak_mem_mib"]

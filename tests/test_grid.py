@@ -1,12 +1,19 @@
 """Grids expand into validated cells; bad grids fail with messages that list what is valid."""
+
 import pytest
 
 from bench.errors import InvalidGrid
 from bench.execute.grid import Grid, TierPlan, parse_seeds
 
-BASE = dict(suite="s", methods={"full_ft": {}, "last_k:k1": {"k": 1}}, datasets=("uci-digits", "lfw-faces"),
-            models=("resnet20",), seeds=(0, 1), task={"source": "mnist5k"},
-            tiers={"smoke": TierPlan(task={"width": 0.25}, config={"train.steps": 5})})
+BASE = dict(
+    suite="s",
+    methods={"full_ft": {}, "last_k:k1": {"k": 1}},
+    datasets=("uci-digits", "lfw-faces"),
+    models=("resnet20",),
+    seeds=(0, 1),
+    task={"source": "mnist5k"},
+    tiers={"smoke": TierPlan(task={"width": 0.25}, config={"train.steps": 5})},
+)
 
 
 def grid(**kw):
@@ -31,19 +38,25 @@ def test_seed_override_and_keys_stable():
     assert [c.cell_key for c in a] == [c.cell_key for c in b]
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(methods={"fulft": {}}), r"unknown method 'fulft'\. Did you mean 'full_ft'\?"),
-    (dict(datasets=("uci-digit",)), r"unknown dataset 'uci-digit'.*Valid datasets: .*uci-digits"),
-    (dict(models=("resnet19",)), r"unknown model 'resnet19'.*Valid models: .*resnet18"),
-    (dict(methods={"last_k": {"kk": 1}}), r"unknown config key\(s\) kk for LastKConfig; valid keys: k, scope, train, target_top1_pct"),
-    (dict(methods={"full_ft": {"train.lr": -1.0}}), r"lr must be > 0"),
-    (dict(seeds=()), r"seeds must be a non-empty list"),
-    (dict(task={"source": "mnist5k"}, datasets=("mnist5k",)), r"'mnist5k' is both the source and a target"),
-    (dict(task={"source": "imagenet"}), r"model 'resnet20' has no ImageNet weights"),
-    (dict(task={"source": "svhn"}), r"unknown source 'svhn'; valid sources: imagenet, .*mnist5k"),
-    (dict(datasets=("cifar10",)), r"pass --bench-data-root"),
-    (dict(task={"widht": 1.0}), r"unknown config key\(s\) widht for TaskSettings"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(methods={"fulft": {}}), r"unknown method 'fulft'\. Did you mean 'full_ft'\?"),
+        (dict(datasets=("uci-digit",)), r"unknown dataset 'uci-digit'.*Valid datasets: .*uci-digits"),
+        (dict(models=("resnet19",)), r"unknown model 'resnet19'.*Valid models: .*resnet18"),
+        (
+            dict(methods={"last_k": {"kk": 1}}),
+            r"unknown config key\(s\) kk for LastKConfig; valid keys: k, scope, train, target_top1_pct",
+        ),
+        (dict(methods={"full_ft": {"train.lr": -1.0}}), r"lr must be > 0"),
+        (dict(seeds=()), r"seeds must be a non-empty list"),
+        (dict(task={"source": "mnist5k"}, datasets=("mnist5k",)), r"'mnist5k' is both the source and a target"),
+        (dict(task={"source": "imagenet"}), r"model 'resnet20' has no ImageNet weights"),
+        (dict(task={"source": "svhn"}), r"unknown source 'svhn'; valid sources: imagenet, .*mnist5k"),
+        (dict(datasets=("cifar10",)), r"pass --bench-data-root"),
+        (dict(task={"widht": 1.0}), r"unknown config key\(s\) widht for TaskSettings"),
+    ],
+)
 def test_bad_grids(kw, msg):
     with pytest.raises(InvalidGrid, match=msg):
         grid(**kw).cells("smoke")
@@ -74,16 +87,21 @@ def test_parse_seeds():
 
 
 def test_tier_can_name_its_own_datasets(tmp_path):
-    g = grid(tiers={"smoke": TierPlan(config={"train.steps": 5}),
-                    "paper": TierPlan(datasets=("cifar10",), task={"source": "mnist5k"})})
+    g = grid(
+        tiers={
+            "smoke": TierPlan(config={"train.steps": 5}),
+            "paper": TierPlan(datasets=("cifar10",), task={"source": "mnist5k"}),
+        }
+    )
     assert {c.dataset for c in g.cells("smoke")} == {"uci-digits", "lfw-faces"}
     with pytest.raises(InvalidGrid, match=str(tmp_path / "cifar-10-batches-py")):
         g.cells("paper", data_root=str(tmp_path))
 
 
 def test_dataset_task_overrides_one_dataset_only():
-    g = grid(tiers={"smoke": TierPlan(task={"width": 0.25, "input_size": 8},
-                                      dataset_task={"lfw-faces": {"input_size": 24}})})
+    g = grid(
+        tiers={"smoke": TierPlan(task={"width": 0.25, "input_size": 8}, dataset_task={"lfw-faces": {"input_size": 24}})}
+    )
     sizes = {(c.dataset, c.seed): c.task_settings["input_size"] for c in g.cells("smoke")}
     assert sizes == {("uci-digits", 0): 8, ("uci-digits", 1): 8, ("lfw-faces", 0): 24, ("lfw-faces", 1): 24}
     assert {c.task_settings["width"] for c in g.cells("smoke")} == {0.25}
@@ -93,8 +111,12 @@ def test_dataset_task_overrides_one_dataset_only():
 
 
 def test_only_datasets_filters_the_tier_and_names_unknown_ones(tmp_path):
-    g = grid(tiers={"smoke": TierPlan(dataset_task={"lfw-faces": {"input_size": 24}}),
-                    "paper": TierPlan(datasets=("cifar10", "lfw-faces"))})
+    g = grid(
+        tiers={
+            "smoke": TierPlan(dataset_task={"lfw-faces": {"input_size": 24}}),
+            "paper": TierPlan(datasets=("cifar10", "lfw-faces")),
+        }
+    )
     assert {c.dataset for c in g.cells("smoke", only_datasets=["lfw-faces"])} == {"lfw-faces"}
     # cifar10 is not on disk, but the filtered paper tier never asks for it
     assert {c.dataset for c in g.cells("paper", only_datasets=["lfw-faces"], data_root=str(tmp_path))} == {"lfw-faces"}

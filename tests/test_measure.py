@@ -1,4 +1,5 @@
 """Measurement sanity: known sleeps, known allocations, exact parameter and FLOP counts."""
+
 import time
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.measure import MemoryMeter, StepTimer, count_flops, count_params, percentiles_ms
 from bench.contract.recorder import Recorder
+from bench.measure import MemoryMeter, StepTimer, count_flops, count_params, percentiles_ms
 
 
 def test_step_timer_measures_known_sleep():

@@ -1,5 +1,6 @@
 """Tests of bench.models.net: registry, torchvision compatibility, the structural map,
 freezing semantics (grads, BN mode, no_grad, memory), replace and arch strings."""
+
 from __future__ import annotations
 
 import copy
@@ -67,8 +68,9 @@ def test_imagenet_weight_names_are_real_torchvision_enums():
             assert model_info(name).family != "resnet", f"{name}: torchvision ResNets must name their weights"
             continue
         enum_name, member = weights.split(".")
-        assert getattr(getattr(torchvision.models, enum_name), member).meta["num_params"] == \
-            n_params(build_model(name, 1000))
+        assert getattr(getattr(torchvision.models, enum_name), member).meta["num_params"] == n_params(
+            build_model(name, 1000)
+        )
 
 
 def test_bad_options_are_clear_errors():
@@ -122,10 +124,17 @@ def test_option_a_shortcut_is_parameter_free_and_pads_zeros():
     assert y[:, :8].abs().sum() == 0 and y[:, 24:].abs().sum() == 0
 
 
-@pytest.mark.parametrize("name,width,stem,last", [
-    ("resnet20", 0.5, 8, 32), ("resnet20", 0.25, 4, 16), ("resnet20", 0.3, 5, 19),
-    ("resnet18", 0.25, 16, 128), ("resnet50", 0.25, 16, 512), ("resnet50", 0.5, 32, 1024),
-])
+@pytest.mark.parametrize(
+    "name,width,stem,last",
+    [
+        ("resnet20", 0.5, 8, 32),
+        ("resnet20", 0.25, 4, 16),
+        ("resnet20", 0.3, 5, 19),
+        ("resnet18", 0.25, 16, 128),
+        ("resnet50", 0.25, 16, 512),
+        ("resnet50", 0.5, 32, 1024),
+    ],
+)
 def test_width_multiplier_channels(name, width, stem, last):
     model = build_model(name, 10, width=width)
     assert model.conv1.out_channels == stem
@@ -136,9 +145,15 @@ def test_width_multiplier_channels(name, width, stem, last):
 # ---------------------------------------------------------------------------- map
 
 
-@pytest.mark.parametrize("name,stage_sizes", [
-    ("resnet18", (2, 2, 2, 2)), ("resnet50", (3, 4, 6, 3)), ("resnet20", (3, 3, 3)), ("resnet32", (5, 5, 5)),
-])
+@pytest.mark.parametrize(
+    "name,stage_sizes",
+    [
+        ("resnet18", (2, 2, 2, 2)),
+        ("resnet50", (3, 4, 6, 3)),
+        ("resnet20", (3, 3, 3)),
+        ("resnet32", (5, 5, 5)),
+    ],
+)
 def test_block_counts(name, stage_sizes):
     s = small(name).structure
     assert tuple(len(stage) for stage in s.stages) == stage_sizes
@@ -197,7 +212,9 @@ def test_freeze_helpers():
     model = small()  # resnet20: stem 3, 9 blocks, head 3
     freeze_all_but_last_blocks(model, 2)
     assert model.frozen_prefix == 3 + 7
-    assert n_params(model, trainable_only=True) == n_params(model.layer3[1]) + n_params(model.layer3[2]) + n_params(model.fc)
+    assert n_params(model, trainable_only=True) == n_params(model.layer3[1]) + n_params(model.layer3[2]) + n_params(
+        model.fc
+    )
     freeze_all_but_last_blocks(model, 0)
     assert n_params(model, trainable_only=True) == n_params(model.fc)
     freeze_all_but_last_blocks(model, 9)
@@ -234,7 +251,7 @@ def test_frozen_batchnorm_stays_in_eval_mode():
 def test_sgd_step_leaves_frozen_tensors_bit_identical():
     model = small()
     freeze_first_blocks(model, 4)
-    frozen = {n for n, _ in model.parts()[:model.frozen_prefix]}
+    frozen = {n for n, _ in model.parts()[: model.frozen_prefix]}
 
     def is_frozen(key: str) -> bool:
         return any(key == e or key.startswith(e + ".") for e in frozen)
@@ -359,17 +376,22 @@ def test_deepcopy_keeps_a_working_map():
 # ---------------------------------------------------------------------------- arch strings
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("resnet18", {}), ("resnet50", {}), ("resnet20", {"shortcut": "B"}), ("resnet32", {}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet18", {}),
+        ("resnet50", {}),
+        ("resnet20", {"shortcut": "B"}),
+        ("resnet32", {}),
+    ],
+)
 def test_arch_string_round_trip(name, kwargs):
     model = small(name, **kwargs)
     s = model.arch_string()
     assert s.startswith(f"{name}(num_classes=10,") and "width=0.25" in s
     rebuilt = build_from_arch_string(s)
     assert rebuilt.arch_string() == s
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
-        {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
 def test_arch_string_canonical_form_and_errors():

@@ -1,6 +1,7 @@
 """NASOA: encoding round trips and errors, builder counts against Table 10, the zoo as models,
 the Hedge predictor (gradient equivalence, alpha a distribution), prequential segments and
 the generator's budget guarantee."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,26 +54,29 @@ def test_resnet50_family_expressible():
     assert wide - sum(p.numel() for p in torchvision.models.wide_resnet50_2().parameters()) == 28_768 - 9_536
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("5-_64_1-1-1-1", r"block op 1 .*unknown op 5"),
-    ("061-_64_1-1-1-1", r"ratio \(character 1\).*ratio digit 6"),
-    ("02031-a04_64_1-1-1-1", r"skip 'a04'.*0 <= src < dst <= 3"),
-    ("02031-a21_64_1-1-1-1", r"skip 'a21'"),
-    ("02031-c13_64_1-1-1-1", r"concat into place 3 \(the block output\)"),
-    ("02031-x02_64_1-1-1-1", r"kind 'x'"),
-    ("02031-a03_64_1-1-1-1", r"'a03' is the implicit residual"),
-    ("02031-a02a02_64_1-1-1-1", r"a second skip from place 0 to place 2"),
-    ("020-a02_64_1-1-1-1", r"implicit residual"),
-    ("0203-_64_1-1-1-1", r"2n-1 digits"),
-    ("020-_64_1-1-1", r"3 stage\(s\)"),
-    ("020-_64_1-13-1-1", r"stage 2, block 2.*digit '3'"),
-    ("020-_64_1--1-1", r"stage 2.*empty"),
-    ("020-_66_1-1-1-1", r"first channels.*divisible by 4"),
-    ("020_64_1-1-1-1", r"exactly one '-'"),
-    ("020-_64", r"2 part\(s\)"),
-    ("301-_12_1-1-1-1", r"stage 1 block 1 op 1 \(conv3x3_g4\).*12 -> 3 channels .* its 4 groups"),
-    ("401-_16_1-1-1-1", r"op 1 \(dwconv3x3\).*16 -> 4 channels .* its 16 groups"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("5-_64_1-1-1-1", r"block op 1 .*unknown op 5"),
+        ("061-_64_1-1-1-1", r"ratio \(character 1\).*ratio digit 6"),
+        ("02031-a04_64_1-1-1-1", r"skip 'a04'.*0 <= src < dst <= 3"),
+        ("02031-a21_64_1-1-1-1", r"skip 'a21'"),
+        ("02031-c13_64_1-1-1-1", r"concat into place 3 \(the block output\)"),
+        ("02031-x02_64_1-1-1-1", r"kind 'x'"),
+        ("02031-a03_64_1-1-1-1", r"'a03' is the implicit residual"),
+        ("02031-a02a02_64_1-1-1-1", r"a second skip from place 0 to place 2"),
+        ("020-a02_64_1-1-1-1", r"implicit residual"),
+        ("0203-_64_1-1-1-1", r"2n-1 digits"),
+        ("020-_64_1-1-1", r"3 stage\(s\)"),
+        ("020-_64_1-13-1-1", r"stage 2, block 2.*digit '3'"),
+        ("020-_64_1--1-1", r"stage 2.*empty"),
+        ("020-_66_1-1-1-1", r"first channels.*divisible by 4"),
+        ("020_64_1-1-1-1", r"exactly one '-'"),
+        ("020-_64", r"2 part\(s\)"),
+        ("301-_12_1-1-1-1", r"stage 1 block 1 op 1 \(conv3x3_g4\).*12 -> 3 channels .* its 4 groups"),
+        ("401-_16_1-1-1-1", r"op 1 \(dwconv3x3\).*16 -> 4 channels .* its 16 groups"),
+    ],
+)
 def test_malformed_encodings_say_what_and_where(bad, match):
     with pytest.raises(EncodingError, match=match):
         parse(bad)
@@ -139,8 +143,9 @@ def _manual_eq4_grads(model: HedgeMLP, x: torch.Tensor, y: torch.Tensor) -> dict
     alpha = model.alpha.float()
     for j in range(L):
         params = list(model.heads[j].parameters()) + [p for l in range(j + 1) for p in model.hidden[l].parameters()]
-        names = [f"heads.{j}.weight", f"heads.{j}.bias"] + [f"hidden.{l}.{k}" for l in range(j + 1)
-                                                            for k in ("weight", "bias")]
+        names = [f"heads.{j}.weight", f"heads.{j}.bias"] + [
+            f"hidden.{l}.{k}" for l in range(j + 1) for k in ("weight", "bias")
+        ]
         gs = torch.autograd.grad(losses[j], params, retain_graph=True)
         for n, g in zip(names, gs):
             grads[n] += alpha[j] * g
@@ -217,7 +222,7 @@ def test_plans_never_exceed_the_budget(budget):
     assert all(p.planned_s <= budget + 1e-12 for p in plans)
     for m in {p.model for p in plans}:
         e = max(p.epochs for p in plans if p.model == m)
-        assert (e + 1) * 16 * steps[m] / 1000 > budget     # the largest epoch count that fits
+        assert (e + 1) * 16 * steps[m] / 1000 > budget  # the largest epoch count that fits
     assert {p.model for p in plans} == {m for m, s in steps.items() if 16 * s / 1000 <= budget}
 
 
@@ -251,8 +256,8 @@ def test_config_rejects_unknown_search():
 def test_zoo_imagenet_through_the_harness_path(tmp_path, monkeypatch):
     """source=imagenet: the harness's loader finds etnas_<x>.pth, names the expected path when absent,
     and a paper-tier grid with an ET-NAS model and source imagenet validates."""
-    from bench.models import pretrain
     from bench.execute.grid import Grid, TierPlan
+    from bench.models import pretrain
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
@@ -267,8 +272,15 @@ def test_zoo_imagenet_through_the_harness_path(tmp_path, monkeypatch):
     loaded = pretrain.imagenet_state_dict("etnas_a", 1.0)
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
     build_model("etnas_a", 1000).load_state_dict(loaded, strict=True)
-    grid = Grid(suite="t", methods={"scratch": {}}, datasets=("lfw-faces",), models=("etnas_a",), seeds=(0,),
-                task={"source": "imagenet", "width": 1.0}, tiers={"paper": TierPlan()})
+    grid = Grid(
+        suite="t",
+        methods={"scratch": {}},
+        datasets=("lfw-faces",),
+        models=("etnas_a",),
+        seeds=(0,),
+        task={"source": "imagenet", "width": 1.0},
+        tiers={"paper": TierPlan()},
+    )
     assert len(grid.cells("paper")) == 1
 
 
@@ -293,7 +305,7 @@ def test_regnet_series_matches_torchvision_and_shrinks():
 
 def test_plan_falls_back_to_part_of_an_epoch_of_the_fastest_model():
     steps = {"slow": 80.0, "slower": 200.0}
-    plans = plan(list(steps), steps, 0.25, train_size=128, batch=32)   # one epoch = 4 steps = 0.32 s
+    plans = plan(list(steps), steps, 0.25, train_size=128, batch=32)  # one epoch = 4 steps = 0.32 s
     assert {p.model for p in plans} == {"slow"} and {(p.epochs, p.iters) for p in plans} == {(0, 3)}
     assert all(p.planned_s <= 0.25 for p in plans)
     assert plan(list(steps), steps, 0.05, train_size=128, batch=32) == []
@@ -307,13 +319,27 @@ def test_zoo_vs_regnet_claim_reads_budgets_and_is_unmeasured_without_series_rows
     check = CHECKS["nasoa-zoo-vs-regnet"]
 
     def row(variant, acc):
-        return {"suite": "nasoa", "variant": variant, "method": "nasoa", "dataset": "d", "model": "m",
-                "status": "ok", "tier": "smoke", "test_top1_pct": acc}
+        return {
+            "suite": "nasoa",
+            "variant": variant,
+            "method": "nasoa",
+            "dataset": "d",
+            "model": "m",
+            "status": "ok",
+            "tier": "smoke",
+            "test_top1_pct": acc,
+        }
 
     zoo_only = pd.DataFrame([row("nasoa:gen-t0", 80.0), row("nasoa:gen-t2", 85.0)])
     assert check(zoo_only).holds is None
-    both = pd.DataFrame([*zoo_only.to_dict("records"), row("nasoa:oa_regnet-t0", 70.0),
-                         row("nasoa:oa_regnet-t2", 88.0), row("nasoa:bohb_regnet-t0", 99.0)])
+    both = pd.DataFrame(
+        [
+            *zoo_only.to_dict("records"),
+            row("nasoa:oa_regnet-t0", 70.0),
+            row("nasoa:oa_regnet-t2", 88.0),
+            row("nasoa:bohb_regnet-t0", 99.0),
+        ]
+    )
     out = check(both)
     assert out.holds is True and out.ours == pytest.approx(3.5) and out.n_seeds == 2
     worse = pd.DataFrame([*zoo_only.to_dict("records"), row("nasoa:oa_regnet-t0", 90.0)])

@@ -1,5 +1,6 @@
 """NASOA offline NAS (modified NSGA-II): pymoo sorting on a hand-made front, every mutation kind,
 exactly N children, seeded determinism, the step-time cap, and a tiny end-to-end cell."""
+
 from __future__ import annotations
 
 import zlib
@@ -190,7 +191,7 @@ class Fake:
 
     @staticmethod
     def cost(arch: Arch) -> float:
-        cost = sum(1 + 2 ** o.ratio * (0.2 if o.op == 1 else 1.0) for o in arch.block.ops)
+        cost = sum(1 + 2**o.ratio * (0.2 if o.op == 1 else 1.0) for o in arch.block.ops)
         return arch.num_blocks * cost * arch.first_channels / 64 + len(arch.block.skips)
 
     def accuracy(self, arch: Arch, index: int) -> float:
@@ -199,9 +200,21 @@ class Fake:
         return 30 + (zlib.crc32(enc.encode()) % 600) / 10
 
 
-SMALL = {"nodes": 3, "block_init": 4, "block_generations": 3, "macro_init": 4, "macro_generations": 3,
-         "block_frame": "020-_64_11-21-21-21", "cells": 3, "first_channels": (32, 64), "last_channels": (256, 512),
-         "min_blocks": 4, "max_blocks": 10, "zoo_size": 4, "max_draws": 50}
+SMALL = {
+    "nodes": 3,
+    "block_init": 4,
+    "block_generations": 3,
+    "macro_init": 4,
+    "macro_generations": 3,
+    "block_frame": "020-_64_11-21-21-21",
+    "cells": 3,
+    "first_channels": (32, 64),
+    "last_channels": (256, 512),
+    "min_blocks": 4,
+    "max_blocks": 10,
+    "zoo_size": 4,
+    "max_draws": 50,
+}
 
 
 def test_exactly_n_children_every_generation_and_union_population():
@@ -272,9 +285,20 @@ def test_proxy_accuracy_is_seeded(tmp_path):
     from bench.data.registry import load_splits
 
     train, val, _ = load_splits("uci-digits", seed=0, input_size=16, train_limit=128)
-    cfg = make_config(ProxyConfig, {"width": 0.125, "train.steps": 3, "train.batch_size": 16, "train.log_every": 3,
-                                    "time_width": 0.125, "time_size": 16, "time_batch": 4, "time_steps": 2,
-                                    "time_warmup": 1})
+    cfg = make_config(
+        ProxyConfig,
+        {
+            "width": 0.125,
+            "train.steps": 3,
+            "train.batch_size": 16,
+            "train.log_every": 3,
+            "time_width": 0.125,
+            "time_size": 16,
+            "time_batch": 4,
+            "time_steps": 2,
+            "time_warmup": 1,
+        },
+    )
     ev = ProxyEvaluator(cfg, train, val, train.device, seed=0)
     arch = parse(CLASSIC["resnet18"])
     assert ev.accuracy(arch, 1) == ev.accuracy(arch, 1)

@@ -2,6 +2,7 @@
 ``-n 2`` writes the same cells as a serial run, resume skips finished cells, an
 interrupted suite keeps its finished rows, bad grids fail at collection, and
 ``--benchmark-json`` carries the metrics."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-SUITE = '''
+SUITE = """
 from bench.execute.grid import Grid, TierPlan
 
 GRID = Grid(
@@ -29,7 +30,7 @@ GRID = Grid(
 def test_cell(bench_cell):
     result = bench_cell.run()
     assert result.ok, result.error
-'''
+"""
 
 CONFTEST = '''
 import os
@@ -74,8 +75,9 @@ def suite(pytester: pytest.Pytester, monkeypatch):
 def test_serial_and_parallel_write_the_same_cells(suite: pytest.Pytester):
     serial = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "serial.db", "-q")
     serial.assert_outcomes(passed=4)
-    serial.stdout.fnmatch_lines(["*4 cells written to serial.db*4 ok*",
-                                 "claims: 0 reproduced, 0 not reproduced, 26 not yet measured*"])
+    serial.stdout.fnmatch_lines(
+        ["*4 cells written to serial.db*4 ok*", "claims: 0 reproduced, 0 not reproduced, 26 not yet measured*"]
+    )
     assert sqlite3.connect(suite.path / "serial.db").execute("select count(*) from claims").fetchone() == (26,)
     assert {w for (w,) in sqlite3.connect(suite.path / "serial.db").execute("select worker from results")} == {""}
     parallel = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "par.db", "-n", "2", "-q")
@@ -91,8 +93,9 @@ def test_serial_and_parallel_write_the_same_cells(suite: pytest.Pytester):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_missing_gpu_skips_cells_and_records_why(suite: pytest.Pytester):
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "s.db", "--bench-device", "cuda",
-                                        "-q", "-rs")
+    result = suite.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--bench-db", "s.db", "--bench-device", "cuda", "-q", "-rs"
+    )
     result.assert_outcomes(skipped=4)
     result.stdout.fnmatch_lines(["*CUDA is not available here*"])
     assert {r[3] for r in rows(suite.path / "s.db")} == {"skipped"} and len(rows(suite.path / "s.db")) == 4
@@ -100,13 +103,15 @@ def test_missing_gpu_skips_cells_and_records_why(suite: pytest.Pytester):
 
 def test_ids_are_readable(suite: pytest.Pytester):
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["*test_cell?full_ft-uci-digits-resnet20-s0?*",
-                                 "*test_cell?linear_probe-uci-digits-resnet20-s1?*"])
+    result.stdout.fnmatch_lines(
+        ["*test_cell?full_ft-uci-digits-resnet20-s0?*", "*test_cell?linear_probe-uci-digits-resnet20-s1?*"]
+    )
 
 
 def test_interrupt_keeps_rows_and_resume_finishes(suite: pytest.Pytester, monkeypatch):
-    suite.makepyfile(test_tiny=SUITE.replace('"linear_probe": {}', '"stop_at_seed": {}').replace(
-        "seeds=(0, 1)", "seeds=(0, 1, 2)"))
+    suite.makepyfile(
+        test_tiny=SUITE.replace('"linear_probe": {}', '"stop_at_seed": {}').replace("seeds=(0, 1)", "seeds=(0, 1, 2)")
+    )
     monkeypatch.setenv("STOP_AT_SEED", "1")
     first = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "r.db", "-q")
     assert first.ret == pytest.ExitCode.INTERRUPTED
@@ -129,13 +134,16 @@ def test_bad_grid_fails_at_collection(suite: pytest.Pytester):
     suite.makepyfile(test_tiny=SUITE.replace('"full_ft": {}', '"full_ft": {"train.lrr": 1}'))
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "bad.db")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*InvalidGrid*unknown config key(s) train.lrr for TrainConfig; valid keys: train.optimizer, train.lr,*"])
+    result.stdout.fnmatch_lines(
+        ["*InvalidGrid*unknown config key(s) train.lrr for TrainConfig; valid keys: train.optimizer, train.lr,*"]
+    )
     assert not (suite.path / "bad.db").exists()
 
 
 def test_seeds_option_and_benchmark_json(suite: pytest.Pytester):
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "b.db", "--bench-seeds", "5",
-                                        "--benchmark-json", "bm.json", "-q")
+    result = suite.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--bench-db", "b.db", "--bench-seeds", "5", "--benchmark-json", "bm.json", "-q"
+    )
     result.assert_outcomes(passed=2)
     assert {r[2] for r in rows(suite.path / "b.db")} == {5}
     data = json.loads((suite.path / "bm.json").read_text())
@@ -145,7 +153,9 @@ def test_seeds_option_and_benchmark_json(suite: pytest.Pytester):
 
 def test_datasets_option_filters_cells_at_collection(suite: pytest.Pytester):
     suite.makepyfile(test_tiny=SUITE.replace('datasets=("uci-digits",)', 'datasets=("uci-digits", "lfw-faces")'))
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-datasets", "lfw-faces", "--collect-only", "-q")
+    result = suite.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--bench-datasets", "lfw-faces", "--collect-only", "-q"
+    )
     result.stdout.fnmatch_lines(["*full_ft-lfw-faces-resnet20-s0*"])
     assert "uci-digits" not in result.stdout.str()
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-datasets", "cifar10", "--collect-only")
@@ -168,7 +178,7 @@ def test_visible_gpus_from_env(monkeypatch):
     assert visible_gpus() == []
 
 
-PINNING = '''
+PINNING = """
 import os
 
 
@@ -176,7 +186,7 @@ def test_pinned():
     worker = os.environ["PYTEST_XDIST_WORKER"]
     with open(f"pin-{worker}.txt", "w") as fh:
         fh.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
-'''
+"""
 
 
 def test_xdist_workers_pinned_to_fake_gpus(pytester: pytest.Pytester, monkeypatch):

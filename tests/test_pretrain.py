@@ -1,4 +1,5 @@
 """Source weights: cache key, cache hit on second use, atomic writes, clear offline errors."""
+
 import os
 
 import pytest
@@ -6,9 +7,9 @@ import torch
 
 from bench import cache
 from bench.cache import atomic_save
+from bench.contract.settings import TrainConfig
 from bench.errors import InvalidConfig, WeightsNotFound
 from bench.models.pretrain import PretrainRecipe, imagenet_state_dict, pretrained_source, source_path
-from bench.contract.settings import TrainConfig
 
 RECIPE = PretrainRecipe(train=TrainConfig(epochs=0.1, batch_size=32, log_every=1000))
 
@@ -64,7 +65,11 @@ def test_imagenet_offline_error_names_file(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFound) as err:
         imagenet_state_dict("resnet18", 1.0)
     msg = str(err.value)
-    assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "download.pytorch.org" in msg
+    assert (
+        "resnet18-f37072fd.pth" in msg
+        and str(tmp_path / "hub" / "checkpoints") in msg
+        and "download.pytorch.org" in msg
+    )
 
 
 def test_imagenet_from_seeded_cache(tmp_path, monkeypatch):

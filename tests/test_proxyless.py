@@ -1,21 +1,27 @@
 """Proxyless adaptation: theta edges, cell graphs, discretisation, the adapt methods and NAT."""
+
 import copy
 
 import pytest
 import torch
 
-from bench.errors import InvalidConfig
-from bench.models.net import build_model
 from bench.contract.recorder import Recorder
+from bench.errors import InvalidConfig
 from bench.execute.runner import run_cell
+from bench.models.net import build_model
 from methods.proxyless import edges as E
 from methods.proxyless.edges import FactorizedReduce
 from methods.proxyless.method import rebuild
 from methods.proxyless.nat import GCNPolicy, NatReinforce, cell_graph, representative_cells
 from tests.conftest import tiny_spec
 
-MODELS = {"resnet20_cells": 0.25, "mobilenetv2_cifar": 0.125, "darts_v2_8": 0.25, "resnet50_cifar": 0.0625,
-          "proxylessnas_cifar": 0.125}
+MODELS = {
+    "resnet20_cells": 0.25,
+    "mobilenetv2_cifar": 0.125,
+    "darts_v2_8": 0.25,
+    "resnet50_cifar": 0.0625,
+    "proxylessnas_cifar": 0.125,
+}
 
 
 def _net(name: str, seed: int = 0) -> torch.nn.Module:
@@ -169,9 +175,14 @@ def test_adapt_method_end_to_end_records_thetas_and_changes(method):
 
 def test_adapted_theta_moves_and_weights_keep_training_after_discretisation():
     rec = Recorder("cpu", progress=lambda _m: None)
-    spec = tiny_spec("adapt_full", model="resnet20_cells", task={"source": None, "input_size": 8},
-                     config={"arch.lr": 0.05, "arch.frac": 0.5})
+    spec = tiny_spec(
+        "adapt_full",
+        model="resnet20_cells",
+        task={"source": None, "input_size": 8},
+        config={"arch.lr": 0.05, "arch.frac": 0.5},
+    )
     from bench.execute.runner import build_task, resolve
+
     cls, cfg, settings = resolve(spec)
     task = build_task(spec, settings, torch.device("cpu"))
     fitted = cls(cfg).fit(task, rec)

@@ -1,4 +1,5 @@
 """The SimCLR variant of proxyless adaptation: augmentation, loss hook, kNN evaluation, SSL theta steps, claim."""
+
 import math
 
 import pandas as pd
@@ -7,11 +8,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from bench.results.claims import CHECKS
-from bench.models.net import MappedNet, StructuralMap, build_model
 from bench.contract.recorder import Recorder
-from bench.execute.runner import run_cell
 from bench.contract.split import Split
+from bench.execute.runner import run_cell
+from bench.models.net import MappedNet, StructuralMap, build_model
+from bench.results.claims import CHECKS
 from methods.proxyless import edges as E
 from methods.proxyless.method import ArchConfig, ArchSearch, weight_params
 from methods.proxyless.simclr import HeadConfig, SimCLRLoss, attach_head
@@ -69,8 +70,11 @@ def test_augmentation_with_everything_off_is_the_identity_and_flip_only_mirrors(
 
 def test_grayscale_and_hue_match_torchvision():
     img, x = _batch()
-    gray = SimCLRAugment(AugConfig(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip="off",
-                                   jitter_p=0.0, gray_p=1.0), MEAN, STD)(x)
+    gray = SimCLRAugment(
+        AugConfig(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip="off", jitter_p=0.0, gray_p=1.0),
+        MEAN,
+        STD,
+    )(x)
     assert torch.allclose(_unnorm(gray), TF.rgb_to_grayscale(img, 3), atol=1e-5)
     shifts = torch.linspace(-0.1, 0.1, img.shape[0])
     ours = adjust_hue(img, shifts)
@@ -109,8 +113,9 @@ class _Pool(MappedNet):
     def __init__(self) -> None:
         super().__init__()
         self.avgpool, self.flatten, self.fc = nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(3, 2)
-        self._set_structure(StructuralMap(stem=("avgpool",), stages=(("flatten",),), head=("fc",), classifier="fc"),
-                            "pool", {})
+        self._set_structure(
+            StructuralMap(stem=("avgpool",), stages=(("flatten",),), head=("fc",), classifier="fc"), "pool", {}
+        )
 
 
 def _split(feats: list[list[float]], labels: list[int], name: str) -> Split:
@@ -120,8 +125,10 @@ def _split(feats: list[list[float]], labels: list[int], name: str) -> Split:
 
 def test_knn_evaluation_gives_the_expected_accuracy_and_nll():
     # bank: three direction clusters; the query (1, .1, 0) sits on class 0's direction
-    bank = _split([[1, 0, 0], [1, .05, 0], [0, 1, 0], [0, 1, .05], [0, 0, 1], [.05, 0, 1]], [0, 0, 1, 1, 2, 2], "train")
-    test = _split([[1, .1, 0], [0, 1, .1], [.1, 0, 1], [.6, .8, 0]], [0, 1, 2, 0], "test")
+    bank = _split(
+        [[1, 0, 0], [1, 0.05, 0], [0, 1, 0], [0, 1, 0.05], [0, 0, 1], [0.05, 0, 1]], [0, 0, 1, 1, 2, 2], "train"
+    )
+    test = _split([[1, 0.1, 0], [0, 1, 0.1], [0.1, 0, 1], [0.6, 0.8, 0]], [0, 1, 2, 0], "test")
     out = knn_evaluate(_Pool(), bank, test, k=2, temperature=0.5)
     # the last query (.6, .8, 0) is closer to class 1's members than class 0's: 3 of 4 correct
     assert out["top1_pct"] == pytest.approx(75.0)
@@ -165,8 +172,9 @@ def test_ssl_adapt_path_updates_theta_with_the_ssl_loss_on_the_same_views():
 
 
 def test_simclr_adapt_cell_records_ssl_and_architecture_metrics():
-    spec = tiny_spec("simclr_adapt_cell", model="resnet20_cells", task={"source": None, "input_size": 8},
-                     config={"knn_every": 3})
+    spec = tiny_spec(
+        "simclr_adapt_cell", model="resnet20_cells", task={"source": None, "input_size": 8}, config={"knn_every": 3}
+    )
     result = run_cell(spec)
     assert result.ok, result.error
     m = result.metrics
@@ -179,9 +187,12 @@ def test_simclr_adapt_cell_records_ssl_and_architecture_metrics():
 
 
 def test_simclr_learns_nt_xent_falls_below_chance():
-    spec = tiny_spec("simclr", model="resnet20_cells", task={"source": None, "input_size": 8, "width": 0.25,
-                                                             "train_limit": 0},
-                     config={"train.steps": 60, "train.batch_size": 32, "train.lr": 5e-2, "train.log_every": 1})
+    spec = tiny_spec(
+        "simclr",
+        model="resnet20_cells",
+        task={"source": None, "input_size": 8, "width": 0.25, "train_limit": 0},
+        config={"train.steps": 60, "train.batch_size": 32, "train.lr": 5e-2, "train.log_every": 1},
+    )
     result = run_cell(spec)
     assert result.ok, result.error
     curve = [v for _, v in result.series["train_loss_nat"]]
@@ -202,9 +213,19 @@ def _frame(adapted: float, original: float) -> pd.DataFrame:
     for seed in range(3):
         for method, acc in (("simclr", original), ("simclr_adapt_cell", adapted)):
             for model in ("resnet50_cifar", "darts_v2_8"):
-                rows.append({"status": "ok", "method": method, "variant": method, "suite": "proxyless_ssl",
-                             "dataset": "cifar10", "model": model, "tier": "paper", "seed": seed,
-                             "test_top1_pct": acc + seed * 0.1})
+                rows.append(
+                    {
+                        "status": "ok",
+                        "method": method,
+                        "variant": method,
+                        "suite": "proxyless_ssl",
+                        "dataset": "cifar10",
+                        "model": model,
+                        "tier": "paper",
+                        "seed": seed,
+                        "test_top1_pct": acc + seed * 0.1,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

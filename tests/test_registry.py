@@ -1,4 +1,5 @@
 """Registries refuse duplicates and answer unknown names with the valid ones."""
+
 import pytest
 
 from bench.errors import DuplicateName, UnknownName
@@ -16,7 +17,9 @@ def test_unknown_lists_valid_and_suggests():
     reg = Registry("widget")
     reg.register("alpha", 1)
     reg.register("beta", 2)
-    with pytest.raises(UnknownName, match=r"unknown widget 'alpah'\. Did you mean 'alpha'\? Valid widgets: alpha, beta"):
+    with pytest.raises(
+        UnknownName, match=r"unknown widget 'alpah'\. Did you mean 'alpha'\? Valid widgets: alpha, beta"
+    ):
         reg.get("alpah")
 
 

@@ -1,4 +1,5 @@
 """run_cell: metrics of an ok cell, failures as results, bad input as errors, determinism."""
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -6,14 +7,31 @@ import torch
 import torch.nn.functional as F
 
 from bench import engine
-from bench.errors import InvalidConfig, UnknownName
 from bench.contract.interface import Fitted
+from bench.errors import InvalidConfig, UnknownName
 from bench.execute.runner import run_cell
 from tests.conftest import tiny_spec
 
-CORE = ("val_top1_pct", "test_top1_pct", "val_loss_nat", "test_loss_nat", "trainable_params", "total_params",
-        "step_ms_median", "step_ms_p10", "step_ms_p90", "peak_mem_mib", "peak_rss_mib", "fit_s", "eval_s", "data_s",
-        "train_step_gflop", "infer_mflop_per_sample", "source_test_top1_pct", "source_s")
+CORE = (
+    "val_top1_pct",
+    "test_top1_pct",
+    "val_loss_nat",
+    "test_loss_nat",
+    "trainable_params",
+    "total_params",
+    "step_ms_median",
+    "step_ms_p10",
+    "step_ms_p90",
+    "peak_mem_mib",
+    "peak_rss_mib",
+    "fit_s",
+    "eval_s",
+    "data_s",
+    "train_step_gflop",
+    "infer_mflop_per_sample",
+    "source_test_top1_pct",
+    "source_s",
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +159,7 @@ class ProbeSource(Raises):
         from bench.models.pretrain import pretrained_source
 
         s = task.settings
-        _, meta = pretrained_source(task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed,
-                                    task.device)
+        _, meta = pretrained_source(task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed, task.device)
         rec.note("cached_before_fit", meta["cache_hit"])
         model = task.build_model()
         engine.fit(model, task.train, self.config.train, rec)

@@ -6,6 +6,7 @@ nothing, an invalid grid exits 2, a crashed task is reported with its stderr fil
 Slurm parameters reach the sbatch file (through stand-in ``srun``/``sbatch``), local
 GPU slots pin one task per GPU, and the GPU workflow has the steps CI relies on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,20 +18,20 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from bench.execute import scale
 from bench.cli import main
 from bench.env import collect
-from bench.registry import METHODS
+from bench.execute import scale
 from bench.execute.runner import run_cell
+from bench.registry import METHODS
 from bench.results.store import Store, merge
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TASK = '''{"source": "mnist5k", "input_size": 16, "width": 0.125, "train_limit": 128,
-          "pretrain.train.epochs": 0.2}'''
+TASK = """{"source": "mnist5k", "input_size": 16, "width": 0.125, "train_limit": 128,
+          "pretrain.train.epochs": 0.2}"""
 TIERS = '{"smoke": TierPlan(config={"train.steps": 3, "train.batch_size": 32, "train.log_every": 3})}'
 
-SUITE = f'''
+SUITE = f"""
 from bench.execute.grid import Grid, TierPlan
 
 GRID = Grid(
@@ -42,7 +43,7 @@ GRID = Grid(
     task={TASK},
     tiers={TIERS},
 )
-'''
+"""
 
 CRASH_SUITE = f'''
 import os
@@ -98,8 +99,10 @@ def cells(db: Path) -> dict[str, tuple]:
 def runs(db: Path) -> list[tuple]:
     con = sqlite3.connect(db)
     try:
-        return con.execute("SELECT run_id, status, tag, (SELECT count(*) FROM results r WHERE r.run_id = u.run_id) "
-                           "FROM runs u ORDER BY run_id").fetchall()
+        return con.execute(
+            "SELECT run_id, status, tag, (SELECT count(*) FROM results r WHERE r.run_id = u.run_id) "
+            "FROM runs u ORDER BY run_id"
+        ).fetchall()
     finally:
         con.close()
 
@@ -127,8 +130,24 @@ def serial(work: Path) -> Path:
 def test_local_executor_matches_serial_run_and_merging_again_adds_nothing(work: Path, serial: Path):
     """``--executor local``: 4 cells, 2 per task, one thread per cell (as the reference)."""
     db, shards = work / "local.db", work / "shards-local"
-    rc, out, err = bench("run", work / "tiny.py", "--executor", "local", "--cells-per-task", 2, "--cpus-per-task", 1,
-                         "--device", "cpu", "--tag", "ci", "--db", db, "--shards", shards)
+    rc, out, err = bench(
+        "run",
+        work / "tiny.py",
+        "--executor",
+        "local",
+        "--cells-per-task",
+        2,
+        "--cpus-per-task",
+        1,
+        "--device",
+        "cpu",
+        "--tag",
+        "ci",
+        "--db",
+        db,
+        "--shards",
+        shards,
+    )
     assert rc == 0, out + err
     expected = cells(serial)
     assert len(expected) == 4 and {v[2] for v in expected.values()} == {"ok"}
@@ -150,8 +169,22 @@ def test_local_executor_matches_serial_run_and_merging_again_adds_nothing(work: 
 
 def test_debug_executor_matches_serial_run(work: Path, serial: Path):
     db, shards = work / "debug.db", work / "shards-debug"
-    rc, out, err = bench("run", work / "tiny.py", "--executor", "debug", "--cells-per-task", 3, "--cpus-per-task", 1,
-                         "--device", "cpu", "--db", db, "--shards", shards)
+    rc, out, err = bench(
+        "run",
+        work / "tiny.py",
+        "--executor",
+        "debug",
+        "--cells-per-task",
+        3,
+        "--cpus-per-task",
+        1,
+        "--device",
+        "cpu",
+        "--db",
+        db,
+        "--shards",
+        shards,
+    )
     assert rc == 0, out + err
     assert cells(db) == cells(serial)
     assert len(list(shards.glob("*.db"))) == 2 and [n for *_, n in runs(db)] in ([1, 3], [3, 1])
@@ -162,8 +195,22 @@ def test_crashed_task_is_reported_and_its_finished_cells_kept(work: Path):
     suite.write_text(CRASH_SUITE)
     db = work / "crash.db"
     try:
-        rc, out, err = bench("run", suite, "--executor", "local", "--cells-per-task", 2, "--cpus-per-task", 1,
-                             "--device", "cpu", "--db", db, "--shards", work / "shards-crash")
+        rc, out, err = bench(
+            "run",
+            suite,
+            "--executor",
+            "local",
+            "--cells-per-task",
+            2,
+            "--cpus-per-task",
+            1,
+            "--device",
+            "cpu",
+            "--db",
+            db,
+            "--shards",
+            work / "shards-crash",
+        )
     finally:
         METHODS.unregister("crash")
     assert rc == 1, out + err
@@ -195,8 +242,19 @@ def test_invalid_grid_exits_2_with_the_message(work: Path):
 
 def test_dry_run_prints_the_tasks_and_submits_nothing(work: Path):
     shards = work / "shards-dry"
-    rc, out, _ = bench("run", work / "tiny.py", "--dry-run", "--executor", "slurm", "--cells-per-task", 3,
-                       "--partition", "gpu", "--shards", shards)
+    rc, out, _ = bench(
+        "run",
+        work / "tiny.py",
+        "--dry-run",
+        "--executor",
+        "slurm",
+        "--cells-per-task",
+        3,
+        "--partition",
+        "gpu",
+        "--shards",
+        shards,
+    )
     assert rc == 0 and "4 cells in 2 task(s)" in out
     assert "slurm_partition='gpu'" in out and "gpus_per_node=1" in out and "timeout_min=60" in out
     assert "full_ft-uci-digits-resnet20-s0, full_ft-uci-digits-resnet20-s1, linear_probe-uci-digits-resnet20-s0" in out
@@ -212,14 +270,38 @@ def test_slurm_parameters_reach_the_array_job(work: Path, monkeypatch: pytest.Mo
         (fake / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
     shards = work / "shards-slurm"
-    rc, out, err = bench("run", work / "tiny.py", "--executor", "slurm", "--partition", "gpu", "--cpus-per-task", 8,
-                         "--time-min", 90, "--array-parallelism", 3, "--slurm", "account=abc", "--shards", shards)
+    rc, out, err = bench(
+        "run",
+        work / "tiny.py",
+        "--executor",
+        "slurm",
+        "--partition",
+        "gpu",
+        "--cpus-per-task",
+        8,
+        "--time-min",
+        90,
+        "--array-parallelism",
+        3,
+        "--slurm",
+        "account=abc",
+        "--shards",
+        shards,
+    )
     assert rc == 0, out + err
     assert "job ids 4242_0, 4242_1, 4242_2, 4242_3" in out
     assert f"bench merge {shards}/*.db -o results.db" in out
     sbatch = next((shards / "jobs").glob("*_submission.sh")).read_text()
-    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=90", "--array=0-3%3",
-                 "--account=abc", "--ntasks-per-node=1", "--job-name=bench-tiny"):
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--time=90",
+        "--array=0-3%3",
+        "--account=abc",
+        "--ntasks-per-node=1",
+        "--job-name=bench-tiny",
+    ):
         assert f"#SBATCH {line}\n" in sbatch
     monkeypatch.setenv("PATH", str(work / "empty"))
     rc, _, err = bench("run", work / "tiny.py", "--executor", "slurm", "--shards", work / "shards-none")
@@ -296,8 +378,14 @@ def test_gpu_workflow_has_the_ci_steps():
     assert uses[0].startswith("actions/checkout@")
     assert "make venv" in runs_ and "nvidia-smi -L | wc -l" in runs_
     suites = next(s["run"] for s in steps if "pytest suites" in s.get("run", ""))
-    for flag in ('-n "$GPUS"', "--dist worksteal", "--bench-budget short", "--bench-mode accuracy",
-                 "--bench-tag", "--bench-db results.db"):
+    for flag in (
+        '-n "$GPUS"',
+        "--dist worksteal",
+        "--bench-budget short",
+        "--bench-mode accuracy",
+        "--bench-tag",
+        "--bench-db results.db",
+    ):
         assert flag in suites
     gate = next(s for s in steps if "bench gate" in s.get("run", ""))
     assert "--candidate results.db:cells" in gate["run"] and "--json gate.json" in gate["run"]

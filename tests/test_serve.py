@@ -7,6 +7,7 @@ an ``oom`` cell; run B (tag ``cand``) re-runs suite ``baselines`` 2 points more 
 curves; two cells carry a positional series (5 controller updates x 4 layers).
 ``build_fixture_db`` is shared with ``tests/test_browser.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,11 @@ from datasette.app import Datasette
 from datasette_dashboards import replace_opts_in_query
 
 from bench import cli
-from bench.serve import app as serve
 from bench.contract.cell import CellResult, CellSpec
+from bench.contract.units import unit_of
 from bench.results.schema import MIGRATION_NAMES, MIGRATIONS
 from bench.results.store import Store
-from bench.contract.units import unit_of
+from bench.serve import app as serve
 
 DB = "results"
 SUITE_MODEL = {"baselines": "resnet20", "search": "resnet18"}
@@ -49,8 +50,13 @@ HEAT_STEPS, HEAT_POSITIONS = range(5), range(4)
 
 
 def acc(suite: str, variant: str, dataset: str, seed: int, run: str) -> float:
-    return ({"full_ft": 90.0, "last_k:k1": 85.0}[variant] + {"uci-digits": 5.0, "lfw-faces": 0.0}[dataset]
-            + seed + (suite == "search") * 1.0 + (run == RUN_B) * 2.0)
+    return (
+        {"full_ft": 90.0, "last_k:k1": 85.0}[variant]
+        + {"uci-digits": 5.0, "lfw-faces": 0.0}[dataset]
+        + seed
+        + (suite == "search") * 1.0
+        + (run == RUN_B) * 2.0
+    )
 
 
 def step_ms(variant: str, seed: int, run: str) -> float:
@@ -59,7 +65,8 @@ def step_ms(variant: str, seed: int, run: str) -> float:
 
 def mem_mib(variant: str, dataset: str, run: str) -> float:
     return ({"full_ft": 64.0, "last_k:k1": 16.0}[variant] + (dataset == "lfw-faces") * 8.0) * (
-        0.75 if run == RUN_B else 1.0)
+        0.75 if run == RUN_B else 1.0
+    )
 
 
 def heat_value(step: int, position: int, seed: int) -> float:
@@ -79,16 +86,30 @@ class FixtureDB:
 
 def _spec(suite: str, variant: str, dataset: str, seed: int) -> CellSpec:
     method = VARIANTS[variant]
-    return CellSpec(suite=suite, method=method, variant=variant, dataset=dataset, model=SUITE_MODEL[suite],
-                    seed=seed, tier="smoke", config_json=json.dumps({"k": 1} if method == "last_k" else {}),
-                    device="cpu")
+    return CellSpec(
+        suite=suite,
+        method=method,
+        variant=variant,
+        dataset=dataset,
+        model=SUITE_MODEL[suite],
+        seed=seed,
+        tier="smoke",
+        config_json=json.dumps({"k": 1} if method == "last_k" else {}),
+        device="cpu",
+    )
 
 
 def _ok(spec: CellSpec, run: str, minute: int) -> CellResult:
     v, d, s = spec.variant, spec.dataset, spec.seed
-    metrics = {"test_top1_pct": acc(spec.suite, v, d, s, run), "val_top1_pct": acc(spec.suite, v, d, s, run) - 1,
-               "step_ms_median": step_ms(v, s, run), "peak_mem_mib": mem_mib(v, d, run), "fit_s": 3.5,
-               "trainable_params": 1000.0, "total_params": 5000.0}
+    metrics = {
+        "test_top1_pct": acc(spec.suite, v, d, s, run),
+        "val_top1_pct": acc(spec.suite, v, d, s, run) - 1,
+        "step_ms_median": step_ms(v, s, run),
+        "peak_mem_mib": mem_mib(v, d, run),
+        "fit_s": 3.5,
+        "trainable_params": 1000.0,
+        "total_params": 5000.0,
+    }
     series: dict[str, list[tuple]] = {
         "train_loss_nat": [(t, loss(v, t, s, run)) for t in (0, 10, 20)],
         "train_val_top1_pct": [(t, 50.0 + t) for t in (10, 20)],
@@ -96,17 +117,34 @@ def _ok(spec: CellSpec, run: str, minute: int) -> CellResult:
     if (spec.suite, v, d, spec.model) == HEAT and s in (0, 1):
         metrics.update({"proxy_rank_tau": 0.6, "proxy_rank_rho": 0.75} if s == 0 else {})
         series["kernel5_prob"] = [(t, heat_value(t, p, s), p) for t in HEAT_STEPS for p in HEAT_POSITIONS]
-    return CellResult(spec=spec, status="ok", metrics=metrics, series=series, arch="resnet20-std",
-                      device="cpu", worker="gw0", started_at=f"{run}T00:{minute:02d}:00.000000+00:00",
-                      ended_at=f"{run}T00:{minute:02d}:30.000000+00:00", wall_s=30.0)
+    return CellResult(
+        spec=spec,
+        status="ok",
+        metrics=metrics,
+        series=series,
+        arch="resnet20-std",
+        device="cpu",
+        worker="gw0",
+        started_at=f"{run}T00:{minute:02d}:00.000000+00:00",
+        ended_at=f"{run}T00:{minute:02d}:30.000000+00:00",
+        wall_s=30.0,
+    )
 
 
 def build_fixture_db(path: str | Path) -> FixtureDB:
     """Write the realistic database described in the module docstring to ``path``."""
     path = Path(path)
     with Store(path) as store:
-        run_a = store.start_run({"started_at": f"{RUN_A}T00:00:00.000000+00:00", "tier": "smoke",
-                                 "mode": "accuracy", "device": "cpu", "tag": "main", "host": "ci-a"})
+        run_a = store.start_run(
+            {
+                "started_at": f"{RUN_A}T00:00:00.000000+00:00",
+                "tier": "smoke",
+                "mode": "accuracy",
+                "device": "cpu",
+                "tag": "main",
+                "host": "ci-a",
+            }
+        )
         minute = 0
         for suite in SUITE_MODEL:
             for variant in VARIANTS:
@@ -114,37 +152,92 @@ def build_fixture_db(path: str | Path) -> FixtureDB:
                     for seed in SEEDS:
                         minute += 1
                         store.write_result(run_a, _ok(_spec(suite, variant, dataset, seed), RUN_A, minute))
-        store.write_result(run_a, CellResult(
-            spec=_spec("search", "full_ft", "lfw-faces", 9), status="oom", error_type="OutOfMemoryError",
-            error="CUDA out of memory at batch 128 (bench/engine/train.py:200)",
-            started_at=f"{RUN_A}T00:59:00.000000+00:00"))
+        store.write_result(
+            run_a,
+            CellResult(
+                spec=_spec("search", "full_ft", "lfw-faces", 9),
+                status="oom",
+                error_type="OutOfMemoryError",
+                error="CUDA out of memory at batch 128 (bench/engine/train.py:200)",
+                started_at=f"{RUN_A}T00:59:00.000000+00:00",
+            ),
+        )
         store.finish_run(run_a)
-        run_b = store.start_run({"started_at": f"{RUN_B}T00:00:00.000000+00:00", "tier": "smoke",
-                                 "mode": "accuracy", "device": "cuda", "tag": "cand", "host": "ci-b",
-                                 "gpu_name": "NVIDIA H100"})
+        run_b = store.start_run(
+            {
+                "started_at": f"{RUN_B}T00:00:00.000000+00:00",
+                "tier": "smoke",
+                "mode": "accuracy",
+                "device": "cuda",
+                "tag": "cand",
+                "host": "ci-b",
+                "gpu_name": "NVIDIA H100",
+            }
+        )
         minute = 0
         for variant in VARIANTS:
             for dataset in DATASETS:
                 for seed in SEEDS:
                     minute += 1
                     store.write_result(run_b, _ok(_spec("baselines", variant, dataset, seed), RUN_B, minute))
-        store.write_result(run_b, CellResult(
-            spec=_spec("baselines", "full_ft", "uci-digits", 3), status="failed", error_type="RuntimeError",
-            error="boom (methods/full_ft.py:12)", started_at=f"{RUN_B}T00:59:00.000000+00:00"))
+        store.write_result(
+            run_b,
+            CellResult(
+                spec=_spec("baselines", "full_ft", "uci-digits", 3),
+                status="failed",
+                error_type="RuntimeError",
+                error="boom (methods/full_ft.py:12)",
+                started_at=f"{RUN_B}T00:59:00.000000+00:00",
+            ),
+        )
         store.finish_run(run_b)
-        store.db["claims"].insert({
-            "claim_id": "ts-r18-small-final", "tier": "smoke", "paper": "000_c76f86a90fd00e2a.txt",
-            "method": "two_stage", "baseline": "last_k", "source_ref": "Sec. 4.2, Fig. 3a",
-            "metric": "test_top1_pct", "paper_value": "87.4", "paper_baseline_value": "86.4", "unit": "%",
-            "setting": "ResNet-18, small scope", "check_text": "two_stage > last_k at equal budget",
-            "ours_value": 91.0, "ours_baseline_value": 90.0, "ours_detail": "3 seeds per group",
-            "verdict": "reproduced", "n_seeds": 3, "evaluated_at": f"{RUN_B}T01:00:00+00:00"})
-        store.db["gate_decisions"].insert({
-            "decision_id": "d1", "gate_id": "g1", "created_at": f"{RUN_B}T02:00:00+00:00", "baseline": "main",
-            "candidate": "cand", "suite": "baselines", "variant": "full_ft", "dataset": "lfw-faces",
-            "model": "resnet20", "tier": "smoke", "mode": "accuracy", "metric": "test_top1_pct",
-            "reference": 91.0, "candidate_value": 93.0, "delta": 2.0, "n_reference": 3, "n_candidate": 3,
-            "p_value": 0.1, "p_adjusted": 0.2, "verdict": "improved", "reason": "mean up 2.0 points"})
+        store.db["claims"].insert(
+            {
+                "claim_id": "ts-r18-small-final",
+                "tier": "smoke",
+                "paper": "000_c76f86a90fd00e2a.txt",
+                "method": "two_stage",
+                "baseline": "last_k",
+                "source_ref": "Sec. 4.2, Fig. 3a",
+                "metric": "test_top1_pct",
+                "paper_value": "87.4",
+                "paper_baseline_value": "86.4",
+                "unit": "%",
+                "setting": "ResNet-18, small scope",
+                "check_text": "two_stage > last_k at equal budget",
+                "ours_value": 91.0,
+                "ours_baseline_value": 90.0,
+                "ours_detail": "3 seeds per group",
+                "verdict": "reproduced",
+                "n_seeds": 3,
+                "evaluated_at": f"{RUN_B}T01:00:00+00:00",
+            }
+        )
+        store.db["gate_decisions"].insert(
+            {
+                "decision_id": "d1",
+                "gate_id": "g1",
+                "created_at": f"{RUN_B}T02:00:00+00:00",
+                "baseline": "main",
+                "candidate": "cand",
+                "suite": "baselines",
+                "variant": "full_ft",
+                "dataset": "lfw-faces",
+                "model": "resnet20",
+                "tier": "smoke",
+                "mode": "accuracy",
+                "metric": "test_top1_pct",
+                "reference": 91.0,
+                "candidate_value": 93.0,
+                "delta": 2.0,
+                "n_reference": 3,
+                "n_candidate": 3,
+                "p_value": 0.1,
+                "p_adjusted": 0.2,
+                "verdict": "improved",
+                "reason": "mean up 2.0 points",
+            }
+        )
     return FixtureDB(path, run_a, run_b)
 
 
@@ -190,19 +283,24 @@ def schema(path: Path) -> dict[str, list[str]]:
 
 # -- metadata -----------------------------------------------------------------------------
 
+
 def test_every_column_of_a_fresh_database_is_described(tmp_path: Path) -> None:
     with Store(tmp_path / "fresh.db"):
         pass
     columns = schema(tmp_path / "fresh.db")
     tables = serve.build_metadata(DB)["databases"][DB]["tables"]
     assert tables["_sqlite_migrations"]["hidden"] is True
-    missing = [f"{t}.{c}" for t, cols in columns.items() if t != "_sqlite_migrations"
-               for c in cols if not (tables.get(t, {}).get("columns") or {}).get(c)]
+    missing = [
+        f"{t}.{c}"
+        for t, cols in columns.items()
+        if t != "_sqlite_migrations"
+        for c in cols
+        if not (tables.get(t, {}).get("columns") or {}).get(c)
+    ]
     assert not missing, f"add descriptions to bench/datasette/metadata.yaml for: {missing}"
     undescribed = [t for t in columns if t != "_sqlite_migrations" and not tables.get(t, {}).get("description")]
     assert not undescribed, f"tables/views without a description: {undescribed}"
-    stale = [f"{t}.{c}" for t, meta in tables.items() for c in meta.get("columns", {})
-             if c not in columns.get(t, [])]
+    stale = [f"{t}.{c}" for t, meta in tables.items() for c in meta.get("columns", {}) if c not in columns.get(t, [])]
     assert not stale, f"metadata.yaml describes columns the schema lacks: {stale}"
 
 
@@ -211,8 +309,12 @@ def test_units_on_every_column_with_a_physical_unit(tmp_path: Path) -> None:
         pass
     pint_unit = {"s": "s", "ms": "ms", "mib": "MiB", "pct": "percent"}  # bench.contract.units token -> Pint
     tables = serve.build_metadata(DB)["databases"][DB]["tables"]
-    expected = {(t, c): pint_unit[unit_of(c)] for t, cols in schema(tmp_path / "fresh.db").items()
-                for c in cols if unit_of(c) in pint_unit}
+    expected = {
+        (t, c): pint_unit[unit_of(c)]
+        for t, cols in schema(tmp_path / "fresh.db").items()
+        for c in cols
+        if unit_of(c) in pint_unit
+    }
     got = {(t, c): tables[t].get("units", {}).get(c) for t, c in expected}
     assert got == expected
     assert expected[("results", "wall_s")] == "s" and expected[("latest_results", "step_ms_p90")] == "ms"
@@ -222,8 +324,12 @@ def test_units_on_every_column_with_a_physical_unit(tmp_path: Path) -> None:
 def test_build_metadata_rekeys_database_and_dashboards() -> None:
     meta = serve.build_metadata("shard_7")
     assert list(meta["databases"]) == ["shard_7"]
-    dbs = {part["db"] for d in meta["plugins"]["datasette-dashboards"].values()
-           for part in (*d["charts"].values(), *d.get("filters", {}).values()) if "db" in part}
+    dbs = {
+        part["db"]
+        for d in meta["plugins"]["datasette-dashboards"].values()
+        for part in (*d["charts"].values(), *d.get("filters", {}).values())
+        if "db" in part
+    }
     assert dbs == {"shard_7"}
     assert serve.database_name("/x/shard_7.db") == "shard_7"
     assert serve.database_name("/x/my results.v2.db") == "my_results_v2"
@@ -239,13 +345,28 @@ def test_metadata_has_no_writable_canned_query() -> None:
 
 # -- tables, views, facets ------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_every_table_and_view_serves_all_its_rows(ds: Datasette, fixture_db: FixtureDB) -> None:
     conn = sqlite3.connect(fixture_db.path)
-    names = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name != '_sqlite_migrations'")]
-    assert set(names) == {"runs", "results", "metrics", "series", "claims", "gate_decisions", "results_wide",
-                          "latest_results", "results_provenance", "seed_summary"}
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name != '_sqlite_migrations'"
+        )
+    ]
+    assert set(names) == {
+        "runs",
+        "results",
+        "metrics",
+        "series",
+        "claims",
+        "gate_decisions",
+        "results_wide",
+        "latest_results",
+        "results_provenance",
+        "seed_summary",
+    }
     for name in names:
         count = conn.execute(f"SELECT count(*) FROM [{name}]").fetchone()[0]
         rows = await get_json(ds, f"/{DB}/{name}.json", {"_size": "max"})
@@ -299,19 +420,24 @@ async def test_served_live_not_immutable(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO claims (claim_id, tier, verdict) VALUES ('x', 'smoke', 'reproduced')",
-    "WITH v AS (SELECT 1) INSERT INTO claims (claim_id, tier, verdict) VALUES ('x', 'smoke', 'reproduced')",
-    "UPDATE results SET status = 'failed'",
-    "DELETE FROM metrics",
-    "DROP TABLE series",
-    "PRAGMA journal_mode = DELETE",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO claims (claim_id, tier, verdict) VALUES ('x', 'smoke', 'reproduced')",
+        "WITH v AS (SELECT 1) INSERT INTO claims (claim_id, tier, verdict) VALUES ('x', 'smoke', 'reproduced')",
+        "UPDATE results SET status = 'failed'",
+        "DELETE FROM metrics",
+        "DROP TABLE series",
+        "PRAGMA journal_mode = DELETE",
+    ],
+)
 async def test_sql_that_writes_is_refused(ds: Datasette, fixture_db: FixtureDB, sql: str) -> None:
     def counts() -> dict[str, int]:
         conn = sqlite3.connect(fixture_db.path)
-        out = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-               for t in ("claims", "results", "metrics", "series")}
+        out = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("claims", "results", "metrics", "series")
+        }
         out["failed"] = conn.execute("SELECT count(*) FROM results WHERE status = 'failed'").fetchone()[0]
         conn.close()
         return out
@@ -325,12 +451,17 @@ async def test_sql_that_writes_is_refused(ds: Datasette, fixture_db: FixtureDB, 
 
 # -- canned queries -------------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_leaderboard(ds: Datasette) -> None:
     rows = await get_json(ds, f"/{DB}/leaderboard.json", {"suite": "baselines"})
     got = {(r["variant"], r["dataset"]): r for r in rows}
-    assert list(got) == [("full_ft", "lfw-faces"), ("last_k:k1", "lfw-faces"),  # best first per dataset
-                         ("full_ft", "uci-digits"), ("last_k:k1", "uci-digits")]
+    assert list(got) == [
+        ("full_ft", "lfw-faces"),
+        ("last_k:k1", "lfw-faces"),  # best first per dataset
+        ("full_ft", "uci-digits"),
+        ("last_k:k1", "uci-digits"),
+    ]
     top = got[("full_ft", "uci-digits")]
     assert (top["rank"], top["n"], top["not_ok"], top["method"], top["model"]) == (1, 3, 1, "full_ft", "resnet20")
     assert top["test_top1_pct_mean"] == pytest.approx(98.0)  # run B: 90 + 5 + mean(0, 1, 2) + 2
@@ -342,7 +473,9 @@ async def test_leaderboard(ds: Datasette) -> None:
     everything = await get_json(ds, f"/{DB}/leaderboard.json", {"suite": ""})
     assert len(everything) == 8  # 4 groups per suite
     assert [(r["suite"], r["variant"], r["dataset"], r["n"]) for r in everything if r["not_ok"]] == [
-        ("baselines", "full_ft", "uci-digits", 3), ("search", "full_ft", "lfw-faces", 3)]
+        ("baselines", "full_ft", "uci-digits", 3),
+        ("search", "full_ft", "lfw-faces", 3),
+    ]
     assert (await ds.client.get(f"/{DB}/leaderboard?suite=baselines")).status_code == 200
 
 
@@ -374,7 +507,8 @@ async def test_rank_correlations(ds: Datasette) -> None:
     rows = await get_json(ds, f"/{DB}/rank_correlations.json")
     assert [(r["metric"], r["statistic"], r["value"], r["variant"], r["seed"], r["suite"]) for r in rows] == [
         ("proxy_rank_rho", "Spearman rho", 0.75, "last_k:k1", 0, "search"),
-        ("proxy_rank_tau", "Kendall tau", 0.6, "last_k:k1", 0, "search")]
+        ("proxy_rank_tau", "Kendall tau", 0.6, "last_k:k1", 0, "search"),
+    ]
     assert all(r["cell_key"] for r in rows)
 
 
@@ -382,7 +516,9 @@ async def test_rank_correlations(ds: Datasette) -> None:
 async def test_failed_cells_newest_first(ds: Datasette) -> None:
     rows = await get_json(ds, f"/{DB}/failed_cells.json")
     assert [(r["status"], r["error_type"], r["suite"], r["ok_since"]) for r in rows] == [
-        ("failed", "RuntimeError", "baselines", 0), ("oom", "OutOfMemoryError", "search", 0)]
+        ("failed", "RuntimeError", "baselines", 0),
+        ("oom", "OutOfMemoryError", "search", 0),
+    ]
     assert rows[0]["error"] == "boom (methods/full_ft.py:12)"
 
 
@@ -390,7 +526,8 @@ async def test_failed_cells_newest_first(ds: Datasette) -> None:
 async def test_claims_query(ds: Datasette) -> None:
     rows = await get_json(ds, f"/{DB}/claims.json")
     assert [(r["claim_id"], r["paper_value"], r["ours_value"], r["verdict"]) for r in rows] == [
-        ("ts-r18-small-final", "87.4", 91.0, "reproduced")]
+        ("ts-r18-small-final", "87.4", 91.0, "reproduced")
+    ]
 
 
 @pytest.mark.asyncio
@@ -401,6 +538,7 @@ async def test_every_canned_query_page_renders(ds: Datasette) -> None:
 
 
 # -- dashboards -----------------------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_dashboard_pages(ds: Datasette) -> None:
@@ -475,11 +613,15 @@ async def test_learning_curves(ds: Datasette) -> None:
 async def test_peak_memory_bars(ds: Datasette) -> None:
     rows = await chart_rows(ds, "peak-memory", "memory", {"suite": "baselines", "tier": "smoke"})
     got = {(r["variant"], r["model"]): (r["peak_mem_mib"], r["cells"]) for r in rows}
-    assert got == {("full_ft", "resnet20"): (pytest.approx(0.75 * 68.0), 6),
-                   ("last_k:k1", "resnet20"): (pytest.approx(0.75 * 20.0), 6)}
+    assert got == {
+        ("full_ft", "resnet20"): (pytest.approx(0.75 * 68.0), 6),
+        ("last_k:k1", "resnet20"): (pytest.approx(0.75 * 20.0), 6),
+    }
     rows = await chart_rows(ds, "peak-memory", "memory", {"dataset": "lfw-faces", "suite": "search"})
     assert {(r["variant"], r["model"]): r["peak_mem_mib"] for r in rows} == {
-        ("full_ft", "resnet18"): pytest.approx(72.0), ("last_k:k1", "resnet18"): pytest.approx(24.0)}
+        ("full_ft", "resnet18"): pytest.approx(72.0),
+        ("last_k:k1", "resnet18"): pytest.approx(24.0),
+    }
 
 
 @pytest.mark.asyncio
@@ -492,8 +634,9 @@ async def test_heatmap(ds: Datasette) -> None:
     mean = await chart_rows(ds, "series-heatmap", "heatmap", {"variant": "last_k:k1", "dataset": "uci-digits"})
     for r in mean:  # no series chosen: the first positional series; no seed: mean over seeds 0 and 1
         assert r["series"] == "kernel5_prob" and r["cells"] == 2
-        assert r["value"] == pytest.approx((heat_value(r["step"], r["position"], 0)
-                                            + heat_value(r["step"], r["position"], 1)) / 2)
+        assert r["value"] == pytest.approx(
+            (heat_value(r["step"], r["position"], 0) + heat_value(r["step"], r["position"], 1)) / 2
+        )
     assert await chart_rows(ds, "series-heatmap", "heatmap", {"model": "resnet20"}) == []
 
 
@@ -527,6 +670,7 @@ async def test_file_name_that_urls_escape_is_served_under_a_plain_name(tmp_path:
 
 # -- the command ----------------------------------------------------------------------------
 
+
 def test_cli_missing_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", str(tmp_path / "nope.db")]) == 2
     err = capsys.readouterr().err
@@ -542,11 +686,18 @@ def test_cli_not_an_archbench_database(tmp_path: Path, capsys: pytest.CaptureFix
     assert "not an archbench results database" in capsys.readouterr().err
 
 
-def test_cli_get_and_metadata_out(fixture_db: FixtureDB, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                  ) -> None:
+def test_cli_get_and_metadata_out(fixture_db: FixtureDB, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "meta.yaml"
-    code = cli.main(["serve", str(fixture_db.path), "--metadata-out", str(out),
-                     "--get", f"/{DB}/leaderboard.json?suite=baselines&_shape=array"])
+    code = cli.main(
+        [
+            "serve",
+            str(fixture_db.path),
+            "--metadata-out",
+            str(out),
+            "--get",
+            f"/{DB}/leaderboard.json?suite=baselines&_shape=array",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert len(json.loads(captured.out)) == 4
@@ -558,7 +709,12 @@ def test_cli_get_and_metadata_out(fixture_db: FixtureDB, tmp_path: Path, capsys:
 def test_cli_defaults() -> None:
     args = cli.dispatch.build_parser().parse_args(["serve"])
     assert (args.db, args.host, args.port, args.metadata_out, args.func.__module__) == (
-        "results.db", "127.0.0.1", 8001, None, "bench.cli.serve")
+        "results.db",
+        "127.0.0.1",
+        8001,
+        None,
+        "bench.cli.serve",
+    )
 
 
 def test_cli_busy_port(fixture_db: FixtureDB, capsys: pytest.CaptureFixture[str]) -> None:
@@ -588,8 +744,12 @@ def test_serve_prints_url_answers_and_stops_on_ctrl_c(fixture_db: FixtureDB) -> 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.dispatch", "serve", str(fixture_db.path), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli.dispatch", "serve", str(fixture_db.path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/{DB}/leaderboard.json?suite=baselines&_shape=array"
     rows = None
     try:

@@ -1,11 +1,22 @@
 """Gate statistics to exact values: threshold rule, one-sided tests, BH, medians, memory rule."""
+
 import math
 
 import pytest
 from scipy import stats as sps
 
-from bench.results.stats import (bh_adjust, gate_threshold, mean_drop, mean_std_n, median, memory_regressed,
-                         over_threshold, paired_one_sided_p, ratio_of_medians, welch_one_sided_p)
+from bench.results.stats import (
+    bh_adjust,
+    gate_threshold,
+    mean_drop,
+    mean_std_n,
+    median,
+    memory_regressed,
+    over_threshold,
+    paired_one_sided_p,
+    ratio_of_medians,
+    welch_one_sided_p,
+)
 
 REF = [90.0, 91.0, 92.0, 93.0, 94.0]
 CAND = [88.0, 90.0, 90.5, 92.0, 91.0]
@@ -16,20 +27,23 @@ def test_mean_std_n_unchanged():
     assert mean_std_n([5.0, float("nan"), None]) == (5.0, 0.0, 1)
 
 
-@pytest.mark.parametrize("std, abs_tol, k, expected", [
-    (0.5, 1.0, 2.0, 1.0),      # abs_tol wins
-    (0.75, 1.0, 2.0, 1.5),     # k x std wins
-    (3.0, 1.0, 0.0, 1.0),      # k = 0: the absolute tolerance only
-    (float("nan"), 1.5, 2.0, 1.5),  # unknown spread never makes a NaN threshold
-])
+@pytest.mark.parametrize(
+    "std, abs_tol, k, expected",
+    [
+        (0.5, 1.0, 2.0, 1.0),  # abs_tol wins
+        (0.75, 1.0, 2.0, 1.5),  # k x std wins
+        (3.0, 1.0, 0.0, 1.0),  # k = 0: the absolute tolerance only
+        (float("nan"), 1.5, 2.0, 1.5),  # unknown spread never makes a NaN threshold
+    ],
+)
 def test_gate_threshold(std, abs_tol, k, expected):
     assert gate_threshold(std, abs_tol, k) == expected
 
 
 def test_over_threshold_is_strict():
-    assert not over_threshold(1.5, 0.75, 1.0, 2.0)      # drop == threshold passes
+    assert not over_threshold(1.5, 0.75, 1.0, 2.0)  # drop == threshold passes
     assert over_threshold(1.5000001, 0.75, 1.0, 2.0)
-    assert not over_threshold(-5.0, 0.0, 1.0, 2.0)      # an improvement is never over
+    assert not over_threshold(-5.0, 0.0, 1.0, 2.0)  # an improvement is never over
 
 
 def test_mean_drop():
@@ -56,11 +70,14 @@ def test_welch_p_matches_scipy():
     assert p == sps.ttest_ind(REF, CAND, equal_var=False, alternative="greater").pvalue
 
 
-@pytest.mark.parametrize("ref, cand, expected", [
-    ([90.0, 91.0, 92.0, 93.0, 94.0], [89.0, 90.0, 91.0, 92.0, 93.0], 0.0),   # every seed dropped by exactly 1
-    ([90.0, 91.0, 92.0, 93.0, 94.0], [90.0, 91.0, 92.0, 93.0, 94.0], 1.0),   # identical: no evidence
-    ([90.0, 91.0, 92.0, 93.0, 94.0], [91.0, 92.0, 93.0, 94.0, 95.0], 1.0),   # every seed gained 1
-])
+@pytest.mark.parametrize(
+    "ref, cand, expected",
+    [
+        ([90.0, 91.0, 92.0, 93.0, 94.0], [89.0, 90.0, 91.0, 92.0, 93.0], 0.0),  # every seed dropped by exactly 1
+        ([90.0, 91.0, 92.0, 93.0, 94.0], [90.0, 91.0, 92.0, 93.0, 94.0], 1.0),  # identical: no evidence
+        ([90.0, 91.0, 92.0, 93.0, 94.0], [91.0, 92.0, 93.0, 94.0, 95.0], 1.0),  # every seed gained 1
+    ],
+)
 def test_paired_p_degenerate_is_never_nan(ref, cand, expected):
     assert paired_one_sided_p(ref, cand) == expected
 
@@ -91,18 +108,21 @@ def test_median_and_ratio_of_medians():
     assert math.isnan(median([]))
     assert ratio_of_medians([10.0, 12.0, 11.0], [12.0, 13.0, 14.0]) == 13.0 / 11.0
     assert ratio_of_medians([10.0, 10.0], [11.0, 11.0]) == pytest.approx(1.1, rel=1e-15)
-    assert math.isnan(ratio_of_medians([0.0, 0.0], [1.0, 1.0]))   # ratio to zero means nothing
+    assert math.isnan(ratio_of_medians([0.0, 0.0], [1.0, 1.0]))  # ratio to zero means nothing
     assert math.isnan(ratio_of_medians([], [1.0]))
 
 
-@pytest.mark.parametrize("ref, cand, expected", [
-    (1000.0, 1033.0, True),    # +33 MiB: over 32 MiB and over 2% (20 MiB)
-    (1000.0, 1032.0, False),   # +32 MiB: not over 32 MiB
-    (2000.0, 2040.0, False),   # +40 MiB: over 32 MiB, but exactly 2%, not over
-    (2000.0, 2041.0, True),
-    (100.0, 130.0, False),     # +30%: over 2% but under 32 MiB
-    (0.0, 33.0, True),
-    (1000.0, 900.0, False),
-])
+@pytest.mark.parametrize(
+    "ref, cand, expected",
+    [
+        (1000.0, 1033.0, True),  # +33 MiB: over 32 MiB and over 2% (20 MiB)
+        (1000.0, 1032.0, False),  # +32 MiB: not over 32 MiB
+        (2000.0, 2040.0, False),  # +40 MiB: over 32 MiB, but exactly 2%, not over
+        (2000.0, 2041.0, True),
+        (100.0, 130.0, False),  # +30%: over 2% but under 32 MiB
+        (0.0, 33.0, True),
+        (1000.0, 900.0, False),
+    ],
+)
 def test_memory_rule_both_thresholds(ref, cand, expected):
     assert memory_regressed(ref, cand, pct=2.0, mib=32.0) is expected

@@ -1,4 +1,5 @@
 """The results store: schema, the writer's guarantees, views, merging, read-only use."""
+
 from __future__ import annotations
 
 import math
@@ -9,44 +10,119 @@ import pandas as pd
 import pytest
 import sqlite_utils
 
-from bench.results import store as store_mod
 from bench.contract.cell import STATUSES, CellResult, CellSpec, short_hash
 from bench.env import utc_now
 from bench.errors import InvalidConfig
+from bench.results import store as store_mod
 from bench.results.store import (
-    MIGRATIONS, RUN_STATUSES, NotABenchDatabase, SchemaMismatch, Store, StoreError, merge, read_frame,
+    MIGRATIONS,
+    RUN_STATUSES,
+    NotABenchDatabase,
+    SchemaMismatch,
+    Store,
+    StoreError,
+    merge,
+    read_frame,
 )
 
 RUNS_COLUMNS = [
-    "run_id", "started_at", "ended_at", "status", "tier", "mode", "device", "argv",
-    "git_sha", "git_dirty", "bench_version", "python", "torch", "cuda", "cudnn",
-    "gpu_name", "gpu_count", "driver", "host", "platform", "cpu_count", "cpu_threads",
-    "flags_json", "tag", "arith_json",
+    "run_id",
+    "started_at",
+    "ended_at",
+    "status",
+    "tier",
+    "mode",
+    "device",
+    "argv",
+    "git_sha",
+    "git_dirty",
+    "bench_version",
+    "python",
+    "torch",
+    "cuda",
+    "cudnn",
+    "gpu_name",
+    "gpu_count",
+    "driver",
+    "host",
+    "platform",
+    "cpu_count",
+    "cpu_threads",
+    "flags_json",
+    "tag",
+    "arith_json",
 ]
 RESULTS_COLUMNS = [
-    "result_id", "run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
-    "seed", "tier", "mode", "config_json", "task_json", "status", "error_type", "error",
-    "arch", "device", "worker", "started_at", "ended_at", "wall_s", "info_json",
+    "result_id",
+    "run_id",
+    "cell_key",
+    "suite",
+    "method",
+    "variant",
+    "dataset",
+    "model",
+    "seed",
+    "tier",
+    "mode",
+    "config_json",
+    "task_json",
+    "status",
+    "error_type",
+    "error",
+    "arch",
+    "device",
+    "worker",
+    "started_at",
+    "ended_at",
+    "wall_s",
+    "info_json",
 ]
 WIDE_COLUMNS = RESULTS_COLUMNS + [
-    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
+    "val_top1_pct",
+    "test_top1_pct",
+    "step_ms_median",
+    "step_ms_p10",
+    "step_ms_p90",
+    "peak_mem_mib",
+    "trainable_params",
+    "total_params",
+    "fit_s",
+    "train_step_gflop",
 ]
 
 
 def spec(seed: int = 0, *, method: str = "last_k", tier: str = "smoke") -> CellSpec:
-    return CellSpec(suite="finetune", method=method, dataset="uci-digits", model="resnet18",
-                    seed=seed, tier=tier, config_json='{"k": 2}')
+    return CellSpec(
+        suite="finetune",
+        method=method,
+        dataset="uci-digits",
+        model="resnet18",
+        seed=seed,
+        tier=tier,
+        config_json='{"k": 2}',
+    )
 
 
-def result(cell: CellSpec | None = None, status: str = "ok", *, metrics=None, series=None,
-           started_at: str = "2026-01-01T00:00:00.000000+00:00") -> CellResult:
+def result(
+    cell: CellSpec | None = None,
+    status: str = "ok",
+    *,
+    metrics=None,
+    series=None,
+    started_at: str = "2026-01-01T00:00:00.000000+00:00",
+) -> CellResult:
     return CellResult(
-        spec=cell or spec(), status=status,
+        spec=cell or spec(),
+        status=status,
         metrics={"test_top1_pct": 91.5, "fit_s": 2.0} if metrics is None else metrics,
         series={"train_loss_nat": [(0, 2.3), (1, 1.1)]} if series is None else series,
-        arch="resnet18[k3]", info={"stopped": "converged"}, device="cpu", worker="gw0",
-        started_at=started_at, ended_at="2026-01-01T00:00:05.000000+00:00", wall_s=5.0,
+        arch="resnet18[k3]",
+        info={"stopped": "converged"},
+        device="cpu",
+        worker="gw0",
+        started_at=started_at,
+        ended_at="2026-01-01T00:00:05.000000+00:00",
+        wall_s=5.0,
     )
 
 
@@ -80,8 +156,15 @@ def count(store: Store, table: str) -> int:
 
 def test_fresh_database_has_the_expected_schema(store: Store):
     db = store.db
-    assert set(db.table_names()) == {"runs", "results", "metrics", "series", "claims", "gate_decisions",
-                                     "_sqlite_migrations"}
+    assert set(db.table_names()) == {
+        "runs",
+        "results",
+        "metrics",
+        "series",
+        "claims",
+        "gate_decisions",
+        "_sqlite_migrations",
+    }
     assert [c.name for c in db["runs"].columns] == RUNS_COLUMNS
     assert [c.name for c in db["results"].columns] == RESULTS_COLUMNS
     assert [c.name for c in db["metrics"].columns] == ["result_id", "name", "value"]
@@ -91,30 +174,48 @@ def test_fresh_database_has_the_expected_schema(store: Store):
     assert all(db[t].strict for t in ("runs", "results", "metrics", "series", "claims", "gate_decisions"))
     assert db["claims"].pks == ["claim_id", "tier"]
     assert {tuple(i.columns) for i in db["results"].indexes if not i.name.startswith("sqlite_")} == {
-        (c,) for c in ("run_id", "cell_key", "suite", "method", "variant", "dataset", "model",
-                       "seed", "tier", "status", "started_at")
+        (c,)
+        for c in (
+            "run_id",
+            "cell_key",
+            "suite",
+            "method",
+            "variant",
+            "dataset",
+            "model",
+            "seed",
+            "tier",
+            "status",
+            "started_at",
+        )
     }
-    assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [
-        ("name",)]
+    assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [("name",)]
     assert set(db.view_names()) == {"results_wide", "latest_results", "results_provenance", "seed_summary"}
     assert [c.name for c in db["results_wide"].columns] == WIDE_COLUMNS
     assert [c.name for c in db["latest_results"].columns] == WIDE_COLUMNS
     assert db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall() == [
-        ("archbench", "m001_initial"), ("archbench", "m002_tags_positions_claims_gates"),
-        ("archbench", "m003_run_arithmetic")]
+        ("archbench", "m001_initial"),
+        ("archbench", "m002_tags_positions_claims_gates"),
+        ("archbench", "m003_run_arithmetic"),
+    ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
-    fks = {(fk.table, fk.column, fk.other_table, fk.on_delete)
-           for t in ("results", "metrics", "series") for fk in db[t].foreign_keys}
-    assert fks == {("results", "run_id", "runs", "NO ACTION"),
-                   ("metrics", "result_id", "results", "CASCADE"),
-                   ("series", "result_id", "results", "CASCADE")}
+    fks = {
+        (fk.table, fk.column, fk.other_table, fk.on_delete)
+        for t in ("results", "metrics", "series")
+        for fk in db[t].foreign_keys
+    }
+    assert fks == {
+        ("results", "run_id", "runs", "NO ACTION"),
+        ("metrics", "result_id", "results", "CASCADE"),
+        ("series", "result_id", "results", "CASCADE"),
+    }
 
 
 def test_series_lookup_by_result_and_name_uses_the_primary_key_index(store: Store):
     plan = store.db.execute(
-        "EXPLAIN QUERY PLAN SELECT step, value FROM series WHERE result_id = ? AND name = ?",
-        ["a", "b"]).fetchall()
+        "EXPLAIN QUERY PLAN SELECT step, value FROM series WHERE result_id = ? AND name = ?", ["a", "b"]
+    ).fetchall()
     assert "sqlite_autoindex_series_1" in " ".join(str(row[-1]) for row in plan)  # (rebuilt by m002)
 
 
@@ -125,9 +226,11 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         assert MIGRATIONS.pending(s.db) == []
         MIGRATIONS.apply(s.db)
     assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
-    assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [("m001_initial",),
-                                                                   ("m002_tags_positions_claims_gates",),
-                                                                   ("m003_run_arithmetic",)]
+    assert rows(db_path, "SELECT name FROM _sqlite_migrations") == [
+        ("m001_initial",),
+        ("m002_tags_positions_claims_gates",),
+        ("m003_run_arithmetic",),
+    ]
 
 
 def test_wal_mode_and_foreign_keys_are_on(store: Store, db_path: Path):
@@ -146,7 +249,12 @@ def test_start_and_finish_run(store: Store, run_id: str):
     row = store.db["runs"].get(run_id)
     assert len(run_id) == 32 and int(run_id, 16) >= 0
     assert (row["status"], row["tier"], row["host"], row["argv"], row["ended_at"]) == (
-        "running", "smoke", "testhost", '["pytest", "-q"]', None)
+        "running",
+        "smoke",
+        "testhost",
+        '["pytest", "-q"]',
+        None,
+    )
     assert row["started_at"].endswith("+00:00")
     store.finish_run(run_id, "interrupted")
     row = store.db["runs"].get(run_id)
@@ -176,21 +284,58 @@ def test_write_result_writes_row_metrics_and_series(store: Store, run_id: str):
     rid = store.write_result(run_id, res)
     assert rid == short_hash(run_id, res.spec.cell_key)
     row = store.db["results"].get(rid)
-    assert {k: row[k] for k in ("run_id", "cell_key", "suite", "method", "variant", "dataset",
-                                "model", "seed", "tier", "mode", "config_json", "status",
-                                "arch", "device", "worker", "started_at", "ended_at",
-                                "wall_s", "info_json")} == {
-        "run_id": run_id, "cell_key": res.spec.cell_key, "suite": "finetune",
-        "method": "last_k", "variant": "", "dataset": "uci-digits", "model": "resnet18",
-        "seed": 0, "tier": "smoke", "mode": "accuracy", "config_json": '{"k": 2}',
-        "status": "ok", "arch": "resnet18[k3]", "device": "cpu", "worker": "gw0",
+    assert {
+        k: row[k]
+        for k in (
+            "run_id",
+            "cell_key",
+            "suite",
+            "method",
+            "variant",
+            "dataset",
+            "model",
+            "seed",
+            "tier",
+            "mode",
+            "config_json",
+            "status",
+            "arch",
+            "device",
+            "worker",
+            "started_at",
+            "ended_at",
+            "wall_s",
+            "info_json",
+        )
+    } == {
+        "run_id": run_id,
+        "cell_key": res.spec.cell_key,
+        "suite": "finetune",
+        "method": "last_k",
+        "variant": "",
+        "dataset": "uci-digits",
+        "model": "resnet18",
+        "seed": 0,
+        "tier": "smoke",
+        "mode": "accuracy",
+        "config_json": '{"k": 2}',
+        "status": "ok",
+        "arch": "resnet18[k3]",
+        "device": "cpu",
+        "worker": "gw0",
         "started_at": "2026-01-01T00:00:00.000000+00:00",
-        "ended_at": "2026-01-01T00:00:05.000000+00:00", "wall_s": 5.0, "info_json": '{"stopped": "converged"}',
+        "ended_at": "2026-01-01T00:00:05.000000+00:00",
+        "wall_s": 5.0,
+        "info_json": '{"stopped": "converged"}',
     }
     assert store.db.execute("SELECT name, value FROM metrics ORDER BY name").fetchall() == [
-        ("fit_s", 2.0), ("test_top1_pct", 91.5)]
+        ("fit_s", 2.0),
+        ("test_top1_pct", 91.5),
+    ]
     assert store.db.execute("SELECT name, step, value FROM series ORDER BY step").fetchall() == [
-        ("train_loss_nat", 0, 2.3), ("train_loss_nat", 1, 1.1)]
+        ("train_loss_nat", 0, 2.3),
+        ("train_loss_nat", 1, 1.1),
+    ]
 
 
 def test_missing_start_time_becomes_the_write_time(store: Store, run_id: str):
@@ -200,14 +345,18 @@ def test_missing_start_time_becomes_the_write_time(store: Store, run_id: str):
 
 
 def test_rewriting_a_cell_in_the_same_run_replaces_it(store: Store, run_id: str):
-    store.write_result(run_id, result(metrics={"test_top1_pct": 50.0, "fit_s": 1.0},
-                                      series={"train_loss_nat": [(0, 3.0), (1, 2.0), (2, 1.0)]}))
-    rid = store.write_result(run_id, result(status="failed", metrics={"test_top1_pct": 60.0},
-                                            series={"train_loss_nat": [(0, 9.0)]}))
+    store.write_result(
+        run_id,
+        result(
+            metrics={"test_top1_pct": 50.0, "fit_s": 1.0}, series={"train_loss_nat": [(0, 3.0), (1, 2.0), (2, 1.0)]}
+        ),
+    )
+    rid = store.write_result(
+        run_id, result(status="failed", metrics={"test_top1_pct": 60.0}, series={"train_loss_nat": [(0, 9.0)]})
+    )
     assert count(store, "results") == 1
     assert store.db["results"].get(rid)["status"] == "failed"
-    assert store.db.execute("SELECT name, value FROM metrics").fetchall() == [
-        ("test_top1_pct", 60.0)]
+    assert store.db.execute("SELECT name, value FROM metrics").fetchall() == [("test_top1_pct", 60.0)]
     assert store.db.execute("SELECT step, value FROM series").fetchall() == [(0, 9.0)]
 
 
@@ -220,15 +369,20 @@ def test_same_cell_in_two_runs_gives_two_rows(store: Store, run_id: str):
 
 
 def test_non_finite_values_are_stored_as_null(store: Store, run_id: str):
-    rid = store.write_result(run_id, result(
-        metrics={"test_top1_pct": math.nan, "fit_s": math.inf, "peak_mem_mib": 12.5},
-        series={"train_loss_nat": [(0, 1.0), (1, math.nan)]}))
+    rid = store.write_result(
+        run_id,
+        result(
+            metrics={"test_top1_pct": math.nan, "fit_s": math.inf, "peak_mem_mib": 12.5},
+            series={"train_loss_nat": [(0, 1.0), (1, math.nan)]},
+        ),
+    )
     assert dict(store.db.execute("SELECT name, value FROM metrics").fetchall()) == {
-        "test_top1_pct": None, "fit_s": None, "peak_mem_mib": 12.5}
-    assert store.db.execute("SELECT step, value FROM series ORDER BY step").fetchall() == [
-        (0, 1.0), (1, None)]
-    wide = store.db.execute(
-        "SELECT test_top1_pct, fit_s, peak_mem_mib FROM results_wide WHERE result_id = ?", [rid])
+        "test_top1_pct": None,
+        "fit_s": None,
+        "peak_mem_mib": 12.5,
+    }
+    assert store.db.execute("SELECT step, value FROM series ORDER BY step").fetchall() == [(0, 1.0), (1, None)]
+    wide = store.db.execute("SELECT test_top1_pct, fit_s, peak_mem_mib FROM results_wide WHERE result_id = ?", [rid])
     assert wide.fetchone() == (None, None, 12.5)
 
 
@@ -239,8 +393,7 @@ def test_metric_name_without_unit_is_rejected_before_writing(store: Store, run_i
     with pytest.raises(ValueError, match="metric name 'loss' has no unit token"):
         store.write_result(run_id, result(series={"loss": [(0, 1.0)]}))
     assert count(store, "results") == 1  # the earlier row is untouched
-    assert dict(store.db.execute("SELECT name, value FROM metrics").fetchall()) == {
-        "test_top1_pct": 91.5, "fit_s": 2.0}
+    assert dict(store.db.execute("SELECT name, value FROM metrics").fetchall()) == {"test_top1_pct": 91.5, "fit_s": 2.0}
     assert store.db["results"].get(rid)["status"] == "ok"
 
 
@@ -291,10 +444,15 @@ def test_ok_cell_keys_returns_only_ok_cells(store: Store, run_id: str):
 def test_results_wide_and_latest_results(store: Store, run_id: str):
     later = store.start_run({})
     cell, other = spec(0), spec(1)
-    store.write_result(run_id, result(cell, metrics={"test_top1_pct": 80.0, "step_ms_p90": 3.5},
-                                      started_at="2026-01-01T00:00:00.000000+00:00"))
-    newest = store.write_result(later, result(cell, "failed", metrics={"val_top1_pct": 70.0},
-                                              started_at="2026-01-02T00:00:00.000000+00:00"))
+    store.write_result(
+        run_id,
+        result(
+            cell, metrics={"test_top1_pct": 80.0, "step_ms_p90": 3.5}, started_at="2026-01-01T00:00:00.000000+00:00"
+        ),
+    )
+    newest = store.write_result(
+        later, result(cell, "failed", metrics={"val_top1_pct": 70.0}, started_at="2026-01-02T00:00:00.000000+00:00")
+    )
     store.write_result(run_id, result(other, metrics={"trainable_params": 1000.0}))
     wide = {r["result_id"]: r for r in store.db.query("SELECT * FROM results_wide")}
     first = wide[short_hash(run_id, cell.cell_key)]
@@ -359,8 +517,9 @@ def test_merge_rejects_a_shard_from_newer_code(tmp_path: Path):
     shard, out = tmp_path / "new.db", tmp_path / "out.db"
     make_shard(shard, [0], "node")
     conn = sqlite3.connect(shard)
-    conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
-                 " VALUES ('archbench', 'm999_future', 'x')")
+    conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('archbench', 'm999_future', 'x')"
+    )
     conn.commit()
     conn.close()
     with pytest.raises(SchemaMismatch, match=r"new\.db' has migrations \['m999_future'\]"):
@@ -392,11 +551,9 @@ def test_read_only_store_needs_an_existing_current_schema(tmp_path: Path):
 
 def test_read_frame_returns_a_dataframe(db_path: Path):
     make_shard(db_path, [0, 1], "node")
-    frame = read_frame(db_path, "SELECT seed, test_top1_pct FROM results_wide WHERE seed >= ?"
-                                " ORDER BY seed", (0,))
+    frame = read_frame(db_path, "SELECT seed, test_top1_pct FROM results_wide WHERE seed >= ? ORDER BY seed", (0,))
     assert isinstance(frame, pd.DataFrame)
-    assert frame.to_dict("records") == [{"seed": 0, "test_top1_pct": 91.5},
-                                        {"seed": 1, "test_top1_pct": 91.5}]
+    assert frame.to_dict("records") == [{"seed": 0, "test_top1_pct": 91.5}, {"seed": 1, "test_top1_pct": 91.5}]
 
 
 def test_m002_upgrades_an_m001_database_in_place(db_path: Path):
@@ -406,14 +563,17 @@ def test_m002_upgrades_an_m001_database_in_place(db_path: Path):
     db = sqlite_utils.Database(db_path)  # an m001-only file, as the first release wrote it
     schema.MIGRATIONS.apply(db, stop_before="m002_tags_positions_claims_gates")
     db.execute("INSERT INTO runs (run_id, started_at) VALUES ('r', '2026-01-01')")
-    db.execute("INSERT INTO results (result_id, run_id, cell_key, suite, method, variant, dataset, model, seed,"
-               " tier, mode, status) VALUES ('x', 'r', 'k', 's', 'm', 'm', 'd', 'mo', 0, 'smoke', 'accuracy', 'ok')")
+    db.execute(
+        "INSERT INTO results (result_id, run_id, cell_key, suite, method, variant, dataset, model, seed,"
+        " tier, mode, status) VALUES ('x', 'r', 'k', 's', 'm', 'm', 'd', 'mo', 0, 'smoke', 'accuracy', 'ok')"
+    )
     db.execute("INSERT INTO series (result_id, name, step, value) VALUES ('x', 'a_pct', 1, 2.0)")
     db.conn.commit()
     db.close()
     with Store(db_path) as s:
         assert s.db.execute("SELECT result_id, name, step, position, value FROM series").fetchall() == [
-            ("x", "a_pct", 1, 0, 2.0)]
+            ("x", "a_pct", 1, 0, 2.0)
+        ]
         assert "tag" in s.db["runs"].columns_dict and s.db["claims"].exists()
 
 
@@ -422,15 +582,22 @@ def test_positional_series_are_stored_with_their_position(store: Store, run_id: 
     res.series = {"layer_p5x5_prob": [(1, 0.5, 0), (1, 0.6, 1), (2, 0.7, 0), (2, 0.9, 1)], "x_loss_nat": [(3, 1.0)]}
     store.write_result(run_id, res)
     got = store.db.execute("SELECT name, step, position, value FROM series ORDER BY name, step, position").fetchall()
-    assert got == [("layer_p5x5_prob", 1, 0, 0.5), ("layer_p5x5_prob", 1, 1, 0.6), ("layer_p5x5_prob", 2, 0, 0.7),
-                   ("layer_p5x5_prob", 2, 1, 0.9), ("x_loss_nat", 3, 0, 1.0)]
+    assert got == [
+        ("layer_p5x5_prob", 1, 0, 0.5),
+        ("layer_p5x5_prob", 1, 1, 0.6),
+        ("layer_p5x5_prob", 2, 0, 0.7),
+        ("layer_p5x5_prob", 2, 1, 0.9),
+        ("x_loss_nat", 3, 0, 1.0),
+    ]
 
 
 def test_seed_summary_and_provenance_views(store: Store):
     run = store.start_run({"tier": "smoke", "git_sha": "abc", "tag": "main"})
     for seed, acc in ((0, 90.0), (1, 92.0), (2, 97.0)):
         store.write_result(run, result(spec(seed), metrics={"test_top1_pct": acc}))
-    rows_ = store.db.execute("SELECT n, mean, std, min, max FROM seed_summary WHERE metric = 'test_top1_pct'").fetchall()
+    rows_ = store.db.execute(
+        "SELECT n, mean, std, min, max FROM seed_summary WHERE metric = 'test_top1_pct'"
+    ).fetchall()
     assert len(rows_) == 1
     n, mean, std, lo, hi = rows_[0]
     assert (n, lo, hi) == (3, 90.0, 97.0) and mean == pytest.approx(93.0) and std == pytest.approx(3.605551, rel=1e-6)

@@ -1,4 +1,5 @@
 """The training engine: schedule values, learning, hooks, divergence, frozen parts, evaluation."""
+
 import math
 
 import pytest
@@ -7,11 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import engine
+from bench.contract.interface import Split
+from bench.contract.recorder import Recorder
 from bench.data.registry import load_splits
 from bench.errors import Diverged
-from bench.contract.interface import Split
 from bench.models.net import build_model, head_only
-from bench.contract.recorder import Recorder
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +130,16 @@ def test_periodic_callback_can_stop_early_and_curves_are_named_by_split(digits):
     model = build_model("resnet20", num_classes=10, width=0.25)
     rec = Recorder("cpu")
     hooks = engine.StepHooks(periodic=((2, lambda done: done >= 4),))
-    report = engine.fit(model, train, engine.TrainConfig(steps=10, batch_size=16, eval_every=2, log_every=3), rec,
-                        stage="search", val=val, curves=(test,), hooks=hooks)
+    report = engine.fit(
+        model,
+        train,
+        engine.TrainConfig(steps=10, batch_size=16, eval_every=2, log_every=3),
+        rec,
+        stage="search",
+        val=val,
+        curves=(test,),
+        hooks=hooks,
+    )
     assert report.steps == 4 and rec.metrics["search_stopped_steps"] == 4
     assert [s for s, _ in rec.series["search_val_top1_pct"]] == [2, 4]
     assert [s for s, _ in rec.series["search_test_top1_pct"]] == [2, 4]

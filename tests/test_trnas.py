@@ -1,4 +1,5 @@
 """Tr-NAS: the NB201 space, networks, Tr-Net surgery, memory, REA, projection, rank statistics."""
+
 import random
 import sys
 import types
@@ -9,12 +10,12 @@ import torch
 from scipy import stats
 
 from bench import engine
+from bench.contract.recorder import Recorder
+from bench.contract.split import Split
 from bench.errors import InvalidConfig
+from bench.execute.runner import run_cell
 from bench.measure import count_params
 from bench.models.net import build_model
-from bench.contract.recorder import Recorder
-from bench.execute.runner import run_cell
-from bench.contract.split import Split
 from methods.trnas import space
 from methods.trnas.darts_pt import project
 from methods.trnas.network import (
@@ -64,15 +65,20 @@ def test_isomorphism_matches_the_benchmarks_6466_unique_topologies():
     assert space.is_isomorphic(a, b) and not space.is_isomorphic(b, c)
 
 
-@pytest.mark.parametrize("text, why", [
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node"),
-    ("|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "unknown op"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~1|avg_pool_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
-     "must come from node 0"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "needs 2 incoming"),
-    ("nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "'\\|'"),
-    ("|nor_conv_3x3|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "lacks"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node"),
+        ("|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "unknown op"),
+        (
+            "|nor_conv_3x3~0|+|nor_conv_3x3~1|avg_pool_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+            "must come from node 0",
+        ),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "needs 2 incoming"),
+        ("nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "'\\|'"),
+        ("|nor_conv_3x3|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "lacks"),
+    ],
+)
 def test_malformed_strings_are_rejected_with_the_reason(text, why):
     with pytest.raises(InvalidConfig, match=why):
         space.parse(text)
@@ -116,8 +122,9 @@ def _source(width: float = 0.25):
     return build_model("resnet32", num_classes=10, width=width)
 
 
-@pytest.mark.parametrize("count, i, j, cut", [("modules", 5, 5, 5), ("modules", 10, 10, 10),
-                                              ("cells", 5, 5, 5), ("cells", 10, 10, 11)])
+@pytest.mark.parametrize(
+    "count, i, j, cut", [("modules", 5, 5, 5), ("modules", 10, 10, 10), ("cells", 5, 5, 5), ("cells", 10, 10, 11)]
+)
 def test_tr_net_shapes_under_both_counting_flags(count, i, j, cut):
     net = nb201(space.EXAMPLE, 4, 5, 10)
     tr = transfer(net, _source(), i, j, count)
@@ -135,14 +142,16 @@ def test_tr_net_mismatch_is_a_clear_error():
         transfer(nb201(space.EXAMPLE, 8, 5, 10), _source(0.25), 5, 5)
     with pytest.raises(InvalidConfig, match="0..15"):
         transfer(net, _source(), 5, 16)
-    assert (1, 5) in valid_pairs(nb201(space.EXAMPLE, 4, 1, 10), _source()) and \
-        (2, 10) in valid_pairs(nb201(space.EXAMPLE, 4, 1, 10), _source())
+    assert (1, 5) in valid_pairs(nb201(space.EXAMPLE, 4, 1, 10), _source()) and (2, 10) in valid_pairs(
+        nb201(space.EXAMPLE, 4, 1, 10), _source()
+    )
 
 
 def _split(n=64, size=16, classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Split("train", torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g),
-                 classes, size)
+    return Split(
+        "train", torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g), classes, size
+    )
 
 
 def test_frozen_prefix_is_bit_identical_after_training_and_bn_stays_in_eval():
@@ -171,7 +180,7 @@ def test_frozen_prefix_costs_no_activation_memory():
         h = x
         for _, part in tr.parts()[: tr.frozen_prefix]:
             h = part(h)
-    suffix = torch.nn.Sequential(*[m for _, m in tr.parts()[tr.frozen_prefix:]])
+    suffix = torch.nn.Sequential(*[m for _, m in tr.parts()[tr.frozen_prefix :]])
     total = saved_activation_bytes(tr, x, y)
     assert total == saved_activation_bytes(suffix, h.clone(), y) > 0
     tr.set_frozen_prefix(0)  # the same network trained end to end stores the prefix's activations too
@@ -266,8 +275,17 @@ def test_nats_reference_reads_the_table(monkeypatch, tmp_path):
 
     fake = types.SimpleNamespace(create=lambda path, kind, fast_mode, verbose: FakeApi())
     monkeypatch.setitem(sys.modules, "nats_bench", fake)
-    cfg = {"archs": 5, "top_k": 3, "N": 1, "transfer.enabled": False, "reference": "nats",
-           "nats_path": str(tmp_path), "nats_dataset": "cifar10-valid", "proxy_from_table": True, "bootstrap": 0}
+    cfg = {
+        "archs": 5,
+        "top_k": 3,
+        "N": 1,
+        "transfer.enabled": False,
+        "reference": "nats",
+        "nats_path": str(tmp_path),
+        "nats_dataset": "cifar10-valid",
+        "proxy_from_table": True,
+        "bootstrap": 0,
+    }
     result = run_cell(tiny_spec("trnas_rank", config=cfg))
     assert result.ok, result.error
     assert result.metrics["krocc_tau"] == pytest.approx(1.0) and result.metrics["srocc_rho"] == pytest.approx(1.0)
@@ -278,14 +296,21 @@ def test_rank_cell_with_transfer_end_to_end():
     result = run_cell(tiny_spec("trnas_rank", model="resnet20", config=cfg))
     assert result.ok, result.error
     m = result.metrics
-    assert {"krocc_tau", "srocc_rho", "krocc_topk_tau", "proxy_act_mib", "proxy_epoch_s"} <= set(m) or \
-        "krocc_degenerate" in result.info
+    assert {"krocc_tau", "srocc_rho", "krocc_topk_tau", "proxy_act_mib", "proxy_epoch_s"} <= set(
+        m
+    ) or "krocc_degenerate" in result.info
     assert len(result.series["rank_proxy_val_top1_pct"]) == 4
 
 
 def test_rea_cell_with_b_pretrained_on_the_target_train_split():
-    cfg = {"transfer.enabled": True, "transfer.i": 1, "transfer.j": 3, "transfer.pretrain_on": "target",
-           "transfer.pretrain.steps": 3, "transfer.pretrain.batch_size": 32}
+    cfg = {
+        "transfer.enabled": True,
+        "transfer.i": 1,
+        "transfer.j": 3,
+        "transfer.pretrain_on": "target",
+        "transfer.pretrain.steps": 3,
+        "transfer.pretrain.batch_size": 32,
+    }
     result = run_cell(tiny_spec("trnas_rea", model="resnet20", config=cfg, task={"source": None}))
     assert result.ok, result.error
     assert result.metrics["search_evals_count"] == 3 and len(result.series["rea_best_val_top1_pct"]) == 3
@@ -299,8 +324,7 @@ def test_gpu_memory_ratio_original_vs_tr_net_5_5():
     dev = torch.device("cuda")
     x, y = torch.randn(256, 3, 32, 32, device=dev), torch.randint(0, 10, (256,), device=dev)
     peaks = []
-    for make in (lambda: nb201(ALL_3X3, 16, 5, 10),
-                 lambda: transfer(nb201(ALL_3X3, 16, 5, 10), _source(1.0), 5, 5)):
+    for make in (lambda: nb201(ALL_3X3, 16, 5, 10), lambda: transfer(nb201(ALL_3X3, 16, 5, 10), _source(1.0), 5, 5)):
         net = make().to(dev)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

@@ -1,15 +1,16 @@
 """Tr-NAS in the DARTS space: supernet, ResNet-20 prefix, projection, genotypes, the method."""
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from bench import engine
-from bench.errors import InvalidConfig
-from bench.models.net import build_model
 from bench.contract.recorder import Recorder
-from bench.execute.runner import run_cell
 from bench.contract.split import Split
+from bench.errors import InvalidConfig
+from bench.execute.runner import run_cell
+from bench.models.net import build_model
 from methods.trnas.darts_pt import AlphaStep, ArchOptConfig, project
 from methods.trnas.darts_space import (
     EDGES,
@@ -35,8 +36,9 @@ QUIET = Recorder("cpu", progress=lambda m: None)
 
 def _split(n=32, size=16, classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Split("train", torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g),
-                 classes, size)
+    return Split(
+        "train", torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g), classes, size
+    )
 
 
 def _resnet20(width):
@@ -107,25 +109,32 @@ def test_wide_resnet20_is_b_and_the_prefix_fits_cells_0_1():
 def test_frozen_prefix_is_bit_identical_after_search_steps_and_saves_no_activations():
     state = DartsArchState(seed=0)
     tr = darts_transfer(search_supernet(state, 2, 4, 10), _resnet20(0.5), 2, 4)
-    assert tr.frozen_prefix == 5 and all(not p.requires_grad for n, p in tr.named_parameters()
-                                         if n.startswith("src_"))
+    assert tr.frozen_prefix == 5 and all(not p.requires_grad for n, p in tr.named_parameters() if n.startswith("src_"))
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
     with torch.no_grad():
         h = x
         for _, part in tr.parts()[: tr.frozen_prefix]:
             h = part(h)
-    suffix = nn.Sequential(*[m for _, m in tr.parts()[tr.frozen_prefix:]])
+    suffix = nn.Sequential(*[m for _, m in tr.parts()[tr.frozen_prefix :]])
     total = saved_activation_bytes(tr, x, y)
     assert total == saved_activation_bytes(suffix, h, y) > 0
     before = {k: v.clone() for k, v in tr.state_dict().items() if k.startswith("src_")}
     live = {k: v.detach().clone() for k, v in tr.named_parameters() if k.startswith("cells.")}
     alpha = state.alpha.detach().clone()
     hook = AlphaStep(tr, state, _split(32), ArchOptConfig(batch_size=8), seed=1)
-    engine.fit(tr, _split(32), engine.TrainConfig(steps=3, batch_size=8, lr=0.1, log_every=3), QUIET,
-               hooks=engine.StepHooks(after_step=hook), seed=0, params=[p for p in tr.parameters() if p.requires_grad])
+    engine.fit(
+        tr,
+        _split(32),
+        engine.TrainConfig(steps=3, batch_size=8, lr=0.1, log_every=3),
+        QUIET,
+        hooks=engine.StepHooks(after_step=hook),
+        seed=0,
+        params=[p for p in tr.parameters() if p.requires_grad],
+    )
     tr.train()
     assert not any(m.training for m in tr.src_stem.modules()) and not any(
-        m.training for b in tr.src_blocks for m in b.modules())
+        m.training for b in tr.src_blocks for m in b.modules()
+    )
     after = tr.state_dict()
     assert before and all(torch.equal(v, after[k]) for k, v in before.items())
     assert any(not torch.equal(v, after[k]) for k, v in live.items()) and hook.steps == 3
@@ -165,8 +174,9 @@ def test_projection_decides_every_edge_once_then_keeps_two_inputs_per_node():
     assert state.undecided(0) == state.undecided(1) == []
     with pytest.raises(ValueError, match="already decided"):
         state.decide(0, 1)
-    nodes = project_nodes(net, state, split, paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1)),
-                          0, tuned.append)
+    nodes = project_nodes(
+        net, state, split, paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1)), 0, tuned.append
+    )
     assert sorted(n for n, _ in nodes) == list(range(8)) and len(tuned) == 36
     for node_id, keep in nodes:
         assert len(set(keep)) == 2 and set(keep) <= set(state.node_inputs(node_id))
@@ -183,10 +193,26 @@ def test_projection_decides_every_edge_once_then_keeps_two_inputs_per_node():
 
 
 def test_genotype_strings_round_trip_and_build_a_fixed_network():
-    normal = (("sep_conv_3x3", 0), ("dil_conv_5x5", 1), ("skip_connect", 0), ("sep_conv_5x5", 2),
-              ("avg_pool_3x3", 1), ("dil_conv_3x3", 3), ("max_pool_3x3", 0), ("sep_conv_3x3", 4))
-    reduce = (("max_pool_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 0), ("avg_pool_3x3", 2),
-              ("sep_conv_5x5", 1), ("skip_connect", 2), ("dil_conv_3x3", 3), ("max_pool_3x3", 0))
+    normal = (
+        ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 1),
+        ("skip_connect", 0),
+        ("sep_conv_5x5", 2),
+        ("avg_pool_3x3", 1),
+        ("dil_conv_3x3", 3),
+        ("max_pool_3x3", 0),
+        ("sep_conv_3x3", 4),
+    )
+    reduce = (
+        ("max_pool_3x3", 0),
+        ("skip_connect", 1),
+        ("dil_conv_5x5", 0),
+        ("avg_pool_3x3", 2),
+        ("sep_conv_5x5", 1),
+        ("skip_connect", 2),
+        ("dil_conv_3x3", 3),
+        ("max_pool_3x3", 0),
+    )
     g = Genotype(normal, reduce)
     text = format_genotype(g)
     assert text.startswith("Genotype(normal=[('sep_conv_3x3', 0), ('dil_conv_5x5', 1)")
@@ -205,8 +231,15 @@ def test_genotype_strings_round_trip_and_build_a_fixed_network():
 
 
 def test_method_with_the_resnet20_prefix_end_to_end():
-    cfg = {"transfer.enabled": True, "transfer.i": 2, "transfer.j": 4, "source_width": 0.5, "C": 0, "layers": 4,
-           "warmup_epochs": 0.5}
+    cfg = {
+        "transfer.enabled": True,
+        "transfer.i": 2,
+        "transfer.j": 4,
+        "source_width": 0.5,
+        "C": 0,
+        "layers": 4,
+        "warmup_epochs": 0.5,
+    }
     result = run_cell(tiny_spec("trnas_dartspt_darts", config=cfg))
     assert result.ok, result.error
     m = result.metrics

@@ -1,16 +1,24 @@
 """Two-stage architectural fine-tuning: search space, controller, early stopping, stages."""
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from bench.models.net import build_model, scope_blocks
-from bench.models.pretrain import pretrained_source
 from bench.contract.recorder import Recorder
 from bench.execute.runner import build_task, resolve, run_cell, seed_everything
+from bench.models.net import build_model, scope_blocks
+from bench.models.pretrain import pretrained_source
 from methods.two_stage.controller import Controller, EarlyStop, EnasReinforce
-from methods.two_stage.space import (MutableConvBN, build_from_arch, derive_child, make_supernet, mutable_points,
-                                     set_choices, widen)
+from methods.two_stage.space import (
+    MutableConvBN,
+    build_from_arch,
+    derive_child,
+    make_supernet,
+    mutable_points,
+    set_choices,
+    widen,
+)
 from tests.conftest import tiny_spec
 
 DECISIONS = {"resnet18": (4, 8, 12, 16), "resnet50": (3, 9, 13, 16)}  # the paper's Table 1 (as log2 of the count)
@@ -62,8 +70,9 @@ def test_derive_child_and_arch_string_round_trip():
     assert child.get_submodule("layer4.0.conv2").kernel_size == (3, 3)
     assert child.get_submodule("layer4.1.conv2").kernel_size == (5, 5)
     rebuilt = build_from_arch("resnet18(num_classes=10,width=0.25)|two_stage(scope=small,kernels=5335)")
-    assert [m.kernel_size for n, m in rebuilt.named_modules() if isinstance(m, nn.Conv2d)] == \
-        [m.kernel_size for n, m in child.named_modules() if isinstance(m, nn.Conv2d)]
+    assert [m.kernel_size for n, m in rebuilt.named_modules() if isinstance(m, nn.Conv2d)] == [
+        m.kernel_size for n, m in child.named_modules() if isinstance(m, nn.Conv2d)
+    ]
 
 
 def test_inherit_takes_the_supernet_candidates():
@@ -71,8 +80,10 @@ def test_inherit_takes_the_supernet_candidates():
     with torch.no_grad():
         supernet.get_submodule(points[0].conv_path).conv5.weight.fill_(0.5)
     child = derive_child(build_model("resnet18", num_classes=10, width=0.25), points, [1, 0, 0, 0], supernet)
-    assert torch.equal(child.get_submodule(points[0].conv_path).weight, torch.full_like(
-        child.get_submodule(points[0].conv_path).weight, 0.5))
+    assert torch.equal(
+        child.get_submodule(points[0].conv_path).weight,
+        torch.full_like(child.get_submodule(points[0].conv_path).weight, 0.5),
+    )
     assert not isinstance(child.get_submodule(points[0].conv_path), MutableConvBN)
 
 

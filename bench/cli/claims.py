@@ -6,6 +6,7 @@ Reads the latest row of every cell, evaluates every registered claim (see
 ``bench.results.claims``), prints paper vs ours, and writes the verdicts to the ``claims``
 table (which Datasette shows) unless ``--no-write``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def evaluate_db(db: str | Path, *, write: bool = True, tier: str | None = None) -> list:
     """Evaluate every claim on ``db``'s latest rows; upsert the verdicts unless ``write`` is False."""
-    from bench.results import claims
     from bench.env import utc_now
+    from bench.results import claims
     from bench.results.report import load_latest
     from bench.results.store import Store
 

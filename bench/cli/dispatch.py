@@ -6,6 +6,7 @@ Each subcommand lives in its own module of ``bench.cli`` (``report``, ``merge``,
 ``handler(args) -> int`` is the exit status. Only these small modules are imported to
 build the parser; they import heavy dependencies inside their handlers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,6 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from bench.errors import BenchError
 

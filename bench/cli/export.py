@@ -8,6 +8,7 @@ Parquet (pyarrow) needs ``-o``. ``--where`` is an SQL condition on the view's co
 (e.g. ``"status = 'ok' AND seed < 3"``), ``--suite`` keeps one suite's rows. An unknown
 name exits 2 and lists the tables and views there are. See ``bench.results.exports``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,11 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a table or view as csv, parquet or json",
-                       description="Write any table or view of a results database as CSV, Parquet or JSON.")
+    p = sub.add_parser(
+        "export",
+        help="write a table or view as csv, parquet or json",
+        description="Write any table or view of a results database as CSV, Parquet or JSON.",
+    )
     p.add_argument("--db", default="results.db", help="results database (default: results.db)")
     p.add_argument("--view", required=True, help="table or view, e.g. results, metrics, latest_results, seed_summary")
     p.add_argument("--format", required=True, choices=("csv", "parquet", "json"))

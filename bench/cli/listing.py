@@ -1,9 +1,8 @@
 """``bench list``: the registered methods, models and datasets."""
+
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
 """``bench merge``: fold shard databases into one (idempotent)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ def _merge(args: argparse.Namespace) -> int:
             print(f"bench merge: no such file: {src}", file=sys.stderr)
             return 2
     counts = merge(args.sources, args.out)
-    print(f"merged {len(args.sources)} database(s) into {args.out}: "
-          + ", ".join(f"{n} new {table}" for table, n in counts.items()))
+    print(
+        f"merged {len(args.sources)} database(s) into {args.out}: "
+        + ", ".join(f"{n} new {table}" for table, n in counts.items())
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ Exit status: 0 when every task finished and every cell is ok or skipped; 1 when 
 crashed, a cell has no row, or a cell failed (failed, oom, diverged); 2 on bad input;
 130 when interrupted (running local jobs are cancelled).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,29 @@ TIERS = ("smoke", "short", "paper")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a suite's grid as an array job (local, slurm or debug) into shard databases",
-                       description="Run a suite's grid with submitit, one shard database per task, then merge.")
+    p = sub.add_parser(
+        "run",
+        help="run a suite's grid as an array job (local, slurm or debug) into shard databases",
+        description="Run a suite's grid with submitit, one shard database per task, then merge.",
+    )
     p.add_argument("suite", help="suite file defining a module-level GRID (e.g. suites/test_baselines.py)")
-    p.add_argument("--executor", default="local", choices=("local", "slurm", "debug"),
-                   help="local: subprocesses on this machine; slurm: an array job; debug: in this process")
-    p.add_argument("--bench-budget", "--budget", dest="budget", default="smoke", choices=TIERS,
-                   help="budget tier (default: smoke)")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "slurm", "debug"),
+        help="local: subprocesses on this machine; slurm: an array job; debug: in this process",
+    )
+    p.add_argument(
+        "--bench-budget", "--budget", dest="budget", default="smoke", choices=TIERS, help="budget tier (default: smoke)"
+    )
     p.add_argument("--seeds", default=None, help="seeds instead of the suite's: '0,1,2' or '0-4'")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--mode", default="accuracy", choices=("accuracy", "speed"),
-                   help="accuracy: deterministic kernels; speed: cudnn.benchmark (for timing gates)")
+    p.add_argument(
+        "--mode",
+        default="accuracy",
+        choices=("accuracy", "speed"),
+        help="accuracy: deterministic kernels; speed: cudnn.benchmark (for timing gates)",
+    )
     p.add_argument("--tag", default=None, help="label stored on every shard's run (e.g. main, nightly)")
     p.add_argument("--db", default="results.db", help="database the shards are merged into (default: results.db)")
     p.add_argument("--shards", default=None, help="folder for the shard databases (default: bench-shards/<UTC time>)")
@@ -53,10 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per task (default 1; 0 for CPU tasks)")
     p.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task; also torch threads per cell")
     p.add_argument("--time-min", type=int, default=60, help="time limit of one task in minutes (default 60)")
-    p.add_argument("--array-parallelism", type=int, default=None,
-                   help="tasks running at once (Slurm array throttle; local: default one per GPU or per core)")
-    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra submitit Slurm parameter, e.g. --slurm account=abc --slurm qos=high")
+    p.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=None,
+        help="tasks running at once (Slurm array throttle; local: default one per GPU or per core)",
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra submitit Slurm parameter, e.g. --slurm account=abc --slurm qos=high",
+    )
     p.add_argument("--data-root", default=None, help="folder holding torchvision datasets")
     p.add_argument("--download", action="store_true", help="allow downloading datasets and weights")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then merge (local/debug always wait)")
@@ -97,17 +119,46 @@ def run(args: argparse.Namespace) -> int:
 
         raise InvalidConfig(f"--shards {str(shard_dir)!r} is a file, not a folder")
     # Validate the grid before sizing the executor (which may look for GPUs).
-    n_cells = len(grid.cells(args.budget, seeds=seeds, device=args.device, mode=args.mode,
-                             data_root=args.data_root, download=args.download))
+    n_cells = len(
+        grid.cells(
+            args.budget,
+            seeds=seeds,
+            device=args.device,
+            mode=args.mode,
+            data_root=args.data_root,
+            download=args.download,
+        )
+    )
     n_tasks = -(-n_cells // max(1, args.cells_per_task))
     plan = scale.executor_plan(
-        args.executor, n_tasks=n_tasks, device=args.device, partition=args.partition,
-        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time_min=args.time_min,
-        array_parallelism=args.array_parallelism, name=f"bench-{grid.suite}", slurm_extra=_slurm_extra(args.slurm))
-    specs = grid.cells(args.budget, seeds=seeds, device=args.device, mode=args.mode, data_root=args.data_root,
-                       download=args.download, threads=plan.threads)
-    tasks = scale.plan_tasks(specs, cells_per_task=args.cells_per_task, shard_dir=shard_dir.resolve(),
-                             suite_path=args.suite, tag=args.tag, argv=sys.argv)
+        args.executor,
+        n_tasks=n_tasks,
+        device=args.device,
+        partition=args.partition,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        time_min=args.time_min,
+        array_parallelism=args.array_parallelism,
+        name=f"bench-{grid.suite}",
+        slurm_extra=_slurm_extra(args.slurm),
+    )
+    specs = grid.cells(
+        args.budget,
+        seeds=seeds,
+        device=args.device,
+        mode=args.mode,
+        data_root=args.data_root,
+        download=args.download,
+        threads=plan.threads,
+    )
+    tasks = scale.plan_tasks(
+        specs,
+        cells_per_task=args.cells_per_task,
+        shard_dir=shard_dir.resolve(),
+        suite_path=args.suite,
+        tag=args.tag,
+        argv=sys.argv,
+    )
     print(_headline(grid.suite, args, plan, len(specs), len(tasks)))
     if args.dry_run:
         _print_plan(plan, tasks, shard_dir)
@@ -124,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
                 return _print_later(jobs, shard_dir, args.db)
             outcomes = scale.wait(jobs, kind=plan.kind, on_done=_print_outcome)
     except KeyboardInterrupt:
-        print(f"bench run: interrupted; finished cells are in {shard_dir}; fold them with:\n"
-              f"    bench merge {shlex.quote(str(shard_dir))}/*.db -o {shlex.quote(args.db)}", file=sys.stderr)
+        print(
+            f"bench run: interrupted; finished cells are in {shard_dir}; fold them with:\n"
+            f"    bench merge {shlex.quote(str(shard_dir))}/*.db -o {shlex.quote(args.db)}",
+            file=sys.stderr,
+        )
         return 130
     return _fold_and_report(tasks, outcomes, args.db)
 
@@ -133,13 +187,15 @@ def run(args: argparse.Namespace) -> int:
 def _headline(suite: str, args: argparse.Namespace, plan: Any, n_cells: int, n_tasks: int) -> str:
     if plan.kind == "local":
         gpu = plan.slots and plan.slots[0] is not None
-        how = (f"{len(plan.slots)} at a time, " + ("one GPU slot each" if gpu else f"{plan.threads} thread(s) per cell"))
+        how = f"{len(plan.slots)} at a time, " + ("one GPU slot each" if gpu else f"{plan.threads} thread(s) per cell")
     elif plan.kind == "slurm":
         how = "one array job"
     else:
         how = "in this process"
-    return (f"bench run: suite '{suite}' at tier {args.budget}: {n_cells} cells in {n_tasks} task(s) "
-            f"({args.cells_per_task} per task), executor {plan.kind} ({how})")
+    return (
+        f"bench run: suite '{suite}' at tier {args.budget}: {n_cells} cells in {n_tasks} task(s) "
+        f"({args.cells_per_task} per task), executor {plan.kind} ({how})"
+    )
 
 
 def _print_plan(plan: Any, tasks: list, shard_dir: Path) -> None:
@@ -160,8 +216,11 @@ def _print_outcome(outcome: Any) -> None:
         print(f"    stderr: {outcome.stderr or '(none written)'}")
         return
     counts = Counter(outcome.report.statuses.values())
-    print(f"task {outcome.task.index}: done on {outcome.report.host}: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" -> {outcome.report.shard}")
+    print(
+        f"task {outcome.task.index}: done on {outcome.report.host}: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f" -> {outcome.report.shard}"
+    )
 
 
 def _print_later(jobs: list, shard_dir: Path, db: str) -> int:
@@ -189,7 +248,10 @@ def _fold_and_report(tasks: list, outcomes: list, db: str) -> int:
     if missing:
         print(f"missing: {len(missing)} cell(s) have no row (their task crashed): {', '.join(missing)}")
     if crashed:
-        print(f"{len(crashed)} task(s) crashed: " + ", ".join(str(o.task.index) for o in crashed)
-              + "; their finished cells were merged, their runs are marked failed")
+        print(
+            f"{len(crashed)} task(s) crashed: "
+            + ", ".join(str(o.task.index) for o in crashed)
+            + "; their finished cells were merged, their runs are marked failed"
+        )
     bad = sum(counted[s] for s in scale.NOT_OK)
     return 1 if crashed or missing or bad else 0

@@ -7,6 +7,7 @@ produced it: the same (suite, method, variant, resolved config, dataset, model, 
 tier, task settings, mode) always hashes to the same key, which is what resume and
 run-to-run comparisons pair on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,16 @@ class CellSpec:
     @property
     def cell_key(self) -> str:
         return short_hash(
-            self.suite, self.method, self.label, self.config_json, self.dataset, self.model,
-            str(self.seed), self.tier, self.task_json, self.mode,
+            self.suite,
+            self.method,
+            self.label,
+            self.config_json,
+            self.dataset,
+            self.model,
+            str(self.seed),
+            self.tier,
+            self.task_json,
+            self.mode,
         )
 
     @property
@@ -83,7 +92,7 @@ class CellSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CellSpec":
+    def from_dict(cls, data: dict[str, Any]) -> CellSpec:
         return cls(**data)
 
 
@@ -124,7 +133,7 @@ class CellResult:
         return json.dumps(data, separators=(",", ":"), default=str, allow_nan=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "CellResult":
+    def from_json(cls, text: str) -> CellResult:
         data = json.loads(text)
         data["spec"] = CellSpec.from_dict(data["spec"])
         data["series"] = {k: [_point(p) for p in pts] for k, pts in data["series"].items()}

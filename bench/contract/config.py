@@ -6,6 +6,7 @@ command line as nested dicts (``{"train": {"lr": 0.1}}``) or dotted keys
 semantics; an unknown key raises ``InvalidConfig`` naming the valid keys, and a value
 of the wrong type is rejected instead of silently becoming a string.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,8 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return None
 
 
@@ -100,8 +101,9 @@ def _check_type(where: str, hint: Any, value: Any) -> Any:
     return value
 
 
-def make_config(cls: type[C], overrides: Mapping[str, Any] | None = None, *, base: C | None = None,
-                _where: str = "") -> C:
+def make_config(
+    cls: type[C], overrides: Mapping[str, Any] | None = None, *, base: C | None = None, _where: str = ""
+) -> C:
     """Build ``cls`` (a frozen dataclass) from ``base`` (default: its defaults) plus ``overrides``.
 
     A nested dataclass field is overridden on top of its own default value (so
@@ -125,15 +127,15 @@ def make_config(cls: type[C], overrides: Mapping[str, Any] | None = None, *, bas
     for name, value in nested.items():
         hint = hints[name]
         where = f"{_where}.{name}" if _where else name
-        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             current = getattr(base, name) if base is not None else _field_default(fields[name])
             kwargs[name] = make_config(hint, value, base=current, _where=where)
-        elif dataclasses.is_dataclass(hint) and isinstance(value, hint):
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, hint):
             kwargs[name] = value
         else:
             kwargs[name] = _check_type(f"{cls.__name__}.{where}", hint, value)
     try:
-        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
     except (TypeError, ValueError) as err:
         if isinstance(err, InvalidConfig):
             raise

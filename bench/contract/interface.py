@@ -10,6 +10,7 @@ optional hooks, no mode flags.
 ``evaluate`` returns split-agnostic names (``top1_pct``, ``loss_nat``); the runner
 prefixes them with the split (``val_top1_pct``, ``test_top1_pct``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,8 @@ from bench.contract.settings import TaskSettings
 from bench.contract.split import Split
 
 if TYPE_CHECKING:
-    from bench.models.net import MappedNet
     from bench.contract.recorder import Recorder
+    from bench.models.net import MappedNet
 
 __all__ = ["EVAL_KEYS", "Fitted", "Method", "Split", "Task", "TaskSettings"]
 
@@ -46,7 +47,7 @@ class Task:
     download: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, *, pretrained: bool = True) -> "MappedNet":
+    def build_model(self, *, pretrained: bool = True) -> MappedNet:
         """The task's architecture on the task device with a fresh head for its classes.
 
         With ``pretrained`` and a ``source`` in the settings, the body carries the source
@@ -76,7 +77,7 @@ class Method(Protocol):
 
     def __init__(self, config: Any) -> None: ...
 
-    def fit(self, task: Task, rec: "Recorder") -> Fitted: ...
+    def fit(self, task: Task, rec: Recorder) -> Fitted: ...
 
     def evaluate(self, fitted: Fitted, split: Split) -> dict[str, float]: ...
 

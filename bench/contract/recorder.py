@@ -11,10 +11,10 @@ Methods never touch the store, pytest or the clock directly. They call:
 ``finalize()`` turns the step timers into ``<stage>_step_ms_*`` and overall
 ``step_ms_*`` metrics.
 """
+
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from bench.measure import StepTimer, percentiles_ms
 from bench.contract.units import check_metric_name
+from bench.measure import StepTimer, Stopwatch, percentiles_ms
 
 log = logging.getLogger("bench")
 
@@ -31,12 +31,18 @@ log = logging.getLogger("bench")
 class Recorder:
     """Collects one cell's metrics, curves, notes and timings."""
 
-    def __init__(self, device: torch.device | str = "cpu", *, timing_warmup: int = 5,
-                 progress: Callable[[str], None] | None = None, label: str = "") -> None:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        *,
+        timing_warmup: int = 5,
+        progress: Callable[[str], None] | None = None,
+        label: str = "",
+    ) -> None:
         self.device = torch.device(device)
         self.timing_warmup = timing_warmup
         self.metrics: dict[str, float] = {}
-        self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.series: dict[str, list[tuple[int, float] | tuple[int, float, int]]] = defaultdict(list)
         self.info: dict[str, Any] = {}
         self.timers: dict[str, StepTimer] = {}
         self.label = label
@@ -62,6 +68,14 @@ class Recorder:
         else:
             self.series[key].append((int(step), float(value), int(position)))
 
+    def curve(self, name: str) -> list[tuple[int, float]]:
+        """The ``(step, value)`` points recorded so far on curve ``name`` (a copy; empty if none).
+
+        How a method reads back what it (or the engine) recorded, e.g. the test accuracy per
+        evaluation to find the first step that reaches a target. A grid curve (``position``)
+        drops its position here."""
+        return [(int(pt[0]), float(pt[1])) for pt in self.series.get(name, ())]
+
     def note(self, key: str, value: Any) -> None:
         """Record a non-numeric fact (architecture choice, stopping reason, ...)."""
         self.info[key] = value
@@ -70,13 +84,11 @@ class Recorder:
     def stage(self, name: str) -> Iterator[None]:
         """Time a phase; repeated stages of the same name accumulate into ``<name>_s``."""
         key = check_metric_name(f"{name}_s")
-        t0 = time.perf_counter()
+        watch = Stopwatch(self.device).start()
         try:
             yield
         finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.metrics[key] = self.metrics.get(key, 0.0) + time.perf_counter() - t0
+            self.metrics[key] = self.metrics.get(key, 0.0) + watch.stop()
 
     def step_timer(self, stage: str) -> StepTimer:
         """The step timer of ``stage`` (created on first use, shared by later calls)."""

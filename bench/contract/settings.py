@@ -5,6 +5,7 @@ Plain dataclasses with no torch import, so the grid, the pytest plugin and the c
 executor can build and hash cells without loading the engine. The engine
 (``bench.engine``) runs a ``TrainConfig``; ``bench.models.pretrain`` runs a ``PretrainRecipe``.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,10 @@ class TrainConfig:
         require(0.0 <= self.final_lr_frac <= 1.0, f"final_lr_frac must be in [0, 1], got {self.final_lr_frac}")
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
         require(self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0 (0 disables clipping)")
-        require(self.crop_pad >= 0 and self.cutout >= 0 and self.eval_every >= 0 and self.log_every >= 1,
-                "crop_pad, cutout and eval_every must be >= 0, log_every >= 1")
+        require(
+            self.crop_pad >= 0 and self.cutout >= 0 and self.eval_every >= 0 and self.log_every >= 1,
+            "crop_pad, cutout and eval_every must be >= 0, log_every >= 1",
+        )
 
     def total_steps(self, train_size: int) -> int:
         """Optimisation steps this config runs on a training split of ``train_size`` images."""
@@ -68,8 +71,9 @@ RECIPE_VERSION = 1
 class PretrainRecipe:
     """How a source model is pretrained on an embedded dataset (part of the cache key)."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=5.0, lr=0.05, batch_size=64, warmup_frac=0.05, log_every=100))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=5.0, lr=0.05, batch_size=64, warmup_frac=0.05, log_every=100)
+    )
     val_frac: float = 0.1
     test_frac: float = 0.1
     version: int = RECIPE_VERSION
@@ -96,6 +100,8 @@ class TaskSettings:
     def __post_init__(self) -> None:
         require(self.input_size >= 8, f"input_size must be >= 8, got {self.input_size}")
         require(self.width > 0, f"width must be > 0, got {self.width}")
-        require(0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
-                f"val_frac and test_frac must be in (0, 1) and sum below 1, got {self.val_frac}, {self.test_frac}")
+        require(
+            0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
+            f"val_frac and test_frac must be in (0, 1) and sum below 1, got {self.val_frac}, {self.test_frac}",
+        )
         require(self.train_limit >= 0, f"train_limit must be >= 0, got {self.train_limit}")

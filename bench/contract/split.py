@@ -3,6 +3,7 @@
 Kept apart from ``bench.contract.interface`` so the data, training and pretraining modules can
 use it without importing the method interface.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
+
+SPLIT_NAMES = ("train", "val", "test")
+"""The three splits of every dataset, in the order loaders return them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +50,9 @@ class Split:
             x = (x.float().div_(255.0) - mean) / std
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             shrink = x.shape[-1] > self.input_size
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False, antialias=shrink)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=shrink
+            )
         return x, y
 
     @cached_property
@@ -57,11 +62,27 @@ class Split:
         std = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
         return mean, std
 
-    def to(self, device: torch.device | str) -> "Split":
-        return Split(self.name, self.x.to(device), self.y.to(device), self.num_classes,
-                     self.input_size, self.mean, self.std, self.flip_ok)
+    def to(self, device: torch.device | str) -> Split:
+        return Split(
+            self.name,
+            self.x.to(device),
+            self.y.to(device),
+            self.num_classes,
+            self.input_size,
+            self.mean,
+            self.std,
+            self.flip_ok,
+        )
 
-    def subset(self, idx: torch.Tensor, name: str | None = None) -> "Split":
+    def subset(self, idx: torch.Tensor, name: str | None = None) -> Split:
         """A split holding only the rows ``idx`` (e.g. a held-out batch carved from train)."""
-        return Split(name or self.name, self.x[idx], self.y[idx], self.num_classes,
-                     self.input_size, self.mean, self.std, self.flip_ok)
+        return Split(
+            name or self.name,
+            self.x[idx],
+            self.y[idx],
+            self.num_classes,
+            self.input_size,
+            self.mean,
+            self.std,
+            self.flip_ok,
+        )

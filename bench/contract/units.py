@@ -5,6 +5,7 @@ seconds. The recorder rejects a name without a known unit token, so a unit can n
 be left to guesswork (timm's ``step_time`` in ms beside ``param_count`` in millions is
 the cautionary tale). The same table feeds the Datasette column metadata.
 """
+
 from __future__ import annotations
 
 UNITS: dict[str, str] = {
@@ -45,7 +46,6 @@ def check_metric_name(name: str) -> str:
     """Return ``name`` unchanged, or raise ValueError when it carries no unit token."""
     if not name or unit_of(name) is None:
         raise ValueError(
-            f"metric name {name!r} has no unit token; end it with one of: "
-            + ", ".join(f"_{u}" for u in UNITS)
+            f"metric name {name!r} has no unit token; end it with one of: " + ", ".join(f"_{u}" for u in UNITS)
         )
     return name

@@ -4,8 +4,10 @@
 yields one epoch of ``(x, y)`` per ``iter()``, all on the split's device: a seeded
 permutation, random horizontal flips (only where ``split.flip_ok``), random
 translations by up to ``crop_pad`` pixels (zero padding in normalised units) and
-Cutout (a zeroed square per image, the NAS training recipe), all vectorised over the batch. ``iter_eval(split)`` yields the split in order, unaugmented.
+Cutout (a zeroed square per image, the NAS training recipe), all vectorised over the batch.
+``iter_eval(split)`` yields the split in order, unaugmented.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,10 +31,22 @@ class DeviceLoader:
     but a split smaller than ``batch_size`` still yields one batch of all of it.
     """
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True, flip: bool = False,
-                 crop_pad: int = 0, cutout: int = 0, drop_last: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        flip: bool = False,
+        crop_pad: int = 0,
+        cutout: int = 0,
+        drop_last: bool = True,
+        seed: int = 0,
+    ) -> None:
         if batch_size < 1 or crop_pad < 0 or cutout < 0:
-            raise ValueError(f"batch_size must be >= 1, crop_pad and cutout >= 0, got {batch_size}, {crop_pad}, {cutout}")
+            raise ValueError(
+                f"batch_size must be >= 1, crop_pad and cutout >= 0, got {batch_size}, {crop_pad}, {cutout}"
+            )
         self.split, self.batch_size = split, int(batch_size)
         self.shuffle, self.flip, self.crop_pad, self.drop_last = shuffle, flip and split.flip_ok, crop_pad, drop_last
         self.cutout = cutout
@@ -50,7 +64,7 @@ class DeviceLoader:
         n, b, dev = len(self.split), self.batch_size, self.split.device
         order = torch.randperm(n, generator=self.generator, device=dev) if self.shuffle else torch.arange(n, device=dev)
         for i in range(len(self)):
-            x, y = self.split.batch(order[i * b:(i + 1) * b])
+            x, y = self.split.batch(order[i * b : (i + 1) * b])
             if self.flip:
                 x = self._random_flip(x)
             if self.crop_pad:
@@ -77,11 +91,19 @@ class DeviceLoader:
     def _cutout(self, x: torch.Tensor) -> torch.Tensor:
         """Zero a ``cutout``-sided square around a random centre per image (clipped at the border)."""
         nb, _, h, w = x.shape
-        centre = torch.stack([torch.randint(0, h, (nb,), generator=self.generator, device=x.device),
-                              torch.randint(0, w, (nb,), generator=self.generator, device=x.device)])
+        centre = torch.stack(
+            [
+                torch.randint(0, h, (nb,), generator=self.generator, device=x.device),
+                torch.randint(0, w, (nb,), generator=self.generator, device=x.device),
+            ]
+        )
         lo = centre - self.cutout // 2
-        rows = (self._ar[:h].view(1, h) >= lo[0].view(-1, 1)) & (self._ar[:h].view(1, h) < (lo[0] + self.cutout).view(-1, 1))
-        cols = (self._ar[:w].view(1, w) >= lo[1].view(-1, 1)) & (self._ar[:w].view(1, w) < (lo[1] + self.cutout).view(-1, 1))
+        rows = (self._ar[:h].view(1, h) >= lo[0].view(-1, 1)) & (
+            self._ar[:h].view(1, h) < (lo[0] + self.cutout).view(-1, 1)
+        )
+        cols = (self._ar[:w].view(1, w) >= lo[1].view(-1, 1)) & (
+            self._ar[:w].view(1, w) < (lo[1] + self.cutout).view(-1, 1)
+        )
         hole = rows.view(nb, 1, h, 1) & cols.view(nb, 1, 1, w)
         return x.masked_fill(hole, 0.0)
 

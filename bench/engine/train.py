@@ -17,25 +17,24 @@ device (no ``.item()`` in the timed region), and every ``log_every`` steps check
 non-finite loss (raising ``Diverged``), records the mean loss as a curve and prints
 progress. FLOPs of one forward+backward are counted on the first (warm-up) step.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data.loader import DeviceLoader, iter_eval
-from bench.errors import Diverged
-from bench.contract.split import Split
-from bench.measure import flop_counter
 from bench.contract.recorder import Recorder
 from bench.contract.settings import TrainConfig
-
+from bench.contract.split import Split
+from bench.data.loader import DeviceLoader, iter_eval
+from bench.errors import Diverged
+from bench.measure import flop_counter
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -67,8 +66,7 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
@@ -100,9 +98,19 @@ def _flip(cfg: TrainConfig, split: Split) -> bool:
     return cfg.flip == "on" or (cfg.flip == "auto" and split.flip_ok)
 
 
-def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stage: str = "train",
-        val: Split | None = None, curves: Sequence[Split] = (), hooks: StepHooks | None = None, seed: int = 0,
-        params: Sequence[nn.Parameter] | None = None) -> FitReport:
+def fit(
+    model: nn.Module,
+    train: Split,
+    cfg: TrainConfig,
+    rec: Recorder,
+    *,
+    stage: str = "train",
+    val: Split | None = None,
+    curves: Sequence[Split] = (),
+    hooks: StepHooks | None = None,
+    seed: int = 0,
+    params: Sequence[nn.Parameter] | None = None,
+) -> FitReport:
     """Train ``model`` on ``train`` for ``cfg``'s budget; see the module docstring.
 
     ``params`` defaults to every parameter that requires grad. Records the curves
@@ -126,8 +134,16 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
     if channels_last:
         model.to(memory_format=torch.channels_last)
     total = cfg.total_steps(len(train))
-    loader = DeviceLoader(train, cfg.batch_size, shuffle=True, flip=_flip(cfg, train),
-                          crop_pad=cfg.crop_pad, cutout=cfg.cutout, drop_last=True, seed=seed)
+    loader = DeviceLoader(
+        train,
+        cfg.batch_size,
+        shuffle=True,
+        flip=_flip(cfg, train),
+        crop_pad=cfg.crop_pad,
+        cutout=cfg.cutout,
+        drop_last=True,
+        seed=seed,
+    )
     opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
     loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
@@ -181,14 +197,15 @@ def fit(model: nn.Module, train: Split, cfg: TrainConfig, rec: Recorder, *, stag
                 _check_and_log(losses, logged, done, total, stage, rec, opt)
             rec.scalar(f"{stage}_stopped_steps", done)
             rec.progress(f"{stage}: stopped early at step {done}/{total}")
-            return FitReport(steps=done, trainable_params=sum(p.numel() for p in params),
-                             final_loss_nat=float(losses[done - 1]))
-    return FitReport(steps=total, trainable_params=sum(p.numel() for p in params),
-                     final_loss_nat=float(losses[-1]))
+            return FitReport(
+                steps=done, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[done - 1])
+            )
+    return FitReport(steps=total, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[-1]))
 
 
-def _check_and_log(losses: torch.Tensor, logged: int, done: int, total: int, stage: str,
-                   rec: Recorder, opt: torch.optim.Optimizer) -> int:
+def _check_and_log(
+    losses: torch.Tensor, logged: int, done: int, total: int, stage: str, rec: Recorder, opt: torch.optim.Optimizer
+) -> int:
     """Divergence check and progress for steps [logged, done); returns the new ``logged``."""
     chunk = losses[logged:done]
     finite = torch.isfinite(chunk)

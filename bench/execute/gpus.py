@@ -4,6 +4,7 @@ One parser of ``CUDA_VISIBLE_DEVICES`` for the pytest plugin (which pins each xd
 one GPU) and the cluster executor (which hands GPU slots to local tasks). Torch is imported only
 when the variable is unset, to count devices.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,10 @@ def visible_gpu_ids() -> list[int]:
     """``visible_gpus`` as integer indices, as submitit's LocalExecutor needs them."""
     ids = visible_gpus()
     if not all(g.isdigit() for g in ids):
-        raise InvalidConfig(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} holds non-integer "
-                            "ids; submitit's LocalExecutor needs integer GPU indices")
+        raise InvalidConfig(
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} holds non-integer "
+            "ids; submitit's LocalExecutor needs integer GPU indices"
+        )
     return [int(g) for g in ids]
 
 

@@ -8,6 +8,7 @@ setting now, so an unknown method/model/dataset, a bad config key, a missing dat
 folder or an impossible source fails at collection with a message that lists what is
 valid, instead of failing cell by cell later.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -16,8 +17,8 @@ from typing import Any
 
 from bench.contract.cell import CellSpec
 from bench.contract.config import canonical_json, config_dict, make_config
-from bench.errors import BenchError, InvalidGrid
 from bench.contract.settings import TaskSettings
+from bench.errors import BenchError, InvalidGrid
 from bench.registry import DATASETS, METHODS, MODELS
 
 TIERS = ("smoke", "short", "paper")
@@ -61,9 +62,18 @@ class Grid:
     task: Mapping[str, Any] = field(default_factory=dict)
     tiers: Mapping[str, TierPlan] = field(default_factory=dict)
 
-    def cells(self, tier: str, *, seeds: Sequence[int] | None = None, device: str = "auto",
-              mode: str = "accuracy", data_root: str | None = None, download: bool = False,
-              threads: int = 0, only_datasets: Sequence[str] | None = None) -> list[CellSpec]:
+    def cells(
+        self,
+        tier: str,
+        *,
+        seeds: Sequence[int] | None = None,
+        device: str = "auto",
+        mode: str = "accuracy",
+        data_root: str | None = None,
+        download: bool = False,
+        threads: int = 0,
+        only_datasets: Sequence[str] | None = None,
+    ) -> list[CellSpec]:
         """Every cell of the grid at ``tier``, validated; raises ``InvalidGrid``.
 
         ``only_datasets`` keeps the tier's cells on these datasets (``--bench-datasets``), so
@@ -76,9 +86,17 @@ class Grid:
         except BenchError as err:
             raise InvalidGrid(f"suite '{self.suite}' at tier '{tier}': {err}") from err
 
-    def _cells(self, tier: str, seeds: Sequence[int] | None, device: str, mode: str,
-               data_root: str | None, download: bool, threads: int,
-               only_datasets: Sequence[str] | None) -> list[CellSpec]:
+    def _cells(
+        self,
+        tier: str,
+        seeds: Sequence[int] | None,
+        device: str,
+        mode: str,
+        data_root: str | None,
+        download: bool,
+        threads: int,
+        only_datasets: Sequence[str] | None,
+    ) -> list[CellSpec]:
         plan = self._plan(tier)
         seeds = list(seeds if seeds is not None else (plan.seeds if plan.seeds is not None else self.seeds))
         datasets = tuple(plan.datasets if plan.datasets is not None else self.datasets)
@@ -86,8 +104,10 @@ class Grid:
         if only_datasets is not None:
             unknown = [d for d in only_datasets if d not in datasets]
             if unknown:
-                raise InvalidGrid(f"suite '{self.suite}' at tier '{tier}' runs no dataset {', '.join(unknown)}; "
-                                  f"its datasets: {', '.join(datasets)}")
+                raise InvalidGrid(
+                    f"suite '{self.suite}' at tier '{tier}' runs no dataset {', '.join(unknown)}; "
+                    f"its datasets: {', '.join(datasets)}"
+                )
             datasets = tuple(d for d in datasets if d in only_datasets)
         for name in datasets:
             DATASETS.get(name)
@@ -95,8 +115,7 @@ class Grid:
 
         for name in datasets:
             check_available(name, data_root, download)
-        configs = {label: self._resolve_config(label, plan) for label in self.methods
-                   if label not in plan.skip_methods}
+        configs = {label: self._resolve_config(label, plan) for label in self.methods if label not in plan.skip_methods}
         specs = []
         for model in self.models:
             MODELS.get(model)
@@ -105,11 +124,24 @@ class Grid:
                 for dataset in datasets:
                     task_json = task_jsons[dataset]
                     for seed in seeds:
-                        specs.append(CellSpec(
-                            suite=self.suite, method=label.split(":", 1)[0], variant=label,
-                            dataset=dataset, model=model, seed=int(seed), tier=tier,
-                            config_json=config_json, task_json=task_json, device=device, mode=mode,
-                            data_root=data_root, download=download, threads=threads))
+                        specs.append(
+                            CellSpec(
+                                suite=self.suite,
+                                method=label.split(":", 1)[0],
+                                variant=label,
+                                dataset=dataset,
+                                model=model,
+                                seed=int(seed),
+                                tier=tier,
+                                config_json=config_json,
+                                task_json=task_json,
+                                device=device,
+                                mode=mode,
+                                data_root=data_root,
+                                download=download,
+                                threads=threads,
+                            )
+                        )
         ids = [s.test_id for s in specs]
         if len(set(ids)) != len(ids):
             raise InvalidGrid(f"suite '{self.suite}': duplicate cells {sorted({i for i in ids if ids.count(i) > 1})}")
@@ -119,8 +151,9 @@ class Grid:
         if tier not in TIERS:
             raise InvalidGrid(f"unknown tier '{tier}'; valid tiers: {', '.join(TIERS)}")
         if self.tiers and tier not in self.tiers:
-            raise InvalidGrid(f"suite '{self.suite}' defines no settings for tier '{tier}'; "
-                              f"it defines: {', '.join(self.tiers)}")
+            raise InvalidGrid(
+                f"suite '{self.suite}' defines no settings for tier '{tier}'; it defines: {', '.join(self.tiers)}"
+            )
         return self.tiers.get(tier, TierPlan())
 
     def _check_basics(self, seeds: list[int], plan: TierPlan, datasets: tuple[str, ...]) -> None:
@@ -135,12 +168,16 @@ class Grid:
             raise InvalidGrid(f"suite '{self.suite}': repeated seeds in {seeds}")
         unknown = sorted(set(plan.methods) - set(self.methods))
         if unknown:
-            raise InvalidGrid(f"suite '{self.suite}': tier overrides for {unknown} which are not "
-                              f"method entries of the grid ({', '.join(self.methods)})")
+            raise InvalidGrid(
+                f"suite '{self.suite}': tier overrides for {unknown} which are not "
+                f"method entries of the grid ({', '.join(self.methods)})"
+            )
         unknown = sorted(set(plan.skip_methods) - set(self.methods))
         if unknown:
-            raise InvalidGrid(f"suite '{self.suite}': the tier skips {unknown} which are not method entries "
-                              f"of the grid ({', '.join(self.methods)})")
+            raise InvalidGrid(
+                f"suite '{self.suite}': the tier skips {unknown} which are not method entries "
+                f"of the grid ({', '.join(self.methods)})"
+            )
         if not set(self.methods) - set(plan.skip_methods):
             raise InvalidGrid(f"suite '{self.suite}': the tier skips every method entry")
         unknown = sorted(set(plan.models) - set(self.models))
@@ -148,8 +185,10 @@ class Grid:
             raise InvalidGrid(f"suite '{self.suite}': tier overrides for models {unknown} not in the grid")
         unknown = sorted(set(plan.dataset_task) - set(datasets))
         if unknown:  # checked against the tier's own datasets, before any --bench-datasets filter
-            raise InvalidGrid(f"suite '{self.suite}': task overrides for datasets {unknown} which the tier "
-                              f"does not run ({', '.join(datasets)})")
+            raise InvalidGrid(
+                f"suite '{self.suite}': task overrides for datasets {unknown} which the tier "
+                f"does not run ({', '.join(datasets)})"
+            )
 
     def _resolve_config(self, label: str, plan: TierPlan) -> str:
         cls = METHODS.get(label.split(":", 1)[0])
@@ -157,8 +196,9 @@ class Grid:
         return canonical_json(config_dict(make_config(cls.Config, overrides)))
 
     def _task_json(self, model: str, plan: TierPlan, datasets: tuple[str, ...], dataset: str) -> str:
-        settings = make_config(TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {}),
-                                              **plan.dataset_task.get(dataset, {})})
+        settings = make_config(
+            TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {}), **plan.dataset_task.get(dataset, {})}
+        )
         self._check_source(settings, model, datasets)
         return canonical_json(config_dict(settings))
 
@@ -170,8 +210,10 @@ class Grid:
             from bench.models.net import model_info
 
             if not (model_info(model).imagenet_weights or model_info(model).imagenet_loader):
-                raise InvalidGrid(f"suite '{self.suite}': model '{model}' has no ImageNet weights; "
-                                  "use an embedded source such as 'mnist5k'")
+                raise InvalidGrid(
+                    f"suite '{self.suite}': model '{model}' has no ImageNet weights; "
+                    "use an embedded source such as 'mnist5k'"
+                )
             if settings.width != 1.0:
                 raise InvalidGrid(f"suite '{self.suite}': ImageNet weights need width 1.0, not {settings.width:g}")
             return
@@ -180,11 +222,15 @@ class Grid:
         if source not in DATASETS or dataset_info(source).kind != "embedded":
             from bench.data.registry import list_datasets
 
-            raise InvalidGrid(f"suite '{self.suite}': unknown source '{source}'; valid sources: imagenet, "
-                              + ", ".join(list_datasets("embedded")))
+            raise InvalidGrid(
+                f"suite '{self.suite}': unknown source '{source}'; valid sources: imagenet, "
+                + ", ".join(list_datasets("embedded"))
+            )
         if source in datasets:
-            raise InvalidGrid(f"suite '{self.suite}': dataset '{source}' is both the source and a target; "
-                              "its test split would have been seen in pretraining")
+            raise InvalidGrid(
+                f"suite '{self.suite}': dataset '{source}' is both the source and a target; "
+                "its test split would have been seen in pretraining"
+            )
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -19,6 +19,7 @@ CUDA starts (round-robin over the controller's visible GPUs). Where the
 pytest-benchmark fixture is active (it disables itself under xdist), the cell also runs
 through ``benchmark.pedantic`` with its metrics in ``extra_info``.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,17 +42,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-budget", default="smoke", choices=TIERS, help="budget tier of the suites (default: smoke)")
     group.addoption("--bench-device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     group.addoption("--bench-seeds", default=None, help="seeds to run instead of the suite's: '0,1,2' or '0-4'")
-    group.addoption("--bench-datasets", default=None,
-                    help="run only these of the tier's datasets: 'cifar10' or 'cifar10,tiny-imagenet'")
+    group.addoption(
+        "--bench-datasets",
+        default=None,
+        help="run only these of the tier's datasets: 'cifar10' or 'cifar10,tiny-imagenet'",
+    )
     group.addoption("--bench-data-root", default=None, help="folder holding torchvision datasets")
     group.addoption("--bench-download", action="store_true", help="allow downloading datasets and weights")
     group.addoption("--bench-resume", action="store_true", help="skip cells that already have an ok row in --bench-db")
-    group.addoption("--bench-mode", default="accuracy", choices=("accuracy", "speed"),
-                    help="accuracy: deterministic kernels; speed: cudnn.benchmark (for timing gates)")
-    group.addoption("--bench-tag", default=None,
-                    help="label stored on the run (e.g. main, nightly); bench gate can select 'tag:NAME'")
-    group.addoption("--bench-threads", type=int, default=None,
-                    help="torch CPU threads per process (default: cores / xdist workers)")
+    group.addoption(
+        "--bench-mode",
+        default="accuracy",
+        choices=("accuracy", "speed"),
+        help="accuracy: deterministic kernels; speed: cudnn.benchmark (for timing gates)",
+    )
+    group.addoption(
+        "--bench-tag",
+        default=None,
+        help="label stored on the run (e.g. main, nightly); bench gate can select 'tag:NAME'",
+    )
+    group.addoption(
+        "--bench-threads", type=int, default=None, help="torch CPU threads per process (default: cores / xdist workers)"
+    )
 
 
 class ResultWriter:
@@ -77,9 +89,16 @@ class ResultWriter:
 
             opt = self.config.getoption
             self.store = Store(self.db_path)
-            self.run_id = open_run(self.store, argv=sys.argv, tier=opt("bench_budget"), mode=opt("bench_mode"),
-                                   device=opt("bench_device"), threads=result.spec.threads,
-                                   tag=opt("bench_tag"), arith_json=result.info.get("arithmetic"))
+            self.run_id = open_run(
+                self.store,
+                argv=sys.argv,
+                tier=opt("bench_budget"),
+                mode=opt("bench_mode"),
+                device=opt("bench_device"),
+                threads=result.spec.threads,
+                tag=opt("bench_tag"),
+                arith_json=result.info.get("arithmetic"),
+            )
         self.store.write_result(self.run_id, result)
         self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
 
@@ -105,13 +124,16 @@ class ResultWriter:
             return
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
         terminalreporter.write_sep("-", "bench")
-        terminalreporter.write_line(f"{sum(self.statuses.values())} cells written to {self.db_path} "
-                                    f"(run {self.run_id}): {counts}")
+        terminalreporter.write_line(
+            f"{sum(self.statuses.values())} cells written to {self.db_path} (run {self.run_id}): {counts}"
+        )
         if self.claims:
             verdicts = [r.verdict for r in self.claims]
-            terminalreporter.write_line("claims: " + ", ".join(
-                f"{verdicts.count(v)} {v}" for v in ("reproduced", "not reproduced", "not yet measured"))
-                + f" (bench claims --db {self.db_path})")
+            terminalreporter.write_line(
+                "claims: "
+                + ", ".join(f"{verdicts.count(v)} {v}" for v in ("reproduced", "not reproduced", "not yet measured"))
+                + f" (bench claims --db {self.db_path})"
+            )
         terminalreporter.write_line(f"summary: bench report --db {self.db_path}")
 
 
@@ -149,14 +171,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     grid = getattr(metafunc.module, "GRID", None)
     if not isinstance(grid, Grid):
-        raise pytest.UsageError(f"{metafunc.module.__name__}: a test using bench_cell needs a module-level "
-                                "GRID = bench.execute.grid.Grid(...)")
+        raise pytest.UsageError(
+            f"{metafunc.module.__name__}: a test using bench_cell needs a module-level "
+            "GRID = bench.execute.grid.Grid(...)"
+        )
     opt = metafunc.config.getoption
     seeds = parse_seeds(opt("bench_seeds")) if opt("bench_seeds") else None
     only = [d.strip() for d in opt("bench_datasets").split(",") if d.strip()] if opt("bench_datasets") else None
-    specs = grid.cells(opt("bench_budget"), seeds=seeds, device=opt("bench_device"), mode=opt("bench_mode"),
-                       data_root=opt("bench_data_root"), download=opt("bench_download"),
-                       threads=_threads(metafunc.config), only_datasets=only)
+    specs = grid.cells(
+        opt("bench_budget"),
+        seeds=seeds,
+        device=opt("bench_device"),
+        mode=opt("bench_mode"),
+        data_root=opt("bench_data_root"),
+        download=opt("bench_download"),
+        threads=_threads(metafunc.config),
+        only_datasets=only,
+    )
     metafunc.parametrize("bench_spec", specs, ids=[s.test_id for s in specs])
 
 
@@ -205,9 +236,13 @@ class BenchCell:
 
     def _benchmark(self) -> Any:
         config = self._request.config
-        if (not config.pluginmanager.hasplugin("benchmark") or config.getoption("benchmark_skip", False)
-                or config.getoption("benchmark_disable", False) or _is_worker(config)
-                or config.getoption("dist", "no") != "no"):
+        if (
+            not config.pluginmanager.hasplugin("benchmark")
+            or config.getoption("benchmark_skip", False)
+            or config.getoption("benchmark_disable", False)
+            or _is_worker(config)
+            or config.getoption("dist", "no") != "no"
+        ):
             return None  # pytest-benchmark switches itself off under xdist: do not even request it
         bm = self._request.getfixturevalue("benchmark")
         return None if getattr(bm, "disabled", True) else bm

@@ -4,14 +4,24 @@ A run's row records the provenance every result of it shares (``bench.env.collec
 host, torch and CUDA, flags, threads) and the arithmetic its cells ran under. The flags are
 those of the mode its cells run in (``apply_mode``), not this process's defaults.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
 
-def open_run(store: Any, *, argv: Sequence[str], tier: str, mode: str, device: str, threads: int | None,
-             tag: str | None, arith_json: str | None = None) -> str:
+def open_run(
+    store: Any,
+    *,
+    argv: Sequence[str],
+    tier: str,
+    mode: str,
+    device: str,
+    threads: int | None,
+    tag: str | None,
+    arith_json: str | None = None,
+) -> str:
     """Start a ``runs`` row in ``store`` and return its run_id.
 
     ``arith_json``: the arithmetic as the worker that ran the first cell saw it (``CellResult``

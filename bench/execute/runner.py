@@ -11,6 +11,7 @@ size and the memory held at failure; a non-finite loss becomes ``diverged``; a d
 that does not exist here (``--bench-device cuda`` on a CPU machine) becomes ``skipped``. Bad input
 (unknown names, invalid config) is not a result: it raises before anything runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,12 @@ import torch
 
 from bench.contract.cell import CellResult, CellSpec
 from bench.contract.config import make_config
+from bench.contract.interface import EVAL_KEYS, Fitted, Task, TaskSettings
+from bench.contract.recorder import Recorder
 from bench.env import arithmetic, utc_now
 from bench.errors import DeviceUnavailable, Diverged
-from bench.contract.interface import EVAL_KEYS, Fitted, Task, TaskSettings
 from bench.measure import MemoryMeter, collect_garbage, count_params, inference_flops_per_sample
 from bench.models.pretrain import warm_source
-from bench.contract.recorder import Recorder
 from bench.registry import METHODS
 
 ERROR_CHARS = 2000
@@ -42,8 +43,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable(f"device '{name}' requested but CUDA is not available here; "
-                                "use --bench-device cpu or auto")
+        raise DeviceUnavailable(
+            f"device '{name}' requested but CUDA is not available here; use --bench-device cpu or auto"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceUnavailable(f"device '{name}' requested but only {torch.cuda.device_count()} GPU(s) are visible")
     return device
@@ -76,12 +78,30 @@ def build_task(spec: CellSpec, settings: TaskSettings, device: torch.device) -> 
     from bench.data.registry import load_splits
 
     train, val, test = load_splits(
-        spec.dataset, seed=spec.seed, input_size=settings.input_size, val_frac=settings.val_frac,
-        test_frac=settings.test_frac, train_limit=settings.train_limit, data_root=spec.data_root,
-        download=spec.download, device=device)
-    return Task(dataset=spec.dataset, model=spec.model, num_classes=train.num_classes, seed=spec.seed,
-                tier=spec.tier, device=device, settings=settings, train=train, val=val, test=test,
-                data_root=spec.data_root, download=spec.download)
+        spec.dataset,
+        seed=spec.seed,
+        input_size=settings.input_size,
+        val_frac=settings.val_frac,
+        test_frac=settings.test_frac,
+        train_limit=settings.train_limit,
+        data_root=spec.data_root,
+        download=spec.download,
+        device=device,
+    )
+    return Task(
+        dataset=spec.dataset,
+        model=spec.model,
+        num_classes=train.num_classes,
+        seed=spec.seed,
+        tier=spec.tier,
+        device=device,
+        settings=settings,
+        train=train,
+        val=val,
+        test=test,
+        data_root=spec.data_root,
+        download=spec.download,
+    )
 
 
 def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -> CellResult:
@@ -91,8 +111,9 @@ def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -
         device = resolve_device(spec.device)
     except DeviceUnavailable as err:
         now = utc_now()
-        return CellResult(spec=spec, status="skipped", error_type=type(err).__name__, error=str(err),
-                          started_at=now, ended_at=now)
+        return CellResult(
+            spec=spec, status="skipped", error_type=type(err).__name__, error=str(err), started_at=now, ended_at=now
+        )
     if spec.threads:
         torch.set_num_threads(spec.threads)
     apply_mode(spec.mode)
@@ -116,14 +137,23 @@ def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -
             torch.cuda.empty_cache()
     metrics = rec.finalize()
     return CellResult(
-        spec=spec, status=status, error_type=error_type, error=error[:ERROR_CHARS], metrics=metrics,
-        series=dict(rec.series), arch=arch, info=rec.info, device=str(device),
-        worker=os.environ.get("PYTEST_XDIST_WORKER", ""), started_at=started, ended_at=utc_now(),
-        wall_s=time.perf_counter() - t0)
+        spec=spec,
+        status=status,
+        error_type=error_type,
+        error=error[:ERROR_CHARS],
+        metrics=metrics,
+        series=dict(rec.series),
+        arch=arch,
+        info=rec.info,
+        device=str(device),
+        worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+        started_at=started,
+        ended_at=utc_now(),
+        wall_s=time.perf_counter() - t0,
+    )
 
 
-def _fit_and_evaluate(method: Any, spec: CellSpec, settings: TaskSettings, device: torch.device,
-                      rec: Recorder) -> str:
+def _fit_and_evaluate(method: Any, spec: CellSpec, settings: TaskSettings, device: torch.device, rec: Recorder) -> str:
     with rec.stage("data"):
         task = build_task(spec, settings, device)
     with rec.stage("source"):
@@ -176,6 +206,8 @@ def _oom_message(err: BaseException, rec: Recorder, device: torch.device) -> str
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         rec.scalar("oom_alloc_mib", alloc)
         rec.scalar("oom_peak_alloc_mib", peak)
-        return (f"CUDA out of memory at batch size {batch}: {alloc:.0f} MiB allocated, "
-                f"{peak:.0f} MiB peak at failure. {str(err).splitlines()[0]}")
+        return (
+            f"CUDA out of memory at batch size {batch}: {alloc:.0f} MiB allocated, "
+            f"{peak:.0f} MiB peak at failure. {str(err).splitlines()[0]}"
+        )
     return f"out of memory at batch size {batch}: {err}"

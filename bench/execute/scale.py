@@ -36,60 +36,27 @@ tasks run in this process one after another (``map_array`` too). The worker impo
 suite file before running cells, as a pytest worker would, so methods a suite
 registers exist there too.
 """
+
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import shutil
-import socket
-import sqlite3
-import sys
-import tempfile
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from bench.contract.cell import CellResult, CellSpec, short_hash
-from bench.errors import BenchError, InvalidConfig, InvalidGrid
-from bench.execute.grid import Grid
+from bench.contract.cell import CellSpec
+from bench.errors import InvalidConfig, InvalidGrid
 from bench.execute.gpus import visible_gpu_ids
+from bench.execute.grid import Grid
+from bench.execute.shard import ShardReport, ShardTask, load_suite, run_shard
 
 EXECUTORS = ("local", "slurm", "debug")
 NOT_OK = ("failed", "oom", "diverged")
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One array task: the cells it runs and where its shard goes (plain data, pickles)."""
-
-    index: int
-    specs: tuple[CellSpec, ...]
-    shard_dir: str
-    shard_name: str
-    suite_path: str | None = None
-    tag: str | None = None
-    argv: tuple[str, ...] = ()
-
-    @property
-    def shard_path(self) -> Path:
-        return Path(self.shard_dir) / self.shard_name
-
-
-@dataclass(frozen=True)
-class ShardReport:
-    """What a task returns: its shard, run and the status of every cell it wrote."""
-
-    index: int
-    shard: str
-    run_id: str
-    host: str
-    statuses: dict[str, str]  # cell_key -> status
 
 
 @dataclass(frozen=True)
@@ -119,44 +86,28 @@ class ExecutorPlan:
 
 # ----------------------------------------------------------------------------- suites
 
-def load_suite(path: str | Path) -> ModuleType:
-    """Import a suite file by path (once per process); its folder goes on ``sys.path`` as pytest does."""
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise InvalidGrid(f"suite file {str(path)!r} does not exist")
-    name = f"bench_suite_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{short_hash(str(path), n=8)}"
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidGrid(f"cannot import suite file {str(path)!r}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BenchError:
-        del sys.modules[name]
-        raise
-    except Exception as err:
-        del sys.modules[name]
-        raise InvalidGrid(f"cannot import suite file {str(path)!r}: {type(err).__name__}: {err}") from err
-    return module
-
 
 def load_grid(path: str | Path) -> Grid:
     """The module-level ``GRID`` of a suite file; ``InvalidGrid`` when there is none."""
     grid = getattr(load_suite(path), "GRID", None)
     if not isinstance(grid, Grid):
-        raise InvalidGrid(f"suite file {str(path)!r} defines no module-level GRID = bench.execute.grid.Grid(...)"
-                          + ("" if grid is None else f" (GRID is a {type(grid).__name__})"))
+        raise InvalidGrid(
+            f"suite file {str(path)!r} defines no module-level GRID = bench.execute.grid.Grid(...)"
+            + ("" if grid is None else f" (GRID is a {type(grid).__name__})")
+        )
     return grid
 
 
-def plan_tasks(specs: Sequence[CellSpec], *, cells_per_task: int, shard_dir: str | Path,
-               suite_path: str | Path | None = None, tag: str | None = None,
-               argv: Sequence[str] = (), submission: str | None = None) -> list[ShardTask]:
+def plan_tasks(
+    specs: Sequence[CellSpec],
+    *,
+    cells_per_task: int,
+    shard_dir: str | Path,
+    suite_path: str | Path | None = None,
+    tag: str | None = None,
+    argv: Sequence[str] = (),
+    submission: str | None = None,
+) -> list[ShardTask]:
     """Consecutive cells in groups of ``cells_per_task``, one shard name per task."""
     if cells_per_task < 1:
         raise InvalidConfig(f"--cells-per-task must be >= 1, got {cells_per_task}")
@@ -164,109 +115,59 @@ def plan_tasks(specs: Sequence[CellSpec], *, cells_per_task: int, shard_dir: str
         raise InvalidGrid("the grid expands to no cells")
     submission = submission or uuid.uuid4().hex[:8]
     suite = re.sub(r"[^0-9A-Za-z_.-]", "_", specs[0].suite)
-    return [ShardTask(index=i, specs=tuple(specs[start:start + cells_per_task]), shard_dir=str(shard_dir),
-                      shard_name=f"{suite}-{submission}-{i:04d}.db",
-                      suite_path=None if suite_path is None else str(Path(suite_path).resolve()),
-                      tag=tag, argv=tuple(argv))
-            for i, start in enumerate(range(0, len(specs), cells_per_task))]
-
-
-# ----------------------------------------------------------------------------- the task
-
-def local_scratch_dir() -> Path:
-    """Node-local scratch: ``$SLURM_TMPDIR``, else ``$TMPDIR``, else the system temp folder."""
-    return Path(os.environ.get("SLURM_TMPDIR") or tempfile.gettempdir())
-
-
-def publish(conn: sqlite3.Connection, dest: Path) -> None:
-    """Atomically replace ``dest`` by a consistent, WAL-free copy of the database of ``conn``."""
-    scratch = Path(tempfile.mkdtemp(prefix="bench-publish-", dir=local_scratch_dir()))
-    try:
-        snapshot = scratch / dest.name
-        conn.execute("VACUUM INTO ?", [str(snapshot)])
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.partial"
-        with open(snapshot, "rb") as src, open(partial, "wb") as out:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, dest)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _run_one(spec: CellSpec) -> CellResult:
-    """``run_cell``; an error that escapes it (bad input on this node) becomes a failed row."""
-    from bench.env import utc_now
-    from bench.execute.runner import run_cell
-
-    try:
-        return run_cell(spec)
-    except Exception as err:  # noqa: BLE001 - the other cells of the task go on
-        now = utc_now()
-        return CellResult(spec=spec, status="failed", error_type=type(err).__name__,
-                          error=f"{err} (raised before the cell ran)", started_at=now, ended_at=now)
-
-
-def run_shard(task: ShardTask) -> ShardReport:
-    """Run a task's cells into its own shard (see the module docstring); the submitit entry point."""
-    if task.suite_path:
-        load_suite(task.suite_path)  # methods the suite registers
-    from bench.execute.run import open_run
-    from bench.results.store import Store
-
-    first = task.specs[0]
-    scratch = Path(tempfile.mkdtemp(prefix="bench-shard-", dir=local_scratch_dir()))
-    store = Store(scratch / task.shard_name)
-    run_id, status, statuses = None, "failed", {}
-    try:
-        run_id = open_run(store, argv=task.argv, tier=first.tier, mode=first.mode, device=first.device,
-                          threads=first.threads, tag=task.tag)
-        publish(store.db.conn, task.shard_path)
-        for n, spec in enumerate(task.specs, 1):
-            t0 = time.perf_counter()
-            result = _run_one(spec)
-            store.write_result(run_id, result)
-            publish(store.db.conn, task.shard_path)
-            statuses[spec.cell_key] = result.status
-            print(f"[task {task.index}] cell {n}/{len(task.specs)} {spec.test_id}: {result.status} "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        if run_id is not None:
-            store.finish_run(run_id, status)
-            publish(store.db.conn, task.shard_path)
-        store.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-    return ShardReport(index=task.index, shard=str(task.shard_path), run_id=run_id, host=socket.gethostname(),
-                       statuses=statuses)
+    return [
+        ShardTask(
+            index=i,
+            specs=tuple(specs[start : start + cells_per_task]),
+            shard_dir=str(shard_dir),
+            shard_name=f"{suite}-{submission}-{i:04d}.db",
+            suite_path=None if suite_path is None else str(Path(suite_path).resolve()),
+            tag=tag,
+            argv=tuple(argv),
+        )
+        for i, start in enumerate(range(0, len(specs), cells_per_task))
+    ]
 
 
 # ----------------------------------------------------------------------------- executors
 
-def executor_plan(kind: str, *, n_tasks: int, device: str = "auto", partition: str | None = None,
-                  gpus_per_task: int = 1, cpus_per_task: int | None = None, time_min: int = 60,
-                  array_parallelism: int | None = None, name: str = "bench",
-                  slurm_extra: dict[str, Any] | None = None,
-                  gpus: Sequence[int] | None = None) -> ExecutorPlan:
+
+def executor_plan(
+    kind: str,
+    *,
+    n_tasks: int,
+    device: str = "auto",
+    partition: str | None = None,
+    gpus_per_task: int = 1,
+    cpus_per_task: int | None = None,
+    time_min: int = 60,
+    array_parallelism: int | None = None,
+    name: str = "bench",
+    slurm_extra: dict[str, Any] | None = None,
+    gpus: Sequence[int] | None = None,
+) -> ExecutorPlan:
     """Submitit parameters, local slots and threads per cell for ``kind`` (see the module docstring)."""
     if kind not in EXECUTORS:
         raise InvalidConfig(f"unknown executor '{kind}'; valid executors: {', '.join(EXECUTORS)}")
     if gpus_per_task < 0:
         raise InvalidConfig(f"--gpus-per-task must be >= 0, got {gpus_per_task}")
-    for flag, value in (("--time-min", time_min), ("--cpus-per-task", cpus_per_task),
-                        ("--array-parallelism", array_parallelism)):
+    for flag, value in (
+        ("--time-min", time_min),
+        ("--cpus-per-task", cpus_per_task),
+        ("--array-parallelism", array_parallelism),
+    ):
         if value is not None and value < 1:
             raise InvalidConfig(f"{flag} must be >= 1, got {value}")
     if kind == "debug":
         return ExecutorPlan("debug", {}, [None], cpus_per_task or 0)
     if kind == "slurm":
         params: dict[str, Any] = {"name": name, "timeout_min": time_min, "nodes": 1, "tasks_per_node": 1}
-        optional = {"gpus_per_node": gpus_per_task or None, "cpus_per_task": cpus_per_task,
-                    "slurm_partition": partition, "slurm_array_parallelism": array_parallelism}
+        optional = {
+            "gpus_per_node": gpus_per_task or None,
+            "cpus_per_task": cpus_per_task,
+            "slurm_partition": partition,
+            "slurm_array_parallelism": array_parallelism,
+        }
         params.update({k: v for k, v in optional.items() if v is not None})
         params.update({f"slurm_{k}": v for k, v in (slurm_extra or {}).items()})
         return ExecutorPlan("slurm", params, [], cpus_per_task or 0)
@@ -275,11 +176,12 @@ def executor_plan(kind: str, *, n_tasks: int, device: str = "auto", partition: s
     else:
         gpu_ids = list(gpus) if gpus is not None else visible_gpu_ids()
     if gpu_ids and gpus_per_task:
-        slots: list[tuple[int, ...] | None] = [tuple(gpu_ids[i:i + gpus_per_task])
-                                               for i in range(0, len(gpu_ids) - gpus_per_task + 1, gpus_per_task)]
+        slots: list[tuple[int, ...] | None] = [
+            tuple(gpu_ids[i : i + gpus_per_task]) for i in range(0, len(gpu_ids) - gpus_per_task + 1, gpus_per_task)
+        ]
         if not slots:
             raise InvalidConfig(f"--gpus-per-task {gpus_per_task} but only {len(gpu_ids)} GPU(s) are visible")
-        slots = slots[:array_parallelism or len(slots)]
+        slots = slots[: array_parallelism or len(slots)]
     else:
         parallel = array_parallelism or max(1, (os.cpu_count() or 1) // (cpus_per_task or 1))
         slots = [None] * max(1, min(parallel, n_tasks))
@@ -309,8 +211,9 @@ def make_executor(plan: ExecutorPlan, folder: str | Path) -> Any:
     return executor
 
 
-def submit(executor: Any, plan: ExecutorPlan, tasks: Sequence[ShardTask],
-           on_event: Callable[[str], None] = print) -> list[tuple[ShardTask, Any]]:
+def submit(
+    executor: Any, plan: ExecutorPlan, tasks: Sequence[ShardTask], on_event: Callable[[str], None] = print
+) -> list[tuple[ShardTask, Any]]:
     """Submit every task as one array (``map_array``); for ``local`` use ``run_local`` instead."""
     jobs = executor.map_array(run_shard, list(tasks))
     for task, job in zip(tasks, jobs):
@@ -346,8 +249,13 @@ def _tail(path: Path, lines: int = 5) -> str:
     return (":\n    " + "\n    ".join(text)) if text else ""
 
 
-def wait(jobs: Sequence[tuple[ShardTask, Any]], *, kind: str, poll_s: float = 5.0,
-         on_done: Callable[[TaskOutcome], None] | None = None) -> list[TaskOutcome]:
+def wait(
+    jobs: Sequence[tuple[ShardTask, Any]],
+    *,
+    kind: str,
+    poll_s: float = 5.0,
+    on_done: Callable[[TaskOutcome], None] | None = None,
+) -> list[TaskOutcome]:
     """Wait for submitted jobs, reporting each outcome as it arrives; outcomes in task order.
 
     Debug jobs run one after another in this process as their outcome is asked for.
@@ -365,11 +273,19 @@ def wait(jobs: Sequence[tuple[ShardTask, Any]], *, kind: str, poll_s: float = 5.
     return sorted(outcomes, key=lambda o: o.task.index)
 
 
-def run_local(executor: Any, plan: ExecutorPlan, tasks: Sequence[ShardTask], *, poll_s: float = 0.5,
-              on_event: Callable[[str], None] = print,
-              on_done: Callable[[TaskOutcome], None] | None = None) -> list[TaskOutcome]:
+def run_local(
+    executor: Any,
+    plan: ExecutorPlan,
+    tasks: Sequence[ShardTask],
+    *,
+    poll_s: float = 0.5,
+    on_event: Callable[[str], None] = print,
+    on_done: Callable[[TaskOutcome], None] | None = None,
+) -> list[TaskOutcome]:
     """Run tasks with the LocalExecutor, at most one per slot, each GPU slot pinned through ``visible_gpus``."""
-    pending, running, free, outcomes = list(tasks), [], list(plan.slots), []
+    pending, free = list(tasks), list(plan.slots)
+    running: list[Any] = []
+    outcomes: list[TaskOutcome] = []
     try:
         while pending or running:
             while pending and free:
@@ -398,13 +314,15 @@ def run_local(executor: Any, plan: ExecutorPlan, tasks: Sequence[ShardTask], *, 
 
 # ----------------------------------------------------------------------------- merging
 
+
 def task_shards(tasks: Sequence[ShardTask]) -> list[Path]:
     """The shard files these tasks left (a task that crashed early may have none)."""
     return [t.shard_path for t in tasks if t.shard_path.is_file()]
 
 
-def fold(tasks: Sequence[ShardTask], db: str | Path,
-         crashed: Sequence[TaskOutcome] = ()) -> tuple[list[Path], dict[str, int]]:
+def fold(
+    tasks: Sequence[ShardTask], db: str | Path, crashed: Sequence[TaskOutcome] = ()
+) -> tuple[list[Path], dict[str, int]]:
     """Merge the tasks' shards into ``db`` (one writer); runs of crashed tasks become ``failed``."""
     from bench.results.store import Store, merge
 
@@ -423,10 +341,11 @@ def fold(tasks: Sequence[ShardTask], db: str | Path,
 
 def shard_statuses(shards: Sequence[Path]) -> dict[str, str]:
     """cell_key -> status over the given shard files."""
-    from bench.results.store import read_frame
+    from bench.results.queries import cell_statuses
+    from bench.results.store import Store
 
     statuses: dict[str, str] = {}
     for shard in shards:
-        frame = read_frame(shard, "SELECT cell_key, status FROM results")
-        statuses.update(zip(frame["cell_key"], frame["status"]))
+        with Store(shard, readonly=True) as store:
+            statuses.update(cell_statuses(store.db.conn))
     return statuses

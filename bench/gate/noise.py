@@ -40,6 +40,7 @@ reference - chance``: accuracy at 100/classes, rank correlations at 0) cannot de
 regression of that cell: the cell and metric are reported ``not gated`` with the reason,
 never silently passed.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,9 @@ def upper(spread: Spread | None, confidence: float) -> float:
     return spread.sd * ucb_factor(spread.runs, confidence)
 
 
-def threshold(spread: Spread, abs_tol: float, z: float, confidence: float, n_ref: int, n_paired: int,
-              family: Spread | None = None) -> float:
+def threshold(
+    spread: Spread, abs_tol: float, z: float, confidence: float, n_ref: int, n_paired: int, family: Spread | None = None
+) -> float:
     """The calibrated threshold of the module docstring."""
     bound = max(upper(spread, confidence), upper(family, confidence))
     if bound == 0.0:
@@ -142,8 +144,9 @@ def statistic(metric: str) -> Callable[[Sequence[float]], float]:
     return median if metric == "peak_mem_mib" else mean
 
 
-def cell_delta(ref: dict[int, float], cand: dict[int, float], stat: Callable[[Sequence[float]], float] = mean
-               ) -> tuple[float, int] | None:
+def cell_delta(
+    ref: dict[int, float], cand: dict[int, float], stat: Callable[[Sequence[float]], float] = mean
+) -> tuple[float, int] | None:
     """(stat over shared seeds of cand - that of ref, seeds shared), or None without a shared seed."""
     shared = sorted(set(ref) & set(cand))
     if not shared:
@@ -165,13 +168,18 @@ def side_values(rows: Iterable[Any], keep: Callable[[str, Any], bool]) -> dict[t
 
 def spread_of(deltas: Iterable[float]) -> Spread:
     values = [float(d) for d in deltas]
-    return Spread(math.sqrt(mean([d * d for d in values])) if values else 0.0, len(values),
-                  max((abs(d) for d in values), default=0.0))
+    return Spread(
+        math.sqrt(mean([d * d for d in values])) if values else 0.0,
+        len(values),
+        max((abs(d) for d in values), default=0.0),
+    )
 
 
-def calibrate(ref_values: dict[tuple[Any, str], dict[int, float]],
-              runs: Sequence[tuple[str, dict[tuple[Any, str], dict[int, float]]]],
-              chance: Callable[[Any, str], float | None]) -> dict[tuple[Any, str], CellNoise]:
+def calibrate(
+    ref_values: dict[tuple[Any, str], dict[int, float]],
+    runs: Sequence[tuple[str, dict[tuple[Any, str], dict[int, float]]]],
+    chance: Callable[[Any, str], float | None],
+) -> dict[tuple[Any, str], CellNoise]:
     """Per (cell key, metric): the deltas of every calibration run, grouped by class, and their spreads.
 
     ``ref_values`` and each run's values map (cell key, metric) to {seed: value} over ok

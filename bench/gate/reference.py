@@ -24,24 +24,37 @@ by the gate. ``cells`` takes rows from several runs only when they agree on ever
 comparability field and on the arithmetic (``arith_json``); otherwise it names the runs
 that differ.
 """
+
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.contract.cell import GROUP_KEYS, short_hash
-from bench.errors import BenchError, SelectorError
+from bench.errors import SelectorError
+from bench.results.queries import result_records, runs_by_id, runs_with_results
 
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 # Fields that must agree between the two sides unless ``--force`` (see ``comparability``).
 COMPARABILITY_FIELDS = ("tier", "gpu_name", "torch", "cuda", "flags")
 # Run fields a reference file keeps besides the comparability fields.
-RUN_INFO_FIELDS = ("run_id", "runs", "tag", "git_sha", "git_dirty", "started_at", "status", "host",
-                   "platform", "cpu_threads", "bench_version", "python")
+RUN_INFO_FIELDS = (
+    "run_id",
+    "runs",
+    "tag",
+    "git_sha",
+    "git_dirty",
+    "started_at",
+    "status",
+    "host",
+    "platform",
+    "cpu_threads",
+    "bench_version",
+    "python",
+)
 CellKey = tuple[str, str, str, str, str, str]  # suite, variant, dataset, model, tier, mode
 KEY_FIELDS = GROUP_KEYS
 
@@ -99,8 +112,9 @@ def split_selector(selector: str, default_db: str | Path) -> tuple[str, str, str
     """``(kind, path, run_selector)`` of a selector; kind is ``"json"`` or ``"db"``."""
     text = selector.strip()
     if not text:
-        raise SelectorError("empty selector; use latest, tag:NAME, sha:PREFIX, run:PREFIX, PATH.db:SELECTOR "
-                            "or a reference PATH.json")
+        raise SelectorError(
+            "empty selector; use latest, tag:NAME, sha:PREFIX, run:PREFIX, PATH.db:SELECTOR or a reference PATH.json"
+        )
     if text.lower().endswith(".json"):
         return "json", text, ""
     for suffix in DB_SUFFIXES:
@@ -127,8 +141,10 @@ def load_side(selector: str, default_db: str | Path) -> Side:
     try:
         store = Store(path, readonly=True)
     except SchemaMismatch as err:
-        raise SchemaMismatch(f"{err}. The gate opens databases read-only; `bench merge {path} -o NEW.db` "
-                             "writes a copy with the current schema") from err
+        raise SchemaMismatch(
+            f"{err}. The gate opens databases read-only; `bench merge {path} -o NEW.db` "
+            "writes a copy with the current schema"
+        ) from err
     with store:
         if run_selector.strip() == "cells":
             run, rows = read_cell_rows(store.db, path)
@@ -139,16 +155,6 @@ def load_side(selector: str, default_db: str | Path) -> Side:
 
 
 # --- selecting a run ----------------------------------------------------------------------
-
-_RUN_SQL = "SELECT * FROM runs u WHERE EXISTS (SELECT 1 FROM results r WHERE r.run_id = u.run_id)"
-
-
-def _runs(db: Any, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-    """Runs that have results, newest first, filtered by an extra SQL condition."""
-    sql = _RUN_SQL + (f" AND ({where})" if where else "") + " ORDER BY u.started_at DESC, u.run_id DESC"
-    cursor = db.execute(sql, list(params))
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _describe(run: dict[str, Any]) -> str:
@@ -178,7 +184,7 @@ def _decoded(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve(db: Any, sel: str, path: str) -> dict[str, Any]:
-    everything = _runs(db)
+    everything = runs_with_results(db.conn)
     if not everything:
         raise SelectorError(f"{path} has no runs with results")
     forms = "use cells, latest, tag:NAME, sha:PREFIX, run:PREFIX or a run-id / git-sha prefix"
@@ -189,33 +195,41 @@ def _resolve(db: Any, sel: str, path: str) -> dict[str, Any]:
         runs = [r for r in everything if r.get("tag") == name]
         if not runs:
             tags = sorted({r["tag"] for r in everything if r.get("tag")})
-            raise SelectorError(f"no run tagged {name!r} in {path}; tags there: "
-                                + (", ".join(tags) if tags else "none (run suites with --bench-tag NAME)"))
+            raise SelectorError(
+                f"no run tagged {name!r} in {path}; tags there: "
+                + (", ".join(tags) if tags else "none (run suites with --bench-tag NAME)")
+            )
         return runs[0]
     if sel.startswith("sha:"):
         return _by_sha(everything, sel[4:], path, sel)
     if sel.startswith("run:"):
-        return _by_run_id(everything, sel[4:], path, sel, strict=True)
+        run = _by_run_id(everything, sel[4:], path, sel, strict=True)
+        assert run is not None  # strict: no match raised
+        return run
     found = _by_run_id(everything, sel, path, sel, strict=False)
     if found is not None:
         return found
     if any((r.get("git_sha") or "").startswith(sel) for r in everything):
         return _by_sha(everything, sel, path, sel)
-    raise SelectorError(f"selector {sel!r} matches no run id or git sha in {path}; {forms}. "
-                        f"Runs there, newest first:\n{_candidates(everything)}")
+    raise SelectorError(
+        f"selector {sel!r} matches no run id or git sha in {path}; {forms}. "
+        f"Runs there, newest first:\n{_candidates(everything)}"
+    )
 
 
-def _by_run_id(runs: list[dict[str, Any]], prefix: str, path: str, sel: str, *, strict: bool
-               ) -> dict[str, Any] | None:
+def _by_run_id(runs: list[dict[str, Any]], prefix: str, path: str, sel: str, *, strict: bool) -> dict[str, Any] | None:
     if not prefix:
         raise SelectorError(f"selector {sel!r} has an empty run-id prefix")
     hits = [r for r in runs if r["run_id"].startswith(prefix)]
     if len(hits) > 1:
-        raise SelectorError(f"selector {sel!r} is ambiguous in {path}: {len(hits)} runs match; "
-                            f"give more of the run id:\n{_candidates(hits)}")
+        raise SelectorError(
+            f"selector {sel!r} is ambiguous in {path}: {len(hits)} runs match; "
+            f"give more of the run id:\n{_candidates(hits)}"
+        )
     if not hits and strict:
-        raise SelectorError(f"no run id starts with {prefix!r} in {path}. Runs there, newest first:\n"
-                            f"{_candidates(runs)}")
+        raise SelectorError(
+            f"no run id starts with {prefix!r} in {path}. Runs there, newest first:\n{_candidates(runs)}"
+        )
     return hits[0] if hits else None
 
 
@@ -225,24 +239,24 @@ def _by_sha(runs: list[dict[str, Any]], prefix: str, path: str, sel: str) -> dic
     hits = [r for r in runs if (r.get("git_sha") or "").startswith(prefix)]
     shas = sorted({r["git_sha"] for r in hits})
     if len(shas) > 1:
-        raise SelectorError(f"selector {sel!r} is ambiguous in {path}: git shas " + ", ".join(shas)
-                            + "; give more of the sha")
+        raise SelectorError(
+            f"selector {sel!r} is ambiguous in {path}: git shas " + ", ".join(shas) + "; give more of the sha"
+        )
     if not hits:
         known = sorted({r["git_sha"] for r in runs if r.get("git_sha")})
-        raise SelectorError(f"no run with a git sha starting {prefix!r} in {path}; shas there: "
-                            + (", ".join(known) if known else "none (runs outside a git checkout)"))
+        raise SelectorError(
+            f"no run with a git sha starting {prefix!r} in {path}; shas there: "
+            + (", ".join(known) if known else "none (runs outside a git checkout)")
+        )
     return hits[0]
 
 
 # --- reading rows -------------------------------------------------------------------------
 
-_ROWS_SQL = ("SELECT r.result_id, r.run_id, r.suite, r.method, r.variant, r.dataset, r.model, r.tier, r.mode,"
-             " r.seed, r.status, r.error_type, r.error, r.config_json, r.task_json, r.started_at FROM results r")
-
 
 def read_run_rows(db: Any, run_id: str) -> list[Row]:
     """The run's rows, newest per (cell, seed), with every metric (NULL metrics read as NaN)."""
-    return _rows(db, " WHERE r.run_id = ?", [run_id])
+    return _rows(db, run_id=run_id)
 
 
 def read_cell_rows(db: Any, path: str | Path = "") -> tuple[dict[str, Any], list[Row]]:
@@ -252,42 +266,47 @@ def read_cell_rows(db: Any, path: str | Path = "") -> tuple[dict[str, Any], list
     contributing run id; raises SelectorError when the database has no such rows or the
     contributing runs differ in a comparability field or in their arithmetic.
     """
-    rows = _rows(db, " WHERE r.status != 'skipped'", [])
+    rows = _rows(db, exclude_skipped=True)
     if not rows:
         raise SelectorError(f"{path} has no result rows other than skipped ones")
     ids = sorted({r.run_id for r in rows})
-    marks = ",".join("?" * len(ids))
-    cursor = db.execute(f"SELECT * FROM runs WHERE run_id IN ({marks}) ORDER BY started_at DESC, run_id DESC", ids)
-    names = [d[0] for d in cursor.description]
-    runs = [_decoded(dict(zip(names, r))) for r in cursor.fetchall()]
+    runs = [_decoded(r) for r in runs_by_id(db.conn, ids)]
     newest = runs[0]
     for other in runs[1:]:
         diffs = [f for f in ("tier", "gpu_name", "torch", "cuda", "flags", "arith") if other.get(f) != newest.get(f)]
         if diffs:
             raise SelectorError(
                 f"selector 'cells' in {path} would mix runs that are not comparable: run {other['run_id'][:12]} "
-                f"and run {newest['run_id'][:12]} differ in {', '.join(diffs)}; select one run (run:PREFIX) instead")
+                f"and run {newest['run_id'][:12]} differ in {', '.join(diffs)}; select one run (run:PREFIX) instead"
+            )
     return {**newest, "runs": [r["run_id"] for r in runs]}, rows
 
 
-def _rows(db: Any, where: str, params: list[Any]) -> list[Row]:
-    cursor = db.execute(_ROWS_SQL + where + " ORDER BY r.started_at, r.result_id", params)
-    names = [d[0] for d in cursor.description]
-    records = [dict(zip(names, r)) for r in cursor.fetchall()]
+def _rows(db: Any, *, run_id: str | None = None, exclude_skipped: bool = False) -> list[Row]:
+    records, values = result_records(db.conn, run_id=run_id, exclude_skipped=exclude_skipped)
     metrics: dict[str, dict[str, float]] = {}
-    for rid, name, value in db.execute("SELECT m.result_id, m.name, m.value FROM metrics m JOIN results r"
-                                       " ON r.result_id = m.result_id" + where, params).fetchall():
+    for rid, name, value in values:
         metrics.setdefault(rid, {})[name] = math.nan if value is None else float(value)
     newest: dict[tuple, Row] = {}
     for rec in records:  # ordered by start time: a later row of the same cell and seed wins
         first_line = rec["error"].splitlines()[0] if rec["error"] else ""
         error = ": ".join(x for x in (rec["error_type"], first_line) if x)
-        row = Row(suite=rec["suite"], variant=rec["variant"] or rec["method"], method=rec["method"],
-                  dataset=rec["dataset"], model=rec["model"], tier=rec["tier"], mode=rec["mode"],
-                  seed=int(rec["seed"]), status=rec["status"], metrics=metrics.get(rec["result_id"], {}),
-                  config_key=config_key(rec["config_json"], rec["task_json"]), error=error[:200],
-                  config={"config": _loads(rec["config_json"]), "task": _loads(rec["task_json"])},
-                  run_id=rec["run_id"])
+        row = Row(
+            suite=rec["suite"],
+            variant=rec["variant"] or rec["method"],
+            method=rec["method"],
+            dataset=rec["dataset"],
+            model=rec["model"],
+            tier=rec["tier"],
+            mode=rec["mode"],
+            seed=int(rec["seed"]),
+            status=rec["status"],
+            metrics=metrics.get(rec["result_id"], {}),
+            config_key=config_key(rec["config_json"], rec["task_json"]),
+            error=error[:200],
+            config={"config": _loads(rec["config_json"]), "task": _loads(rec["task_json"])},
+            run_id=rec["run_id"],
+        )
         newest[(row.key, row.seed)] = row
     return sorted(newest.values(), key=lambda r: (r.key, r.seed))
 
@@ -309,8 +328,9 @@ def config_differences(ref: dict[str, Any] | None, cand: dict[str, Any] | None, 
     if not ref or not cand:
         return ""
     a, b = _flatten(ref), _flatten(cand)
-    diffs = [f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}"
-             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diffs = [
+        f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
     return ", ".join(diffs[:limit]) + (f", ... ({len(diffs)} in all)" if len(diffs) > limit else "")
 
 
@@ -325,11 +345,17 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # --- comparability ------------------------------------------------------------------------
 
+
 def side_fields(side: Side) -> dict[str, Any]:
     """The comparability fields of a side: tiers of its rows, GPU, torch, CUDA and flags."""
-    tiers = sorted({r.tier for r in side.rows}) or [side.run.get("tier")]
-    return {"tier": ", ".join(str(t) for t in tiers), "gpu_name": side.run.get("gpu_name"),
-            "torch": side.run.get("torch"), "cuda": side.run.get("cuda"), "flags": side.run.get("flags")}
+    tiers: list[Any] = sorted({r.tier for r in side.rows}) or [side.run.get("tier")]
+    return {
+        "tier": ", ".join(str(t) for t in tiers),
+        "gpu_name": side.run.get("gpu_name"),
+        "torch": side.run.get("torch"),
+        "cuda": side.run.get("cuda"),
+        "flags": side.run.get("flags"),
+    }
 
 
 def comparability(ref: Side, cand: Side) -> list[str]:
@@ -349,5 +375,9 @@ def _flag_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> lis
         return []
     if a is None or b is None:
         return [f"determinism flags (flags_json) differ: reference {a!r}, candidate {b!r}"]
-    return [f"determinism flag {k} (flags_json) differs: reference {a.get(k, '(unset)')!r}, "
-            f"candidate {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"determinism flag {k} (flags_json) differs: reference {a.get(k, '(unset)')!r}, "
+        f"candidate {b.get(k, '(unset)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]

@@ -32,6 +32,7 @@ missing file, another format, no cells, a cell without its key fields, a seed th
 an integer, a status that is not a status, or a metric value that is not a finite number
 raises ``ReferenceFileError`` naming the cell and the field (``bench gate`` exits 2).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, ReferenceFileError
+from bench.errors import ReferenceFileError
 from bench.gate.noise import CLASSES, CellNoise, Spread
 from bench.gate.reference import KEY_FIELDS, RUN_INFO_FIELDS, Row, Side
 
@@ -52,8 +53,14 @@ NoiseMap = dict[tuple[tuple[str, ...], str], CellNoise]
 
 # --- writing ------------------------------------------------------------------------------------
 
-def export_reference(side: Side, keep: Callable[[str, Row], bool], cpu: dict[str, Any] | None = None,
-                     noise: NoiseMap | None = None, calibration: dict[str, Any] | None = None) -> str:
+
+def export_reference(
+    side: Side,
+    keep: Callable[[str, Row], bool],
+    cpu: dict[str, Any] | None = None,
+    noise: NoiseMap | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> str:
     """The reference-file text of a side, keeping the metrics for which ``keep(name, row)``.
 
     ``cpu`` (default: ``bench.env.machine_cpu()``) records the exporting machine's CPU;
@@ -68,8 +75,9 @@ def export_reference(side: Side, keep: Callable[[str, Row], bool], cpu: dict[str
     run.update(machine_cpu() if cpu is None else cpu)
     cells = []
     for row in sorted(side.rows, key=lambda r: (r.key, r.seed)):
-        cell: dict[str, Any] = {name: getattr(row, name) for name in (*KEY_FIELDS, "method", "seed", "status",
-                                                                       "config_key")}
+        cell: dict[str, Any] = {
+            name: getattr(row, name) for name in (*KEY_FIELDS, "method", "seed", "status", "config_key")
+        }
         cell["metrics"] = {k: v for k, v in sorted(row.metrics.items()) if math.isfinite(v) and keep(k, row)}
         if row.status != "ok" and row.error:
             cell["error"] = row.error
@@ -83,9 +91,13 @@ def export_reference(side: Side, keep: Callable[[str, Row], bool], cpu: dict[str
 
 def _noise_entry(key: tuple[str, ...], entry: CellNoise) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(KEY_FIELDS, key))
-    out.update(metric=entry.metric, n_seeds=entry.n_seeds, chance=entry.chance,
-               spread={cls: s.as_dict() for cls, s in sorted(entry.spreads.items())},
-               deltas={cls: [round(d, 4) for d in ds] for cls, ds in sorted(entry.deltas.items())})
+    out.update(
+        metric=entry.metric,
+        n_seeds=entry.n_seeds,
+        chance=entry.chance,
+        spread={cls: s.as_dict() for cls, s in sorted(entry.spreads.items())},
+        deltas={cls: [round(d, 4) for d in ds] for cls, ds in sorted(entry.deltas.items())},
+    )
     return out
 
 
@@ -104,24 +116,27 @@ def _render(parts: dict[str, Any]) -> str:
 
 # --- reading ------------------------------------------------------------------------------------
 
+
 def read_reference(path: str | Path, *, selector: str | None = None) -> Side:
     """A reference file as a Side (with its noise model); raises ReferenceFileError (see the module docstring)."""
     p = Path(path)
     if not p.is_file():
-        raise ReferenceFileError(f"no reference file at {p} (write one with: bench reference export "
-                                 f"--db DB -o {p})")
+        raise ReferenceFileError(f"no reference file at {p} (write one with: bench reference export --db DB -o {p})")
     try:
         data = json.loads(p.read_text())
     except ValueError as exc:
         raise ReferenceFileError(f"{p} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") not in FORMATS:
         found = data.get("format") if isinstance(data, dict) else None
-        raise ReferenceFileError(f"{p} is not an {FORMAT} file (its 'format' is {found!r}; "
-                                 f"readable: {', '.join(FORMATS)})")
+        raise ReferenceFileError(
+            f"{p} is not an {FORMAT} file (its 'format' is {found!r}; readable: {', '.join(FORMATS)})"
+        )
     cells = data.get("cells")
     if not isinstance(cells, list) or not cells:
-        raise ReferenceFileError(f"{p} has no cells ('cells' is {cells!r}): a reference that holds nothing "
-                                 "would pass every candidate; export one from a run with bench reference export")
+        raise ReferenceFileError(
+            f"{p} has no cells ('cells' is {cells!r}): a reference that holds nothing "
+            "would pass every candidate; export one from a run with bench reference export"
+        )
     run = data.get("run", {})
     if not isinstance(run, dict):
         raise ReferenceFileError(f"{p}: 'run' must be an object, got {type(run).__name__}")
@@ -158,10 +173,20 @@ def _row(p: Path, i: int, cell: Any) -> Row:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ReferenceFileError(f"{where}: metric '{name}' must be a finite number, got {value!r}")
         values[name] = float(value)
-    return Row(suite=cell["suite"], variant=cell["variant"], method=cell.get("method", cell["variant"]),
-               dataset=cell["dataset"], model=cell["model"], tier=cell["tier"], mode=cell["mode"], seed=seed,
-               status=cell["status"], config_key=str(cell.get("config_key", "")), metrics=values,
-               error=str(cell.get("error", "")))
+    return Row(
+        suite=cell["suite"],
+        variant=cell["variant"],
+        method=cell["method"] if "method" in cell else cell["variant"],
+        dataset=cell["dataset"],
+        model=cell["model"],
+        tier=cell["tier"],
+        mode=cell["mode"],
+        seed=seed,
+        status=cell["status"],
+        config_key=str(cell.get("config_key", "")),
+        metrics=values,
+        error=str(cell.get("error", "")),
+    )
 
 
 def _noise(p: Path, entries: Any) -> NoiseMap:
@@ -178,16 +203,23 @@ def _noise(p: Path, entries: Any) -> NoiseMap:
                     raise ReferenceFileError(f"{where}: unknown noise class {cls!r}; valid: {', '.join(CLASSES)}")
                 spread = Spread(float(s["sd"]), int(s["runs"]), float(s["max_abs"]))
                 if not (math.isfinite(spread.sd) and spread.sd >= 0 and spread.runs >= 1):
-                    raise ReferenceFileError(f"{where}: spread {cls} must have a finite sd >= 0 and runs >= 1, "
-                                             f"got {s!r}")
+                    raise ReferenceFileError(
+                        f"{where}: spread {cls} must have a finite sd >= 0 and runs >= 1, got {s!r}"
+                    )
                 spreads[cls] = spread
             chance = e.get("chance")
-            out[(key, str(e["metric"]))] = CellNoise(str(e["metric"]), int(e["n_seeds"]),
-                                                    None if chance is None else float(chance), spreads,
-                                                    {c: [float(d) for d in ds] for c, ds in e.get("deltas", {}).items()})
+            out[(key, str(e["metric"]))] = CellNoise(
+                str(e["metric"]),
+                int(e["n_seeds"]),
+                None if chance is None else float(chance),
+                spreads,
+                {c: [float(d) for d in ds] for c, ds in e.get("deltas", {}).items()},
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ReferenceFileError):
                 raise
-            raise ReferenceFileError(f"{where} is malformed ({type(exc).__name__}: {exc}); each entry needs "
-                                     f"{list(KEY_FIELDS)}, metric, n_seeds and spread") from exc
+            raise ReferenceFileError(
+                f"{where} is malformed ({type(exc).__name__}: {exc}); each entry needs "
+                f"{list(KEY_FIELDS)}, metric, n_seeds and spread"
+            ) from exc
     return out

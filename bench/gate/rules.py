@@ -90,150 +90,36 @@ reason), notes, then a one-line summary. ``--json PATH`` writes the same as JSON
 Every decision goes to the ``gate_decisions`` table of the candidate database (or
 ``--decisions-db``) unless ``--no-write``.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import math
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
+from bench.errors import Incomparable, InvalidReference
 from bench.gate import noise as noise_model
-from bench.errors import BenchError, Incomparable, InvalidReference
-from bench.gate.reference import KEY_FIELDS, CellKey, Row, Side, comparability, config_differences
-from bench.results.stats import (bh_adjust, gate_threshold, mean_std_n, median, memory_regressed,
-                         paired_one_sided_p, ratio_of_medians, welch_one_sided_p)
-from bench.contract.units import unit_of
+from bench.gate.decision import Decision, GateReport
+from bench.gate.reference import CellKey, Row, Side, comparability, config_differences
+from bench.gate.settings import (
+    MEMORY_METRIC,
+    STATUS_METRIC,
+    TIME_METRIC,
+    GateSettings,
+    is_rank_metric,
+)
+from bench.results.stats import (
+    bh_adjust,
+    gate_threshold,
+    mean_std_n,
+    median,
+    memory_regressed,
+    paired_one_sided_p,
+    ratio_of_medians,
+    welch_one_sided_p,
+)
 
-DEFAULT_ACCURACY_METRICS = ("test_top1_pct",)
-TIME_METRIC = "step_ms_median"
-MEMORY_METRIC = "peak_mem_mib"
-STATUS_METRIC = "status"  # cell-level decisions: missing, new, rows not ok
-DEFAULT_ABS_TOL_BY_UNIT = {"pct": 1.0, "tau": 0.05, "rho": 0.05}
 TEST_MIN_N = 5  # a one-sided test only where both sides have at least this many values
-VERDICTS = ("regression", "missing", "suspect", "improved", "pass", "new", "not gated")
 # a cell's noise entry, the class that applies and its family's pooled spread in that class
 Calibrated = tuple["noise_model.CellNoise", str, "noise_model.Spread | None"]
-
-
-def is_rank_metric(name: str) -> bool:
-    """Rank correlations (Kendall tau, Spearman rho) are gated like accuracy."""
-    return name.endswith(("_tau", "_rho"))
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """Tolerances and switches; per-metric and per-(metric, dataset) values override the global ones."""
-
-    metrics: tuple[str, ...] = DEFAULT_ACCURACY_METRICS
-    k: float = 2.0
-    alpha: float = 0.05
-    min_seeds: int = 3
-    time_tol: float = 1.10
-    mem_pct: float = 2.0
-    mem_mib: float = 32.0
-    allow_missing: bool = False
-    z: float = 3.0
-    confidence: float = 0.95
-    force: bool = False
-    abs_tol: dict[str, float] = field(default_factory=dict)
-    metric_k: dict[str, float] = field(default_factory=dict)
-    dataset_abs_tol: dict[tuple[str, str], float] = field(default_factory=dict)
-    dataset_k: dict[tuple[str, str], float] = field(default_factory=dict)
-
-    def tolerance(self, metric: str, dataset: str) -> tuple[float, float]:
-        """``(abs_tol, k)`` for a metric on a dataset."""
-        default = DEFAULT_ABS_TOL_BY_UNIT.get(unit_of(metric) or "", 0.0)
-        abs_tol = self.dataset_abs_tol.get((metric, dataset), self.abs_tol.get(metric, default))
-        k = self.dataset_k.get((metric, dataset), self.metric_k.get(metric, self.k))
-        return float(abs_tol), float(k)
-
-    def gated(self, name: str, row: Row) -> bool:
-        """Whether the gate reads metric ``name`` of ``row`` (what a reference file keeps)."""
-        return (name in self.metrics or is_rank_metric(name) or name == MEMORY_METRIC
-                or (name == TIME_METRIC and row.mode == "speed"))
-
-    def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name in ("dataset_abs_tol", "dataset_k"):
-            data[name] = {f"{m}@{d}": v for (m, d), v in data[name].items()}
-        data["metrics"] = list(self.metrics)
-        return data
-
-
-# --- decisions --------------------------------------------------------------------------------
-
-@dataclass
-class Decision:
-    """One verdict on one cell and metric (``metric == "status"`` for cell-level verdicts)."""
-
-    key: CellKey
-    metric: str
-    verdict: str = "pass"
-    reason: str = ""
-    reference: float | None = None
-    candidate: float | None = None
-    delta: float | None = None  # candidate - reference
-    ratio: float | None = None  # candidate / reference (step time)
-    reference_std: float | None = None
-    candidate_std: float | None = None
-    threshold: float | None = None
-    n_reference: int = 0
-    n_candidate: int = 0
-    n_used: int = 0  # seeds behind the verdict: pairs, or the smaller side when unpaired
-    test: str = ""
-    p_value: float | None = None
-    p_adjusted: float | None = None
-    noise: str = ""  # the calibrated noise class behind the threshold ("same", "cross"), "" if none
-
-    @property
-    def cell(self) -> str:
-        suite, variant, dataset, model, tier, mode = self.key
-        return f"{suite}/{variant}/{dataset}/{model} ({tier}, {mode})"
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {name: value for name, value in zip(KEY_FIELDS, self.key)}
-        for name in ("metric", "verdict", "reason", "reference", "candidate", "delta", "ratio",
-                     "reference_std", "candidate_std", "threshold", "n_reference", "n_candidate", "n_used",
-                     "test", "p_value", "p_adjusted", "noise"):
-            value = getattr(self, name)
-            data[name] = None if isinstance(value, float) and not math.isfinite(value) else value
-        return data
-
-
-@dataclass
-class GateReport:
-    """Everything one gate reached: the sides, settings, decisions and notes."""
-
-    baseline: Side
-    candidate: Side
-    settings: GateSettings
-    decisions: list[Decision]
-    notes: list[str]
-    gate_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created_at: str = ""
-
-    def failing(self, d: Decision) -> bool:
-        return d.verdict == "regression" or (d.verdict == "missing" and not self.settings.allow_missing)
-
-    @property
-    def failures(self) -> list[Decision]:
-        return [d for d in self.decisions if self.failing(d)]
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failures else 0
-
-    def counts(self) -> dict[str, int]:
-        return {v: sum(d.verdict == v for d in self.decisions) for v in VERDICTS}
-
-    def summary(self) -> str:
-        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items())
-        cells = len({d.key for d in self.decisions})
-        head = "FAIL" if self.exit_code else "PASS"
-        return (f"bench gate: {head}: {counts} ({cells} cells over {len(self.baseline.rows)} reference and "
-                f"{len(self.candidate.rows)} candidate seed rows; reference {self.baseline.label}, "
-                f"candidate {self.candidate.label})")
 
 
 def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
@@ -257,17 +143,36 @@ def evaluate(ref: Side, cand: Side, settings: GateSettings) -> GateReport:
     for key in sorted(set(ref_cells) | set(cand_cells)):
         if key not in cand_cells:
             n = len(ref_cells[key])
-            decisions.append(Decision(key, STATUS_METRIC, "missing", n_reference=n, reason=(
-                f"in the reference ({n} seed(s)), not in the candidate"
-                + ("; allowed by --allow-missing" if settings.allow_missing else ""))))
+            decisions.append(
+                Decision(
+                    key,
+                    STATUS_METRIC,
+                    "missing",
+                    n_reference=n,
+                    reason=(
+                        f"in the reference ({n} seed(s)), not in the candidate"
+                        + ("; allowed by --allow-missing" if settings.allow_missing else "")
+                    ),
+                )
+            )
         elif key not in ref_cells:
             n = len(cand_cells[key])
             bad = sorted(f"seed {s} {r.status}" for s, r in cand_cells[key].items() if r.status != "ok")
-            decisions.append(Decision(key, STATUS_METRIC, "new", n_candidate=n, reason=(
-                f"only in the candidate ({n} seed(s))" + (f"; not ok: {', '.join(bad)}" if bad else ""))))
+            decisions.append(
+                Decision(
+                    key,
+                    STATUS_METRIC,
+                    "new",
+                    n_candidate=n,
+                    reason=(f"only in the candidate ({n} seed(s))" + (f"; not ok: {', '.join(bad)}" if bad else "")),
+                )
+            )
         else:
-            decisions.extend(_compare_cell(key, ref_cells[key], cand_cells[key], settings, notes,
-                                           _CellNoise(ref, key, klass, families)))
+            decisions.extend(
+                _compare_cell(
+                    key, ref_cells[key], cand_cells[key], settings, notes, _CellNoise(ref, key, klass, families)
+                )
+            )
     _finish(decisions, settings)
     return GateReport(ref, cand, settings, decisions, notes, created_at=utc_now())
 
@@ -288,22 +193,26 @@ def _cells(side: Side, name: str, notes: list[str]) -> dict[CellKey, dict[int, R
 def _check_reference(ref: Side, cells: dict[CellKey, dict[int, Row]], settings: GateSettings) -> None:
     """A reference must hold rows, and finite values in every metric the gate reads."""
     if not cells:
-        raise InvalidReference(f"the reference {ref.label} holds no rows to gate against"
-                               + (" (only skipped ones)" if ref.rows else ""))
+        raise InvalidReference(
+            f"the reference {ref.label} holds no rows to gate against" + (" (only skipped ones)" if ref.rows else "")
+        )
     for key, seeds in cells.items():
         for seed, row in seeds.items():
             bad = [m for m, v in row.metrics.items() if not math.isfinite(v) and settings.gated(m, row)]
             if row.status == "ok" and bad:
-                raise InvalidReference(f"the reference {ref.label} holds a non-finite {bad[0]} for "
-                                       f"{Decision(key, '').cell} seed {seed}: a reference needs finite values "
-                                       "(re-run or re-export it)")
+                raise InvalidReference(
+                    f"the reference {ref.label} holds a non-finite {bad[0]} for "
+                    f"{Decision(key, '').cell} seed {seed}: a reference needs finite values "
+                    "(re-run or re-export it)"
+                )
 
 
 class _CellNoise:
     """The calibrated noise of one cell's metrics in the class this comparison falls in."""
 
-    def __init__(self, ref: Side, key: CellKey, klass: str,
-                 families: dict[tuple[tuple[str, str, str], str], noise_model.Spread]) -> None:
+    def __init__(
+        self, ref: Side, key: CellKey, klass: str, families: dict[tuple[tuple[str, str, str], str], noise_model.Spread]
+    ) -> None:
         self.ref, self.key, self.klass, self.families = ref, key, klass, families
 
     def get(self, metric: str) -> Calibrated | None:
@@ -324,10 +233,13 @@ def _noise_notes(ref: Side, cand: Side, klass: str) -> list[str]:
     if klass == "same":
         why = "the two sides ran with the same arithmetic (bench.env.arithmetic)"
     else:
-        why = "the arithmetic differs: " + "; ".join(arithmetic_differences(ref.run.get("arith"),
-                                                                            cand.run.get("arith")))
-    return [f"noise model: {klass} ({why}); calibrated from {counts.get(klass, 0)} {klass}-arithmetic "
-            f"run(s) of the reference ({', '.join(r.get('label', '?') for r in runs if r.get('class') == klass)})"]
+        why = "the arithmetic differs: " + "; ".join(
+            arithmetic_differences(ref.run.get("arith"), cand.run.get("arith"))
+        )
+    return [
+        f"noise model: {klass} ({why}); calibrated from {counts.get(klass, 0)} {klass}-arithmetic "
+        f"run(s) of the reference ({', '.join(r.get('label', '?') for r in runs if r.get('class') == klass)})"
+    ]
 
 
 def _provenance_notes(ref: Side, cand: Side) -> list[str]:
@@ -346,28 +258,51 @@ def _provenance_notes(ref: Side, cand: Side) -> list[str]:
     return notes
 
 
-def _compare_cell(key: CellKey, ref: dict[int, Row], cand: dict[int, Row], settings: GateSettings,
-                  notes: list[str], noise: _CellNoise) -> list[Decision]:
+def _compare_cell(
+    key: CellKey, ref: dict[int, Row], cand: dict[int, Row], settings: GateSettings, notes: list[str], noise: _CellNoise
+) -> list[Decision]:
     out: list[Decision] = []
     lost = sorted(set(ref) - set(cand))
     if lost:
-        out.append(Decision(key, STATUS_METRIC, "missing", n_reference=len(ref), n_candidate=len(cand), reason=(
-            f"seed(s) {lost} of the reference are not in the candidate"
-            + ("; allowed by --allow-missing" if settings.allow_missing else ""))))
+        out.append(
+            Decision(
+                key,
+                STATUS_METRIC,
+                "missing",
+                n_reference=len(ref),
+                n_candidate=len(cand),
+                reason=(
+                    f"seed(s) {lost} of the reference are not in the candidate"
+                    + ("; allowed by --allow-missing" if settings.allow_missing else "")
+                ),
+            )
+        )
     bad = {s: r for s, r in cand.items() if r.status != "ok"}
     if bad:
         new = [s for s in bad if s not in ref or ref[s].status == "ok"]
         why = "; ".join(f"seed {s} {r.status}" + (f" ({r.error})" if r.error else "") for s, r in sorted(bad.items()))
-        out.append(Decision(key, STATUS_METRIC, "regression" if new else "not gated", n_reference=len(ref),
-                            n_candidate=len(cand), reason=why if new else why + "; not ok in the reference either"))
+        out.append(
+            Decision(
+                key,
+                STATUS_METRIC,
+                "regression" if new else "not gated",
+                n_reference=len(ref),
+                n_candidate=len(cand),
+                reason=why if new else why + "; not ok in the reference either",
+            )
+        )
     cell_note = _config_note(key, ref, cand, notes)
     ref_ok = {s: r for s, r in ref.items() if r.status == "ok"}
     cand_ok = {s: r for s, r in cand.items() if r.status == "ok"}
     if not cand_ok:
         return out
     present = {m for r in (*ref_ok.values(), *cand_ok.values()) for m in r.metrics}
-    metrics = [*settings.metrics, *sorted(m for m in present if is_rank_metric(m) and m not in settings.metrics),
-               TIME_METRIC, MEMORY_METRIC]
+    metrics = [
+        *settings.metrics,
+        *sorted(m for m in present if is_rank_metric(m) and m not in settings.metrics),
+        TIME_METRIC,
+        MEMORY_METRIC,
+    ]
     for metric in metrics:
         decision = _compare_metric(key, metric, ref_ok, cand_ok, settings, noise.get(metric))
         if decision is not None:
@@ -384,14 +319,21 @@ def _config_note(key: CellKey, ref: dict[int, Row], cand: dict[int, Row], notes:
         return ""
     detail = config_differences(next(iter(ref.values())).config, next(iter(cand.values())).config)
     label = Decision(key, "").cell
-    notes.append(f"{label}: config or task settings differ from the reference: "
-                 + (detail or f"config_key {sorted(ref_keys)} vs {sorted(cand_keys)}"))
+    notes.append(
+        f"{label}: config or task settings differ from the reference: "
+        + (detail or f"config_key {sorted(ref_keys)} vs {sorted(cand_keys)}")
+    )
     return "config differs (see notes)"
 
 
-def _compare_metric(key: CellKey, metric: str, ref: dict[int, Row], cand: dict[int, Row],
-                    settings: GateSettings, calibrated: Calibrated | None
-                    ) -> Decision | None:
+def _compare_metric(
+    key: CellKey,
+    metric: str,
+    ref: dict[int, Row],
+    cand: dict[int, Row],
+    settings: GateSettings,
+    calibrated: Calibrated | None,
+) -> Decision | None:
     r_vals = {s: r.metrics[metric] for s, r in ref.items() if metric in r.metrics}
     c_vals = {s: r.metrics[metric] for s, r in cand.items() if metric in r.metrics}
     if not r_vals and not c_vals:
@@ -401,13 +343,19 @@ def _compare_metric(key: CellKey, metric: str, ref: dict[int, Row], cand: dict[i
     if metric == TIME_METRIC and mode != "speed":
         d.reference = median(list(r_vals.values())) if r_vals else None
         d.candidate = median(list(c_vals.values())) if c_vals else None
-        d.verdict, d.reason = "not gated", (f"{mode}-mode rows: step time is gated only on speed-mode runs "
-                                            "(--bench-mode speed); accuracy mode runs deterministic kernels")
+        d.verdict, d.reason = (
+            "not gated",
+            (
+                f"{mode}-mode rows: step time is gated only on speed-mode runs "
+                "(--bench-mode speed); accuracy mode runs deterministic kernels"
+            ),
+        )
         return d
     if not c_vals:
         d.verdict = "missing"
         d.reason = "the candidate's ok rows do not report it" + (
-            "; allowed by --allow-missing" if settings.allow_missing else "")
+            "; allowed by --allow-missing" if settings.allow_missing else ""
+        )
         return d
     if not r_vals:
         d.verdict, d.reason = "new", "the reference does not report it"
@@ -422,7 +370,7 @@ def _compare_metric(key: CellKey, metric: str, ref: dict[int, Row], cand: dict[i
     if broken:
         d.reference = mean_std_n(rv)[0]
         d.verdict = "regression"
-        d.reason = f"non-finite value(s) in the candidate: " + ", ".join(f"seed {s} {c_vals[s]}" for s in broken)
+        d.reason = "non-finite value(s) in the candidate: " + ", ".join(f"seed {s} {c_vals[s]}" for s in broken)
         return d
     if metric == TIME_METRIC:
         _time(d, rv, cv, settings)
@@ -440,7 +388,8 @@ def _seeds_note(r_vals: dict[int, float], c_vals: dict[int, float], paired: bool
         return "no seed in common: unpaired comparison"
     only_r, only_c = sorted(set(r_vals) - set(c_vals)), sorted(set(c_vals) - set(r_vals))
     parts = ([f"seeds only in the reference: {only_r}"] if only_r else []) + (
-        [f"seeds only in the candidate: {only_c}"] if only_c else [])
+        [f"seeds only in the candidate: {only_c}"] if only_c else []
+    )
     return ", ".join(parts)
 
 
@@ -448,15 +397,24 @@ def _calibrated_threshold(d: Decision, calibrated: Calibrated, abs_tol: float, s
     """Set ``d.threshold`` and ``d.noise`` from the noise model; return the reason's wording."""
     entry, d.noise, family = calibrated
     spread = entry.spreads[d.noise]
-    d.threshold = noise_model.threshold(spread, abs_tol, settings.z, settings.confidence, entry.n_seeds,
-                                        d.n_used, family)
+    d.threshold = noise_model.threshold(
+        spread, abs_tol, settings.z, settings.confidence, entry.n_seeds, d.n_used, family
+    )
     fam = f", family {family.sd:.3g} over {family.runs}" if family is not None and family.sd else ""
-    return (f"threshold {d.threshold:.3g} = max(abs_tol {abs_tol:g}, {settings.z:g} x upper bound of the "
-            f"{d.noise}-arithmetic spread {spread.sd:.3g} over {spread.runs} run(s){fam})")
+    return (
+        f"threshold {d.threshold:.3g} = max(abs_tol {abs_tol:g}, {settings.z:g} x upper bound of the "
+        f"{d.noise}-arithmetic spread {spread.sd:.3g} over {spread.runs} run(s){fam})"
+    )
 
 
-def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, settings: GateSettings,
-              calibrated: Calibrated | None = None) -> None:
+def _accuracy(
+    d: Decision,
+    rv: list[float],
+    cv: list[float],
+    paired: bool,
+    settings: GateSettings,
+    calibrated: Calibrated | None = None,
+) -> None:
     """Threshold now; the one-sided test's p-value now, its verdict after BH (``_finish``)."""
     d.reference, d.reference_std, _ = mean_std_n(rv)
     d.candidate, d.candidate_std, _ = mean_std_n(cv)
@@ -465,10 +423,12 @@ def _accuracy(d: Decision, rv: list[float], cv: list[float], paired: bool, setti
     if calibrated is not None:
         d.reason = _calibrated_threshold(d, calibrated, abs_tol, settings)
         chance = calibrated[0].chance
-        if chance is not None and d.threshold >= d.reference - chance:
+        if chance is not None and d.threshold is not None and d.threshold >= d.reference - chance:
             d.verdict = "not gated"
-            d.reason = (f"noise: {d.reason} reaches the chance level {chance:.3g} from the reference "
-                        f"{d.reference:.3g}, so not even a fall to chance could be detected at this size")
+            d.reason = (
+                f"noise: {d.reason} reaches the chance level {chance:.3g} from the reference "
+                f"{d.reference:.3g}, so not even a fall to chance could be detected at this size"
+            )
             d.threshold = None
         return
     d.threshold = gate_threshold(d.reference_std, abs_tol, k)
@@ -501,13 +461,15 @@ def _time(d: Decision, rv: list[float], cv: list[float], settings: GateSettings)
         d.reason = f"median step time x{d.ratio:.3f} within time_tol {settings.time_tol:g}"
 
 
-def _memory(d: Decision, rv: list[float], cv: list[float], settings: GateSettings,
-            calibrated: Calibrated | None = None) -> None:
+def _memory(
+    d: Decision, rv: list[float], cv: list[float], settings: GateSettings, calibrated: Calibrated | None = None
+) -> None:
     d.reference, d.candidate = median(rv), median(cv)
     d.delta = d.candidate - d.reference
     mib = settings.mem_mib
     if calibrated is not None:
         _calibrated_threshold(d, calibrated, settings.mem_mib, settings)
+        assert d.threshold is not None  # set by _calibrated_threshold
         mib, d.threshold = d.threshold, None
     rule = f"{settings.mem_pct:g}% and {mib:.3g} MiB" + (f" ({d.noise}-arithmetic noise model)" if d.noise else "")
     if memory_regressed(d.reference, d.candidate, settings.mem_pct, mib):
@@ -521,7 +483,7 @@ def _memory(d: Decision, rv: list[float], cv: list[float], settings: GateSetting
 def _finish(decisions: list[Decision], settings: GateSettings) -> None:
     """Benjamini-Hochberg over every tested cell and metric, then the accuracy verdicts."""
     tested = [d for d in decisions if d.p_value is not None]
-    for d, p_adj in zip(tested, bh_adjust([d.p_value for d in tested])):
+    for d, p_adj in zip(tested, bh_adjust([d.p_value for d in tested if d.p_value is not None])):
         d.p_adjusted = p_adj
     for d in decisions:
         if d.threshold is None or d.delta is None or d.verdict != "pass":
@@ -531,11 +493,17 @@ def _finish(decisions: list[Decision], settings: GateSettings) -> None:
             what = f"drop {drop:.3g} > {d.reason}"
             if d.p_adjusted is not None and not d.p_adjusted < settings.alpha:
                 d.verdict = "suspect"
-                d.reason = (f"{what}, but not significant: one-sided {d.test} p={d.p_value:.3g}, "
-                            f"BH-adjusted {d.p_adjusted:.3g} >= alpha {settings.alpha:g}")
+                d.reason = (
+                    f"{what}, but not significant: one-sided {d.test} p={d.p_value:.3g}, "
+                    f"BH-adjusted {d.p_adjusted:.3g} >= alpha {settings.alpha:g}"
+                )
             else:
-                _over(d, settings, what + (f"; one-sided {d.test} BH-adjusted p={d.p_adjusted:.3g}"
-                                           if d.p_adjusted is not None else ""))
+                _over(
+                    d,
+                    settings,
+                    what
+                    + (f"; one-sided {d.test} BH-adjusted p={d.p_adjusted:.3g}" if d.p_adjusted is not None else ""),
+                )
         elif -drop > d.threshold:
             d.verdict, d.reason = "improved", f"gain {-drop:.3g} > {d.reason}"
         else:

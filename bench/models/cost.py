@@ -27,11 +27,13 @@ CPU step times of the NASOA smoke models (ET-NAS A/B/D/G, RegNetY-400MF/800MF, R
 width 1/8, 16 px, batch 32), which they reproduce within 20%; ``benchmarks/cost_model.py``
 refits them on any machine.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from bench.errors import InvalidConfig
 
@@ -51,8 +53,8 @@ class CostModel:
     """How a planning method prices a training step (see the module docstring)."""
 
     kind: str = "measured"
-    gflops: float = 60.0   # nominal GFLOP/s (kind="counted")
-    op_us: float = 27.0    # nominal microseconds per dispatched ATen operator (kind="counted")
+    gflops: float = 60.0  # nominal GFLOP/s (kind="counted")
+    op_us: float = 27.0  # nominal microseconds per dispatched ATen operator (kind="counted")
 
     def __post_init__(self) -> None:
         if self.kind not in COST_KINDS:
@@ -116,5 +118,6 @@ def model_step_count(model: str, width: float, size: int, batch: int, num_classe
     """``count_train_step`` of a registered model (cached per process: counting is deterministic)."""
     from bench.models.net import build_model
 
-    return count_train_step(lambda: build_model(model, num_classes, width=width), batch=batch, size=size,
-                            num_classes=num_classes)
+    return count_train_step(
+        lambda: build_model(model, num_classes, width=width), batch=batch, size=size, num_classes=num_classes
+    )

@@ -38,6 +38,7 @@ A new family subclasses ``MappedNet``, builds its parts as attributes and calls
 ``self._set_structure(StructuralMap(...), arch_name, arch_kwargs)``, then registers a
 ``ModelInfo`` in ``bench.registry.MODELS``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -164,7 +165,7 @@ class MappedNet(nn.Module):
         """Number of leading sequence entries that are frozen."""
         return self._frozen_prefix
 
-    def set_frozen_prefix(self, n: int) -> "MappedNet":
+    def set_frozen_prefix(self, n: int) -> MappedNet:
         """Freeze entries [0, n) (no grad, eval mode, no_grad forward); train [n, end)."""
         total = len(self._parts)
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= total:
@@ -178,7 +179,7 @@ class MappedNet(nn.Module):
         self._split()
         return self
 
-    def train(self, mode: bool = True) -> "MappedNet":
+    def train(self, mode: bool = True) -> MappedNet:
         """Like ``nn.Module.train`` but frozen entries stay in eval mode."""
         super().train(mode)
         for m in self._frozen_parts:
@@ -215,8 +216,9 @@ class MappedNet(nn.Module):
         old = self._lookup(self.structure.classifier)
         if not isinstance(old, nn.Linear):
             raise TypeError(f"classifier '{self.structure.classifier}' is {type(old).__name__}, not nn.Linear")
-        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None,
-                        device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Linear(
+            old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
+        )
         self.replace(self.structure.classifier, new)
         if "num_classes" in self._arch_kwargs:
             self._arch_kwargs["num_classes"] = num_classes
@@ -303,8 +305,10 @@ def build_model(name: str, num_classes: int, width: float = 1.0, **kwargs: Any) 
     options = [p for p in inspect.signature(info.builder).parameters if p not in ("num_classes", "width")]
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
-        raise InvalidConfig(f"{name} has no option(s) {', '.join(unknown)}; valid options: "
-                            f"num_classes, width{''.join(', ' + o for o in options)}")
+        raise InvalidConfig(
+            f"{name} has no option(s) {', '.join(unknown)}; valid options: "
+            f"num_classes, width{''.join(', ' + o for o in options)}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise InvalidConfig(f"num_classes must be a positive integer, got {num_classes!r}")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:

@@ -17,6 +17,7 @@ The CIFAR ResNets reuse torchvision's ``BasicBlock``; their shortcut is option "
 ``shortcut="B"`` (1x1 conv + BN projection). Parameter counts at width 1.0, 10 classes:
 resnet20 269,722 (A) / 272,474 (B); resnet32 464,154 (A) / 466,906 (B).
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,9 @@ def _init_like_torchvision(model: nn.Module) -> None:
             nn.init.constant_(m.bias, 0)
 
 
-def _head_and_map(model: MappedNet, stem: tuple[str, ...], stages: list[tuple[str, ...]],
-                  features: int, num_classes: int) -> StructuralMap:
+def _head_and_map(
+    model: MappedNet, stem: tuple[str, ...], stages: list[tuple[str, ...]], features: int, num_classes: int
+) -> StructuralMap:
     """Add the shared head (GAP, flatten, fc) and return the structural map."""
     model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
     model.flatten = nn.Flatten(1)
@@ -56,8 +58,9 @@ def _head_and_map(model: MappedNet, stem: tuple[str, ...], stages: list[tuple[st
 class TorchvisionResNet(MappedNet):
     """torchvision's ImageNet ResNet (same attribute names and keys) with a width multiplier."""
 
-    def __init__(self, arch: str, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...],
-                 num_classes: int, width: float) -> None:
+    def __init__(
+        self, arch: str, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...], num_classes: int, width: float
+    ) -> None:
         super().__init__()
         widths = [_scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
@@ -71,8 +74,9 @@ class TorchvisionResNet(MappedNet):
                 stride = 2 if i > 0 and j == 0 else 1
                 downsample = None
                 if stride != 1 or inplanes != planes * block.expansion:
-                    downsample = nn.Sequential(conv1x1(inplanes, planes * block.expansion, stride),
-                                               nn.BatchNorm2d(planes * block.expansion))
+                    downsample = nn.Sequential(
+                        conv1x1(inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+                    )
                 blocks.append(block(inplanes, planes, stride, downsample))
                 inplanes = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
@@ -111,12 +115,13 @@ def _cifar_shortcut(kind: str, inplanes: int, planes: int, stride: int) -> nn.Mo
 class CifarResNet(MappedNet):
     """He et al. 2016 CIFAR ResNet: 3x3 stem, 3 stages of BasicBlocks (16/32/64 x width)."""
 
-    def __init__(self, arch: str, blocks_per_stage: int, num_classes: int, width: float,
-                 shortcut: str = "A") -> None:
+    def __init__(self, arch: str, blocks_per_stage: int, num_classes: int, width: float, shortcut: str = "A") -> None:
         super().__init__()
         if shortcut not in ("A", "B"):
-            raise InvalidConfig(f"shortcut must be 'A' (parameter-free zero padding) or 'B' "
-                                f"(1x1 conv + BN projection), got {shortcut!r}")
+            raise InvalidConfig(
+                f"shortcut must be 'A' (parameter-free zero padding) or 'B' "
+                f"(1x1 conv + BN projection), got {shortcut!r}"
+            )
         widths = [_scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = conv3x3(3, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -152,14 +157,34 @@ def _resnet32(num_classes: int, width: float = 1.0, shortcut: str = "A") -> Mapp
 
 
 for _info in (
-    ModelInfo("resnet18", "resnet", _resnet18, "ResNet18_Weights.IMAGENET1K_V1",
-              "torchvision ResNet-18: BasicBlock 2/2/2/2, 64-512 channels, 7x7 stem + max-pool"),
-    ModelInfo("resnet50", "resnet", _resnet50, "ResNet50_Weights.IMAGENET1K_V1",
-              "torchvision ResNet-50 v1.5: Bottleneck 3/4/6/3 (stride on the 3x3), expansion 4"),
-    ModelInfo("resnet20", "cifar-resnet", _resnet20, None,
-              "CIFAR ResNet-20 (He et al. 2016): 3x3 BasicBlocks, 16/32/64 channels; shortcut A or B"),
-    ModelInfo("resnet32", "cifar-resnet", _resnet32, None,
-              "CIFAR ResNet-32 (He et al. 2016): 3x5 BasicBlocks, 16/32/64 channels; shortcut A or B"),
+    ModelInfo(
+        "resnet18",
+        "resnet",
+        _resnet18,
+        "ResNet18_Weights.IMAGENET1K_V1",
+        "torchvision ResNet-18: BasicBlock 2/2/2/2, 64-512 channels, 7x7 stem + max-pool",
+    ),
+    ModelInfo(
+        "resnet50",
+        "resnet",
+        _resnet50,
+        "ResNet50_Weights.IMAGENET1K_V1",
+        "torchvision ResNet-50 v1.5: Bottleneck 3/4/6/3 (stride on the 3x3), expansion 4",
+    ),
+    ModelInfo(
+        "resnet20",
+        "cifar-resnet",
+        _resnet20,
+        None,
+        "CIFAR ResNet-20 (He et al. 2016): 3x3 BasicBlocks, 16/32/64 channels; shortcut A or B",
+    ),
+    ModelInfo(
+        "resnet32",
+        "cifar-resnet",
+        _resnet32,
+        None,
+        "CIFAR ResNet-32 (He et al. 2016): 3x5 BasicBlocks, 16/32/64 channels; shortcut A or B",
+    ),
 ):
     MODELS.register(_info.name, _info)
 del _info

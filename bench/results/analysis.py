@@ -9,6 +9,7 @@
 - ``first_step_reaching(points, target)``: the first step at which a curve reaches a
   target (iterations-to-accuracy), or None.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
+
 from bench.errors import DegenerateRanking
 
 
@@ -47,8 +49,15 @@ def rank_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float, flo
     return kendall_tau(x, y), spearman_rho(x, y)
 
 
-def bootstrap_ci(x: Sequence[float], y: Sequence[float], stat: Callable[[Sequence[float], Sequence[float]], float],
-                 *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    stat: Callable[[Sequence[float], Sequence[float]], float],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``stat(x, y)`` resampling items; degenerate resamples are skipped."""
     a, b = _checked(x, y)
     rng = np.random.default_rng(seed)

@@ -21,12 +21,13 @@ A ``Select`` names the rows (variant or method, optional suite/dataset/model) an
 metric. ``evaluate(db)`` returns one ``ClaimRow`` per claim and tier; ``bench claims``
 prints them and writes them to the ``claims`` table that Datasette shows.
 """
+
 from __future__ import annotations
 
 import json
 import math
-import warnings
 import operator
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,10 @@ from bench.registry import Registry
 
 VERDICTS = ("reproduced", "not reproduced", "not yet measured")
 OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
 }
 
 
@@ -101,21 +105,32 @@ class Compare:
     def __call__(self, frame: pd.DataFrame) -> Outcome:
         ours, base = self.ours.rows(frame), self.baseline.rows(frame)
         if ours.empty or base.empty:
-            return Outcome(None, detail="no rows for " + (self.ours.describe() if ours.empty
-                                                          else self.baseline.describe()))
+            return Outcome(
+                None, detail="no rows for " + (self.ours.describe() if ours.empty else self.baseline.describe())
+            )
         a = _group_means(ours, self.ours.metric, self.every)
         b = _group_means(base, self.baseline.metric, self.every)
-        both = a.merge(b, on=list(self.every), suffixes=("_ours", "_base")) if self.every else pd.concat(
-            [a.add_suffix("_ours"), b.add_suffix("_base")], axis=1)
+        both = (
+            a.merge(b, on=list(self.every), suffixes=("_ours", "_base"))
+            if self.every
+            else pd.concat([a.add_suffix("_ours"), b.add_suffix("_base")], axis=1)
+        )
         if both.empty:
             return Outcome(None, detail=f"no group of {', '.join(self.every)} has both sides")
         test = OPS[self.op]
         holds = [test(o, m + self.margin) for o, m in zip(both["mean_ours"], both["mean_base"])]
         groups = [", ".join(str(r[k]) for k in self.every) or "all" for _, r in both.iterrows()]
-        detail = "; ".join(f"{g}: {o:.4g} vs {m:.4g} {'ok' if h else 'FAILS'}"
-                           for g, o, m, h in zip(groups, both["mean_ours"], both["mean_base"], holds))
-        return Outcome(all(holds), float(both["mean_ours"].mean()), float(both["mean_base"].mean()),
-                       int(both["n_ours"].min()), detail)
+        detail = "; ".join(
+            f"{g}: {o:.4g} vs {m:.4g} {'ok' if h else 'FAILS'}"
+            for g, o, m, h in zip(groups, both["mean_ours"], both["mean_base"], holds)
+        )
+        return Outcome(
+            all(holds),
+            float(both["mean_ours"].mean()),
+            float(both["mean_base"].mean()),
+            int(both["n_ours"].min()),
+            detail,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,12 +144,18 @@ class Ratio:
     def __call__(self, frame: pd.DataFrame) -> Outcome:
         num, den = self.numerator.rows(frame), self.denominator.rows(frame)
         if num.empty or den.empty:
-            return Outcome(None, detail="no rows for " + (self.numerator.describe() if num.empty
-                                                          else self.denominator.describe()))
+            return Outcome(
+                None, detail="no rows for " + (self.numerator.describe() if num.empty else self.denominator.describe())
+            )
         a, b = float(num[self.numerator.metric].mean()), float(den[self.denominator.metric].mean())
         ratio = a / b if b else math.inf
-        return Outcome(ratio >= self.at_least, ratio, None, int(min(len(num), len(den))),
-                       f"{a:.4g} / {b:.4g} = {ratio:.3f} (needs >= {self.at_least:g})")
+        return Outcome(
+            ratio >= self.at_least,
+            ratio,
+            None,
+            int(min(len(num), len(den))),
+            f"{a:.4g} / {b:.4g} = {ratio:.3f} (needs >= {self.at_least:g})",
+        )
 
 
 @dataclass(frozen=True)
@@ -150,8 +171,7 @@ class Threshold:
         if rows.empty:
             return Outcome(None, detail=f"no rows for {self.ours.describe()}")
         mean = float(rows[self.ours.metric].mean())
-        return Outcome(OPS[self.op](mean, self.value), mean, None, len(rows),
-                       f"{mean:.4g} {self.op} {self.value:g}")
+        return Outcome(OPS[self.op](mean, self.value), mean, None, len(rows), f"{mean:.4g} {self.op} {self.value:g}")
 
 
 @dataclass(frozen=True)
@@ -187,15 +207,37 @@ class Claim:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Claim":
+    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
         """A claim from the ``paper_claims.json`` layout (``value``, ``baseline_value``, ``check``)."""
-        known = {"id", "paper", "method", "metric", "where", "baseline", "value", "baseline_value", "unit",
-                 "setting", "check", "tier"}
-        return cls(id=data["id"], paper=data["paper"], method=data["method"], metric=data["metric"],
-                   where=data.get("where", ""), baseline=data.get("baseline"), paper_value=data.get("value"),
-                   paper_baseline_value=data.get("baseline_value"), unit=data.get("unit", ""),
-                   setting=data.get("setting", ""), check_text=data.get("check", ""), tier=data.get("tier"),
-                   extra={k: v for k, v in data.items() if k not in known})
+        known = {
+            "id",
+            "paper",
+            "method",
+            "metric",
+            "where",
+            "baseline",
+            "value",
+            "baseline_value",
+            "unit",
+            "setting",
+            "check",
+            "tier",
+        }
+        return cls(
+            id=data["id"],
+            paper=data["paper"],
+            method=data["method"],
+            metric=data["metric"],
+            where=data.get("where", ""),
+            baseline=data.get("baseline"),
+            paper_value=data.get("value"),
+            paper_baseline_value=data.get("baseline_value"),
+            unit=data.get("unit", ""),
+            setting=data.get("setting", ""),
+            check_text=data.get("check", ""),
+            tier=data.get("tier"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
 
 
 @dataclass(frozen=True)
@@ -210,11 +252,24 @@ class ClaimRow:
     def as_row(self, evaluated_at: str) -> dict[str, Any]:
         c, o = self.claim, self.outcome
         return {
-            "claim_id": c.id, "tier": self.tier, "paper": c.paper, "method": c.method, "baseline": c.baseline,
-            "source_ref": c.where, "metric": c.metric, "paper_value": _json(c.paper_value),
-            "paper_baseline_value": _json(c.paper_baseline_value), "unit": c.unit, "setting": c.setting,
-            "check_text": c.check_text, "ours_value": _finite(o.ours), "ours_baseline_value": _finite(o.baseline),
-            "ours_detail": o.detail, "verdict": self.verdict, "n_seeds": o.n_seeds, "evaluated_at": evaluated_at,
+            "claim_id": c.id,
+            "tier": self.tier,
+            "paper": c.paper,
+            "method": c.method,
+            "baseline": c.baseline,
+            "source_ref": c.where,
+            "metric": c.metric,
+            "paper_value": _json(c.paper_value),
+            "paper_baseline_value": _json(c.paper_baseline_value),
+            "unit": c.unit,
+            "setting": c.setting,
+            "check_text": c.check_text,
+            "ours_value": _finite(o.ours),
+            "ours_baseline_value": _finite(o.baseline),
+            "ours_detail": o.detail,
+            "verdict": self.verdict,
+            "n_seeds": o.n_seeds,
+            "evaluated_at": evaluated_at,
         }
 
 
@@ -249,8 +304,9 @@ def register_check(claim_id: str, check: Check) -> None:
     CHECKS[claim_id] = check
 
 
-def evaluate(frame: pd.DataFrame, claims: Iterable[Claim] | None = None,
-             checks: Mapping[str, Check] | None = None) -> list[ClaimRow]:
+def evaluate(
+    frame: pd.DataFrame, claims: Iterable[Claim] | None = None, checks: Mapping[str, Check] | None = None
+) -> list[ClaimRow]:
     """Verdicts of ``claims`` (default: all registered) on the latest rows in ``frame``.
 
     ``frame`` has one row per cell (``bench.results.report.load_latest``). A claim is evaluated
@@ -272,29 +328,46 @@ def evaluate(frame: pd.DataFrame, claims: Iterable[Claim] | None = None,
                 continue
             try:
                 outcome = check(rows)
-            except Exception as exc:  # a broken check must not take the run (or the other claims) down
+            except Exception as exc:  # noqa: BLE001 - a broken check must not take the run (or the other claims) down
                 errors.append(f"{claim.id}@{tier}: {type(exc).__name__}: {exc}")
-                warnings.warn(f"claim check {claim.id} failed at tier {tier}: {type(exc).__name__}: {exc}",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"claim check {claim.id} failed at tier {tier}: {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             if outcome.holds is None:
                 continue
             measured = True
             out.append(ClaimRow(claim, tier, "reproduced" if outcome.holds else "not reproduced", outcome))
         if not measured:
-            why = ("no check declared yet (the method is not implemented)" if check is None
-                   else "check raised " + "; ".join(errors) if errors else "no matching results")
+            why = (
+                "no check declared yet (the method is not implemented)"
+                if check is None
+                else "check raised " + "; ".join(errors)
+                if errors
+                else "no matching results"
+            )
             out.append(ClaimRow(claim, claim.tier or "any", "not yet measured", Outcome(None, detail=why)))
     return out
 
 
 def render(rows: Sequence[ClaimRow]) -> str:
     """A plain-text table: claim, paper vs ours, verdict, tier."""
-    table = pd.DataFrame([{
-        "claim": r.claim.id, "where": r.claim.where, "metric": r.claim.metric,
-        "paper": _short(r.claim.paper_value, r.claim.paper_baseline_value),
-        "ours": _short(r.outcome.ours, r.outcome.baseline), "verdict": r.verdict, "tier": r.tier,
-    } for r in rows])
+    table = pd.DataFrame(
+        [
+            {
+                "claim": r.claim.id,
+                "where": r.claim.where,
+                "metric": r.claim.metric,
+                "paper": _short(r.claim.paper_value, r.claim.paper_baseline_value),
+                "ours": _short(r.outcome.ours, r.outcome.baseline),
+                "verdict": r.verdict,
+                "tier": r.tier,
+            }
+            for r in rows
+        ]
+    )
     if table.empty:
         return "no claims registered"
     counts = table["verdict"].value_counts().to_dict()

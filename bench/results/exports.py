@@ -33,6 +33,7 @@ becomes an empty CSV field, a Parquet null or a JSON ``null``; floats keep every
   ``suite``/``variant``/``dataset``/``model``/``tier``/``mode`` and metric with ``mean``,
   ``std`` (sample, ddof=1; 0 for one seed) and ``n``; all metrics when none are named.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,8 @@ from typing import IO, Any
 import pandas as pd
 
 from bench.contract.cell import GROUP_KEYS
-from bench.errors import BenchError, ExportError, UnknownName
+from bench.errors import ExportError, UnknownName
+from bench.results.queries import columns_of, export_tables, relations, select_relation
 
 FORMATS = ("csv", "parquet", "json")
 CELL_KEYS = ("cell_key", "suite", "method", "variant", "dataset", "model", "seed", "tier", "mode")
@@ -59,19 +61,10 @@ SUMMARY_COLUMNS = (*SUMMARY_KEYS, "metric", "mean", "std", "n")
 
 # ----------------------------------------------------------------------------- export
 
-def relations(conn: Any) -> list[str]:
-    """Tables and views a user may export (SQLite's and the migrations' own tables excluded)."""
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                        "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name")
-    return [r[0] for r in rows.fetchall()]
 
-
-def _columns(conn: Any, name: str) -> list[str]:
-    return [r[1] for r in conn.execute(f'PRAGMA table_info("{name}")').fetchall()]
-
-
-def query(db: str | Path, view: str, *, where: str | None = None,
-          suite: str | None = None) -> tuple[list[str], list[tuple]]:
+def query(
+    db: str | Path, view: str, *, where: str | None = None, suite: str | None = None
+) -> tuple[list[str], list[tuple]]:
     """Column names and rows of ``view`` (any table or view), optionally filtered."""
     import sqlite3
 
@@ -84,22 +77,13 @@ def query(db: str | Path, view: str, *, where: str | None = None,
         valid = relations(conn)
         if view not in valid:
             raise UnknownName(f"unknown table or view '{view}'; valid names: {', '.join(valid)}")
-        columns = _columns(conn, view)
-        clauses, params = [], []
-        if suite is not None:
-            if "suite" not in columns:
-                raise ExportError(f"--suite: '{view}' has no suite column; its columns: {', '.join(columns)}")
-            clauses.append("suite = ?")
-            params.append(suite)
-        if where:
-            clauses.append(f"({where})")
-        sql = f'SELECT * FROM "{view}"' + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        columns = columns_of(conn, view)
+        if suite is not None and "suite" not in columns:
+            raise ExportError(f"--suite: '{view}' has no suite column; its columns: {', '.join(columns)}")
         try:
-            cursor = conn.execute(sql, params)
+            return select_relation(conn, view, suite=suite, where=where)
         except sqlite3.Error as err:
             raise ExportError(f"--where {where!r} on '{view}': {err}; its columns: {', '.join(columns)}") from err
-        names = [d[0] for d in cursor.description]
-        return names, cursor.fetchall()
 
 
 def write_csv(columns: Sequence[str], rows: Sequence[tuple], out: IO[str]) -> None:
@@ -137,8 +121,16 @@ def write_parquet(columns: Sequence[str], rows: Sequence[tuple], path: str | Pat
     pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), str(path))
 
 
-def export(db: str | Path, view: str, fmt: str, out: str | Path | None = None, *, where: str | None = None,
-           suite: str | None = None, stdout: IO[str] | None = None) -> int:
+def export(
+    db: str | Path,
+    view: str,
+    fmt: str,
+    out: str | Path | None = None,
+    *,
+    where: str | None = None,
+    suite: str | None = None,
+    stdout: IO[str] | None = None,
+) -> int:
     """Write ``view`` of ``db`` as ``fmt`` to ``out`` (stdout when None; not for parquet); return the row count."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}'; valid formats: {', '.join(FORMATS)}")
@@ -146,6 +138,7 @@ def export(db: str | Path, view: str, fmt: str, out: str | Path | None = None, *
         raise ExportError("parquet is binary: give an output file with -o FILE")
     columns, rows = query(db, view, where=where, suite=suite)
     if fmt == "parquet":
+        assert out is not None  # refused above
         write_parquet(columns, rows, out)
         return len(rows)
     writer = write_csv if fmt == "csv" else write_json
@@ -161,6 +154,7 @@ def export(db: str | Path, view: str, fmt: str, out: str | Path | None = None, *
 
 
 # ----------------------------------------------------------------------------- load
+
 
 @dataclass(frozen=True, eq=False)
 class Results:
@@ -197,22 +191,10 @@ def load(db: str | Path, *, suite: str | None = None) -> Results:
 
     if not Path(db).exists():
         raise FileNotFoundError(f"results database {str(db)!r} does not exist")
-    keys = ", ".join(f"r.{k}" for k in ("result_id", "run_id", *CELL_KEYS, "status"))
-    where, params = (" WHERE r.suite = ?", [suite]) if suite is not None else ("", [])
     with Store(db, readonly=True) as store:
-        conn = store.db.conn
-        results = pd.read_sql_query(f"SELECT * FROM results_provenance r{where} ORDER BY r.started_at, r.result_id",
-                                    conn, params=params)
-        runs = pd.read_sql_query("SELECT * FROM runs" + (" WHERE run_id IN (SELECT run_id FROM results r"
-                                 f"{where})" if suite is not None else "") + " ORDER BY started_at, run_id",
-                                 conn, params=params)
-        metrics = pd.read_sql_query(f"SELECT {keys}, m.name AS metric, m.value FROM metrics m JOIN results r "
-                                    f"ON r.result_id = m.result_id{where} ORDER BY r.started_at, r.result_id, m.name",
-                                    conn, params=params)
-        series = pd.read_sql_query(f"SELECT {keys}, s.name, s.step, s.position, s.value FROM series s JOIN results r "
-                                   f"ON r.result_id = s.result_id{where} "
-                                   "ORDER BY r.started_at, r.result_id, s.name, s.step, s.position",
-                                   conn, params=params)
+        results, runs, metrics, series = export_tables(
+            store.db.conn, ("result_id", "run_id", *CELL_KEYS, "status"), suite
+        )
     return Results(runs=runs, results=results, metrics=metrics, series=series, wide=_wide(results, metrics))
 
 
@@ -220,8 +202,7 @@ def _wide(results: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Latest row per cell (max started_at, then result_id) with every metric pivoted into a column."""
     if results.empty:
         return results.copy()
-    latest = (results.sort_values(["started_at", "result_id"], kind="stable")
-              .groupby("cell_key", sort=False).tail(1))
+    latest = results.sort_values(["started_at", "result_id"], kind="stable").groupby("cell_key", sort=False).tail(1)
     mine = metrics[metrics["result_id"].isin(latest["result_id"])]
     if mine.empty:
         return latest.reset_index(drop=True)
@@ -229,9 +210,9 @@ def _wide(results: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     base = latest.drop(columns=[c for c in latest.columns if c in wide.columns])
     out = base.merge(wide, left_on="result_id", right_index=True, how="left")
-    return out.sort_values(["suite", "variant", "dataset", "model", "seed", "tier", "mode"],
-                           kind="stable").reset_index(drop=True)
+    return out.sort_values(["suite", "variant", "dataset", "model", "seed", "tier", "mode"], kind="stable").reset_index(
+        drop=True
+    )
 
 
-__all__ = ["CELL_KEYS", "FORMATS", "SUMMARY_KEYS", "ExportError", "Results", "export", "load", "query",
-           "relations"]
+__all__ = ["CELL_KEYS", "FORMATS", "SUMMARY_KEYS", "ExportError", "Results", "export", "load", "query", "relations"]

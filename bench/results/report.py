@@ -9,6 +9,7 @@ value beside the mean, so a collapsed seed (a 10% run) is visible. ``matrix`` la
 family of metrics named by a pattern with ``{row}`` and ``{col}`` placeholders, e.g.
 NASOA's Table 3 ``t3_{row}_{col}_mae`` (predictor x stream segment), per cell group.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.contract.cell import GROUP_KEYS
+from bench.results.queries import latest_frames
 from bench.results.stats import format_mean_std, seed_summary
-from bench.results.store import read_frame
 
 KEYS = GROUP_KEYS
 DEFAULT_METRICS = ("test_top1_pct", "val_top1_pct", "step_ms_median", "peak_mem_mib", "fit_s")
@@ -27,12 +28,9 @@ DEFAULT_METRICS = ("test_top1_pct", "val_top1_pct", "step_ms_median", "peak_mem_
 
 def load_latest(db: str | Path, suite: str | None = None) -> pd.DataFrame:
     """Latest row per cell with every metric as a column (long metrics pivoted wide)."""
-    sql = "select * from latest_results" + (" where suite = ?" if suite else "")
-    rows = read_frame(db, sql, (suite,) if suite else ())
+    rows, metrics = latest_frames(db, suite)
     if rows.empty:
         return rows
-    metrics = read_frame(db, "select m.result_id, m.name, m.value from metrics m "
-                             "join latest_results r on r.result_id = m.result_id")
     wide = metrics.pivot_table(index="result_id", columns="name", values="value", aggfunc="first")
     base = rows.drop(columns=[c for c in rows.columns if c in wide.columns])
     return base.merge(wide, left_on="result_id", right_index=True, how="left")
@@ -45,8 +43,10 @@ def summary_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS)
     out = summary[list(KEYS)].copy() if not summary.empty else pd.DataFrame(columns=list(KEYS))
     for metric in metrics:
         if f"{metric}_mean" in summary:
-            out[metric] = [format_mean_std(m, s, int(n)) for m, s, n in
-                           zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], summary[f"{metric}_n"])]
+            out[metric] = [
+                format_mean_std(m, s, int(n))
+                for m, s, n in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], summary[f"{metric}_n"])
+            ]
     bad = frame[frame["status"] != "ok"].groupby(list(KEYS)).size().rename("not_ok").reset_index()
     if not bad.empty:
         out = out.merge(bad, on=list(KEYS), how="outer").fillna({"not_ok": 0})
@@ -61,8 +61,10 @@ def by_variant_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     if ok.empty or metric not in ok:
         return pd.DataFrame(columns=rows)
     summary = seed_summary(ok, KEYS, [metric])
-    summary["cell"] = [format_mean_std(m, s, int(n)) for m, s, n in
-                       zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], summary[f"{metric}_n"])]
+    summary["cell"] = [
+        format_mean_std(m, s, int(n))
+        for m, s, n in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], summary[f"{metric}_n"])
+    ]
     wide = summary.pivot_table(index=rows, columns="variant", values="cell", aggfunc="first").fillna("-")
     wide.columns.name = None
     return wide.reset_index().sort_values(rows).reset_index(drop=True)
@@ -72,16 +74,18 @@ def per_seed_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell group: every seed's value of ``metric`` (``failed`` etc. where not ok), then the mean."""
     if metric not in frame:
         return pd.DataFrame(columns=list(KEYS))
-    shown = frame.assign(value=[f"{v:.2f}" if st == "ok" and pd.notna(v) else st
-                                for v, st in zip(frame[metric], frame["status"])])
+    shown = frame.assign(
+        value=[f"{v:.2f}" if st == "ok" and pd.notna(v) else st for v, st in zip(frame[metric], frame["status"])]
+    )
     wide = shown.pivot_table(index=list(KEYS), columns="seed", values="value", aggfunc="first").fillna("-")
     wide.columns = [f"seed {c}" for c in wide.columns]
     ok = frame[frame["status"] == "ok"]
     summary = seed_summary(ok, KEYS, [metric]).set_index(list(KEYS)) if not ok.empty else None
     if summary is not None:
         m, sd, n = (summary[f"{metric}_{x}"] for x in ("mean", "std", "n"))
-        wide["mean +- std (n)"] = [format_mean_std(m[k], sd[k], int(n[k])) if k in summary.index else "-"
-                                   for k in wide.index]
+        wide["mean +- std (n)"] = [
+            format_mean_std(m[k], sd[k], int(n[k])) if k in summary.index else "-" for k in wide.index
+        ]
     return wide.reset_index().sort_values(list(KEYS)).reset_index(drop=True)
 
 
@@ -90,10 +94,10 @@ def matrix_table(frame: pd.DataFrame, pattern: str) -> pd.DataFrame:
     that ``pattern`` names (``mean +- std (n)`` over seeds)."""
     if pattern.count("{row}") != 1 or pattern.count("{col}") != 1:
         raise ValueError(f"a matrix pattern needs one {{row}} and one {{col}}, got '{pattern}'")
-    regex = re.compile("^" + re.escape(pattern).replace(r"\{row\}", "(?P<row>.+?)")
-                       .replace(r"\{col\}", "(?P<col>.+?)") + "$")
-    found = [(name, m["row"], m["col"]) for name in frame.columns
-             if isinstance(name, str) and (m := regex.match(name))]
+    regex = re.compile(
+        "^" + re.escape(pattern).replace(r"\{row\}", "(?P<row>.+?)").replace(r"\{col\}", "(?P<col>.+?)") + "$"
+    )
+    found = [(name, m["row"], m["col"]) for name in frame.columns if isinstance(name, str) and (m := regex.match(name))]
     ok = frame[frame["status"] == "ok"]
     if not found or ok.empty:
         return pd.DataFrame(columns=[*KEYS, "row"])
@@ -101,8 +105,11 @@ def matrix_table(frame: pd.DataFrame, pattern: str) -> pd.DataFrame:
     rows = []
     for _, group in summary.iterrows():
         for row in dict.fromkeys(r for _, r, _ in found):
-            cells = {col: format_mean_std(group[f"{name}_mean"], group[f"{name}_std"], int(group[f"{name}_n"]))
-                     for name, r, col in found if r == row and pd.notna(group[f"{name}_mean"])}
+            cells = {
+                col: format_mean_std(group[f"{name}_mean"], group[f"{name}_std"], int(group[f"{name}_n"]))
+                for name, r, col in found
+                if r == row and pd.notna(group[f"{name}_mean"])
+            }
             if cells:
                 rows.append({**{k: group[k] for k in KEYS}, "row": row, **cells})
     cols = list(dict.fromkeys(c for _, _, c in found))
@@ -113,8 +120,14 @@ def matrix_table(frame: pd.DataFrame, pattern: str) -> pd.DataFrame:
 LAYOUTS = ("summary", "by-variant", "per-seed", "matrix")
 
 
-def render(db: str | Path, suite: str | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
-           layout: str = "summary", pattern: str = "", variant: str | None = None) -> str:
+def render(
+    db: str | Path,
+    suite: str | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    layout: str = "summary",
+    pattern: str = "",
+    variant: str | None = None,
+) -> str:
     """The report as text (what ``bench report`` prints); ``layout`` is one of ``LAYOUTS``
     (``matrix`` reads ``pattern``); ``variant`` keeps method entries starting with it."""
     if layout not in LAYOUTS:
@@ -123,11 +136,15 @@ def render(db: str | Path, suite: str | None = None, metrics: Sequence[str] = DE
     if variant and not frame.empty:
         frame = frame[frame["variant"].str.startswith(variant)]
     if frame.empty:
-        return (f"no results in {db}" + (f" for suite '{suite}'" if suite else "")
-                + (f" with a method entry starting '{variant}'" if variant else ""))
+        return (
+            f"no results in {db}"
+            + (f" for suite '{suite}'" if suite else "")
+            + (f" with a method entry starting '{variant}'" if variant else "")
+        )
     counts = frame["status"].value_counts().to_dict()
-    head = (f"{len(frame)} cells in {db} (latest row per cell): "
-            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    head = f"{len(frame)} cells in {db} (latest row per cell): " + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items())
+    )
     if layout == "summary":
         table, what = summary_table(frame, metrics), "values: mean +- std (n seeds)"
     elif layout == "by-variant":

@@ -16,6 +16,7 @@ database for writing.
   cells: torch, device, threads, CPU ISA pins), which ``bench gate`` compares to tell a
   same-arithmetic rerun from a cross-arithmetic one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,19 +30,35 @@ MIGRATION_NAMES: list[str] = []  # in order; filled by ``_migration``
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 # Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them).
 WIDE_METRICS = (
-    "val_top1_pct", "test_top1_pct", "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "peak_mem_mib", "trainable_params", "total_params", "fit_s", "train_step_gflop",
+    "val_top1_pct",
+    "test_top1_pct",
+    "step_ms_median",
+    "step_ms_p10",
+    "step_ms_p90",
+    "peak_mem_mib",
+    "trainable_params",
+    "total_params",
+    "fit_s",
+    "train_step_gflop",
 )
 # Merge order follows the foreign keys: parents before children.
 TABLES = ("runs", "results", "metrics", "series")
 RESULT_INDEXES = (
-    "run_id", "cell_key", "suite", "method", "variant", "dataset", "model", "seed",
-    "tier", "status", "started_at",
+    "run_id",
+    "cell_key",
+    "suite",
+    "method",
+    "variant",
+    "dataset",
+    "model",
+    "seed",
+    "tier",
+    "status",
+    "started_at",
 )
 
 
-def _migration(fn: Callable[[sqlite_utils.Database], None]
-               ) -> Callable[[sqlite_utils.Database], None]:
+def _migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
     """Register ``fn`` as the next migration (transactional), remembering its name."""
     MIGRATION_NAMES.append(fn.__name__)
     return MIGRATIONS()(fn)
@@ -114,17 +131,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 def _create_views(db: sqlite_utils.Database) -> None:
     """``results_wide`` and ``latest_results`` (see the module docstring)."""
     pivots = ",\n".join(
-        f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id"
-        f" AND m.name = '{name}') AS {name}"
+        f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id AND m.name = '{name}') AS {name}"
         for name in WIDE_METRICS
     )
     db.create_view("results_wide", f"SELECT r.*,\n{pivots}\nFROM results r", replace=True)
-    db.create_view("latest_results", """SELECT w.* FROM results_wide w
+    db.create_view(
+        "latest_results",
+        """SELECT w.* FROM results_wide w
 WHERE w.result_id = (
   SELECT r.result_id FROM results r WHERE r.cell_key = w.cell_key
-  ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)""", replace=True)
-
-
+  ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)""",
+        replace=True,
+    )
 
 
 _M002_TABLES = (
@@ -193,8 +211,10 @@ def m002_tags_positions_claims_gates(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["started_at"], if_not_exists=True)
     for ddl in _M002_TABLES:
         db.execute(ddl + strict)
-    db.execute("INSERT INTO series_new (result_id, name, step, position, value) "
-               "SELECT result_id, name, step, 0, value FROM series")
+    db.execute(
+        "INSERT INTO series_new (result_id, name, step, position, value) "
+        "SELECT result_id, name, step, 0, value FROM series"
+    )
     db.execute("DROP TABLE series")
     db.execute("ALTER TABLE series_new RENAME TO series")
     db["gate_decisions"].create_index(["gate_id"], if_not_exists=True)

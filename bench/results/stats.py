@@ -13,6 +13,7 @@ Gate statistics (``bench gate``; higher is better, "drop" = reference minus cand
 - ``median``, ``ratio_of_medians(ref, cand) = median(cand) / median(ref)`` (step time),
   ``memory_regressed(ref, cand, pct, mib)``: more than ``pct`` % AND ``mib`` MiB larger.
 """
+
 from __future__ import annotations
 
 import math

@@ -24,6 +24,7 @@ Exactly one process writes a file (the xdist controller, or a cluster job its ow
 shard); foreign keys are enforced on every connection and the file is in WAL mode so
 readers (Datasette, reports) never block the writer.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,16 +39,28 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from bench.contract.cell import CellResult, short_hash
-from bench.env import utc_now
-from bench.errors import BenchError, InvalidConfig, NotABenchDatabase, SchemaMismatch, StoreError
-from bench.results.schema import MIGRATION_NAMES, MIGRATIONS, MIGRATIONS_TABLE, RUN_STATUSES, TABLES, WIDE_METRICS
 from bench.contract.units import check_metric_name
+from bench.env import utc_now
+from bench.errors import InvalidConfig, NotABenchDatabase, SchemaMismatch, StoreError
+from bench.results.schema import MIGRATION_NAMES, MIGRATIONS, MIGRATIONS_TABLE, RUN_STATUSES, TABLES, WIDE_METRICS
 
-__all__ = ["MIGRATIONS", "MIGRATION_NAMES", "RUN_STATUSES", "TABLES", "WIDE_METRICS", "NotABenchDatabase",
-           "SchemaMismatch", "Store", "StoreError", "merge", "read_frame"]
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_NAMES",
+    "RUN_STATUSES",
+    "TABLES",
+    "WIDE_METRICS",
+    "NotABenchDatabase",
+    "SchemaMismatch",
+    "Store",
+    "StoreError",
+    "merge",
+    "read_frame",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
+
 
 def _connect(path: Path, readonly: bool) -> sqlite_utils.Database:
     """A sqlite-utils Database on a 60 s busy timeout with foreign keys enforced."""
@@ -70,8 +83,7 @@ def ensure_sqrt(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("SELECT sqrt(4.0)")
     except sqlite3.OperationalError:
-        conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x),
-                             deterministic=True)
+        conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
 
 
 def migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str], list[str]]:
@@ -108,8 +120,9 @@ class Store:
             )
         if self.readonly:
             if pending:
-                state = "has no archbench schema" if len(pending) == len(
-                    MIGRATION_NAMES) else f"lacks migrations {pending}"
+                state = (
+                    "has no archbench schema" if len(pending) == len(MIGRATION_NAMES) else f"lacks migrations {pending}"
+                )
                 raise SchemaMismatch(
                     f"{str(self.path)!r} {state}; open it once with Store(path) (writable)"
                     " to create or migrate the schema"
@@ -141,9 +154,7 @@ class Store:
         valid = [c for c in self.db["runs"].columns_dict if c not in ("run_id", "status")]
         unknown = sorted(set(info) - set(valid))
         if unknown:
-            raise InvalidConfig(
-                f"unknown runs column(s) {unknown}; valid: {', '.join(valid)}"
-            )
+            raise InvalidConfig(f"unknown runs column(s) {unknown}; valid: {', '.join(valid)}")
         row = {k: _encode_json(v) if k in ("argv", "flags_json", "arith_json") else v for k, v in info.items()}
         row["run_id"] = uuid.uuid4().hex
         row.setdefault("started_at", utc_now())
@@ -173,8 +184,17 @@ class Store:
             for run_id in run_ids:
                 changed += self.db.execute(
                     "UPDATE runs SET status = 'failed', ended_at = coalesce(ended_at, ?) "
-                    "WHERE run_id = ? AND status = 'running'", [utc_now(), run_id]).rowcount
+                    "WHERE run_id = ? AND status = 'running'",
+                    [utc_now(), run_id],
+                ).rowcount
         return changed
+
+    def write_gate_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Append ``bench gate`` decisions to ``gate_decisions`` in one transaction; how many."""
+        self._require_writable()
+        with self.db.atomic():
+            self.db["gate_decisions"].insert_all(rows)
+        return len(rows)
 
     def run_ids(self) -> list[str]:
         """Every run_id in the database, oldest first."""
@@ -189,11 +209,18 @@ class Store:
         self._require_writable()
         row = _result_row(run_id, result)
         rid = row["result_id"]
-        metrics = [{"result_id": rid, "name": n, "value": _finite(v)}
-                   for n, v in _checked(result.metrics).items()]
-        series = [{"result_id": rid, "name": n, "step": int(pt[0]), "value": _finite(pt[1]),
-                   "position": int(pt[2]) if len(pt) > 2 else 0}
-                  for n, pts in _checked(result.series).items() for pt in pts]
+        metrics = [{"result_id": rid, "name": n, "value": _finite(v)} for n, v in _checked(result.metrics).items()]
+        series = [
+            {
+                "result_id": rid,
+                "name": n,
+                "step": int(pt[0]),
+                "value": _finite(pt[1]),
+                "position": int(pt[2]) if len(pt) > 2 else 0,
+            }
+            for n, pts in _checked(result.series).items()
+            for pt in pts
+        ]
         with self.db.atomic():
             self.db.execute("DELETE FROM metrics WHERE result_id = ?", [rid])
             self.db.execute("DELETE FROM series WHERE result_id = ?", [rid])
@@ -254,15 +281,29 @@ def _result_row(run_id: str, result: CellResult) -> dict[str, Any]:
     """The ``results`` row of a CellResult; an empty start time becomes the write time."""
     spec = result.spec
     return {
-        "result_id": short_hash(run_id, spec.cell_key), "run_id": run_id,
-        "cell_key": spec.cell_key, "suite": spec.suite, "method": spec.method,
-        "variant": spec.variant, "dataset": spec.dataset, "model": spec.model,
-        "seed": spec.seed, "tier": spec.tier, "mode": spec.mode,
-        "config_json": spec.config_json, "task_json": spec.task_json,
-        "status": result.status, "error_type": result.error_type, "error": result.error,
-        "arch": result.arch, "device": result.device or spec.device, "worker": result.worker,
-        "started_at": result.started_at or utc_now(), "ended_at": result.ended_at or None,
-        "wall_s": _finite(result.wall_s), "info_json": _encode_json(result.info),
+        "result_id": short_hash(run_id, spec.cell_key),
+        "run_id": run_id,
+        "cell_key": spec.cell_key,
+        "suite": spec.suite,
+        "method": spec.method,
+        "variant": spec.variant,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "seed": spec.seed,
+        "tier": spec.tier,
+        "mode": spec.mode,
+        "config_json": spec.config_json,
+        "task_json": spec.task_json,
+        "status": result.status,
+        "error_type": result.error_type,
+        "error": result.error,
+        "arch": result.arch,
+        "device": result.device or spec.device,
+        "worker": result.worker,
+        "started_at": result.started_at or utc_now(),
+        "ended_at": result.ended_at or None,
+        "wall_s": _finite(result.wall_s),
+        "info_json": _encode_json(result.info),
     }
 
 
@@ -295,8 +336,7 @@ def _check_source(path: Path) -> None:
         )
     if unknown:
         raise SchemaMismatch(
-            f"{str(path)!r} has migrations {unknown} that this code does not know;"
-            " merge it with a newer archbench"
+            f"{str(path)!r} has migrations {unknown} that this code does not know; merge it with a newer archbench"
         )
 
 
@@ -312,9 +352,7 @@ def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
             source_cols = set(_columns(db, src, table))
             # Target order; a column an older shard lacks is left NULL.
             cols = ", ".join(f'"{c}"' for c in _columns(db, "main", table) if c in source_cols)
-            cursor = db.execute(
-                f'INSERT OR IGNORE INTO main."{table}" ({cols}) SELECT {cols} FROM {src}."{table}"'
-            )
+            cursor = db.execute(f'INSERT OR IGNORE INTO main."{table}" ({cols}) SELECT {cols} FROM {src}."{table}"')
             counts[table] = cursor.rowcount
     return counts
 
@@ -339,8 +377,12 @@ def merge(sources: Sequence[str | Path], out: str | Path) -> dict[str, int]:
     return totals
 
 
-def read_frame(db_path: str | Path, sql: str, params: Sequence[Any] | dict[str, Any] = ()
-               ) -> pd.DataFrame:
+def snapshot_into(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Write a consistent, WAL-free copy of the database of ``conn`` to the new file ``path``."""
+    conn.execute("VACUUM INTO ?", [str(path)])
+
+
+def read_frame(db_path: str | Path, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
     """Run a query on a read-only connection and return the rows as a DataFrame."""
     import pandas as pd  # imported here: only reports need it, and it is slow to import
 

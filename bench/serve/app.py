@@ -40,6 +40,7 @@ Python::
     from bench.serve.app import build_metadata, make_datasette
     ds = make_datasette("results.db")           # a datasette.app.Datasette; ds.client for requests
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,14 +59,28 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from datasette import hookimpl
 
-from bench.errors import BenchError, ServeError
+from bench.errors import ServeError
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SETTINGS", "SHIPPED_DB_NAME", "DatabaseState", "ServeError",
-           "build_metadata", "check_database", "database_name", "fetch", "load_metadata", "make_datasette",
-           "migrate", "serve", "write_metadata"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SETTINGS",
+    "SHIPPED_DB_NAME",
+    "DatabaseState",
+    "ServeError",
+    "build_metadata",
+    "check_database",
+    "database_name",
+    "fetch",
+    "load_metadata",
+    "make_datasette",
+    "migrate",
+    "serve",
+    "write_metadata",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
@@ -105,7 +120,7 @@ def load_metadata() -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _metadata_json() -> str:
     """The shipped metadata parsed once, as JSON text (anchors resolved into independent copies)."""
-    text = resources.files("bench.serve").joinpath("datasette", "metadata.yaml").read_text(encoding="utf-8")
+    text = resources.files("bench.serve").joinpath("datasette").joinpath("metadata.yaml").read_text(encoding="utf-8")
     return json.dumps(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
 
@@ -148,23 +163,28 @@ def check_database(path: str | Path) -> DatabaseState:
     """
     import sqlite_utils
 
+    from bench.results.queries import check_sqlite
     from bench.results.store import migration_state
 
     db_path = Path(path)
     if not db_path.is_file():
-        raise ServeError(f"no database at {str(db_path)!r}; run the default suites first with `make bench`"
-                         f" (or a suite with --bench-db {db_path})")
+        raise ServeError(
+            f"no database at {str(db_path)!r}; run the default suites first with `make bench`"
+            f" (or a suite with --bench-db {db_path})"
+        )
     conn = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        check_sqlite(conn)
         applied, pending, unknown = migration_state(sqlite_utils.Database(conn))
     except sqlite3.DatabaseError as exc:
         raise ServeError(f"{str(db_path)!r} is not an SQLite database ({exc})") from exc
     finally:
         conn.close()
     if not applied:
-        raise ServeError(f"{str(db_path)!r} is not an archbench results database (no archbench migrations);"
-                         " browse other SQLite files with plain `datasette FILE`")
+        raise ServeError(
+            f"{str(db_path)!r} is not an archbench results database (no archbench migrations);"
+            " browse other SQLite files with plain `datasette FILE`"
+        )
     return DatabaseState(db_path, pending=pending, unknown=unknown)
 
 
@@ -186,8 +206,9 @@ def _prepare_connection(conn: sqlite3.Connection) -> None:
     ensure_sqrt(conn)
 
 
-def make_datasette(path: str | Path, *, metadata: dict[str, Any] | None = None,
-                   settings: dict[str, Any] | None = None) -> Datasette:
+def make_datasette(
+    path: str | Path, *, metadata: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+) -> Datasette:
     """A Datasette app serving ``path`` (mutable, read-only connections) with the archbench metadata."""
     from datasette.app import Datasette
     from datasette.plugins import pm
@@ -230,8 +251,14 @@ def _check_port(host: str, port: int) -> None:
         raise ServeError(f"cannot listen on {host}:{port} ({reason}); pick another with --port") from exc
 
 
-def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          metadata: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> None:
+def serve(
+    path: str | Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    metadata: dict[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
     """Serve ``path`` until interrupted (Ctrl-C stops the server cleanly and returns)."""
     import uvicorn
 

@@ -7,6 +7,11 @@ Table 4 baselines (``resnet34``, ``resnet101``, ``regnet_y_*``); ``steptime``: T
 ``predictor``: adaptive-depth MLP with Hedge backpropagation; ``generator``: G(D, T) and
 the RS/BOHB baselines; ``method``: registered methods; ``claims``: paper checks.
 """
-from methods.nasoa import series, zoo  # noqa: F401  (register the models)
-from methods.nasoa import claims, method  # noqa: F401
-from methods.nasoa import search_method  # noqa: F401  (registers nasoa_nsga)
+
+from methods.nasoa import (  # noqa: F401  (register the models)  # noqa: F401
+    claims,
+    method,
+    search_method,  # noqa: F401  (registers nasoa_nsga)
+    series,
+    zoo,
+)

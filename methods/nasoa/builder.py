@@ -18,6 +18,7 @@ parameter and MAC counts):
 ``width`` scales the first channel count to ``max(min_first, round(C*width / 8)*8)`` so
 that every ratio and group count stays whole at smoke widths.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,7 @@ class ETBlock(nn.Module):
         self._skips = []
         for i, op in enumerate(block.ops, start=1):
             cin = place_ch[i - 1]
-            cout = c_out * 2 ** op.ratio // 4
+            cout = c_out * 2**op.ratio // 4
             st = stride if i - 1 == s_idx else 1
             groups = cin if op.op == 4 else OP_GROUPS[op.op]
             ops.append(_conv_bn(cin, cout, op.kernel, st, groups))
@@ -112,17 +113,27 @@ def scaled_first_channels(first: int, width: float, min_first: int = 8) -> int:
 class ETNet(MappedNet):
     """An ET-NAS network: entries ``stem``, ``layer{s}.{b}``, ``avgpool``, ``flatten``, ``fc``."""
 
-    def __init__(self, encoding: str | Arch, num_classes: int = 1000, width: float = 1.0,
-                 arch_name: str = "etnas", arch_kwargs: dict | None = None) -> None:
+    def __init__(
+        self,
+        encoding: str | Arch,
+        num_classes: int = 1000,
+        width: float = 1.0,
+        arch_name: str = "etnas",
+        arch_kwargs: dict | None = None,
+    ) -> None:
         super().__init__()
         arch = parse(encoding) if isinstance(encoding, str) else encoding
         self.arch = arch
         c = scaled_first_channels(arch.first_channels, width)
         check_channels(arch, first=c)
         self.stem = nn.Sequential(
-            _conv_bn(3, c // 2, 3, 2), nn.ReLU(inplace=True),
-            _conv_bn(c // 2, c // 2, 3, 1), nn.ReLU(inplace=True),
-            _conv_bn(c // 2, c, 3, 2), nn.ReLU(inplace=True))
+            _conv_bn(3, c // 2, 3, 2),
+            nn.ReLU(inplace=True),
+            _conv_bn(c // 2, c // 2, 3, 1),
+            nn.ReLU(inplace=True),
+            _conv_bn(c // 2, c, 3, 2),
+            nn.ReLU(inplace=True),
+        )
         stages, c_in = [], c
         for s, digits in enumerate(arch.stages):
             blocks = []
@@ -140,10 +151,16 @@ class ETNet(MappedNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        kwargs = arch_kwargs if arch_kwargs is not None else {"encoding": str(arch), "num_classes": num_classes,
-                                                                 "width": width}
-        self._set_structure(StructuralMap(stem=("stem",), stages=tuple(stages), head=("avgpool", "flatten", "fc"),
-                                          classifier="fc"), arch_name, kwargs)
+        kwargs = (
+            arch_kwargs
+            if arch_kwargs is not None
+            else {"encoding": str(arch), "num_classes": num_classes, "width": width}
+        )
+        self._set_structure(
+            StructuralMap(stem=("stem",), stages=tuple(stages), head=("avgpool", "flatten", "fc"), classifier="fc"),
+            arch_name,
+            kwargs,
+        )
 
 
 def freeze_stages(model: MappedNet, k: int) -> MappedNet:

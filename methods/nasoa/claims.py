@@ -4,6 +4,7 @@ Suite labels: ``nasoa:<search>-t<k>`` (search gen / fixed_mlp / rs / bohb over t
 Table 4's rs_hpo / bohb_hpo / rs_regnet / bohb_regnet / oa_regnet; budget index k) and
 ``nasoa_steptime:table2`` (Table 2 columns as ``<model>_train_step_ms``).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -29,14 +30,15 @@ def _table3(segment: str) -> Custom:
     def check(frame: pd.DataFrame) -> Outcome:
         names = [c for c in frame.columns if c.startswith("t3_") and c.endswith(f"_{segment}_mae")]
         # The zoo's stream (every zoo cell records the same Table 3); "OA only" has its series' own.
-        rows = frame[frame["variant"].astype(str).str.startswith("nasoa:gen-")] if "variant" in frame \
-            else frame.iloc[0:0]
+        rows = (
+            frame[frame["variant"].astype(str).str.startswith("nasoa:gen-")] if "variant" in frame else frame.iloc[0:0]
+        )
         ours = f"t3_adaptive_{segment}_mae"
         if rows.empty or ours not in names:
             return Outcome(None, detail="no nasoa rows with Table 3 errors")
-        means = {n[3:-len(f"_{segment}_mae")]: float(rows[n].mean()) for n in names if rows[n].notna().any()}
+        means = {n[3 : -len(f"_{segment}_mae")]: float(rows[n].mean()) for n in names if rows[n].notna().any()}
         fixed = {k: v for k, v in means.items() if k != "adaptive"}
-        best = min(fixed, key=fixed.get)
+        best = min(fixed, key=fixed.get)  # type: ignore[arg-type]  # dict.get may return None; every key is present
         detail = ", ".join(f"{k} {v:.2f}" for k, v in sorted(means.items()))
         return Outcome(means["adaptive"] < fixed[best], means["adaptive"], fixed[best], len(rows), detail)
 
@@ -80,6 +82,7 @@ def _zoo_vs_series(series: str = "oa_regnet") -> Custom:
     candidate models. Holds if the mean gap over the budgets with both sides is >= 0 (the paper:
     +2.1 points on average over the best of the RegNet series).
     """
+
     def check(frame: pd.DataFrame) -> Outcome:
         ours, base = _mean_per_budget(frame, "gen"), _mean_per_budget(frame, series)
         shared = sorted(set(ours) & set(base))

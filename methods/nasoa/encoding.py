@@ -22,6 +22,7 @@ stride 2.
 Every malformed string raises ``EncodingError`` (an ``InvalidConfig``) that says what is
 wrong and where (the part and the character position).
 """
+
 from __future__ import annotations
 
 import re
@@ -106,9 +107,11 @@ class Arch:
 
 
 def _fail(encoding: str, where: str, what: str) -> EncodingError:
-    return EncodingError(f"bad ET-NAS encoding {encoding!r}: {where}: {what}. "
-                         "Format: '<ops>-<skips>_<first channels>_<s1>-<s2>-<s3>-<s4>', "
-                         "e.g. '02031-a02_64_111-2111-21111111111111111111111-211'")
+    return EncodingError(
+        f"bad ET-NAS encoding {encoding!r}: {where}: {what}. "
+        "Format: '<ops>-<skips>_<first channels>_<s1>-<s2>-<s3>-<s4>', "
+        "e.g. '02031-a02_64_111-2111-21111111111111111111111-211'"
+    )
 
 
 def parse_block(text: str, encoding: str | None = None) -> Block:
@@ -118,8 +121,12 @@ def parse_block(text: str, encoding: str | None = None) -> Block:
         raise _fail(enc, "block", f"expected exactly one '-' between ops and skips in {text!r}")
     ops_text, skips_text = text.split("-")
     if not ops_text or len(ops_text) % 2 == 0:
-        raise _fail(enc, "block ops", f"{ops_text!r} has {len(ops_text)} digits; n operators take 2n-1 digits "
-                                      "(op, ratio pairs; the last op has no ratio)")
+        raise _fail(
+            enc,
+            "block ops",
+            f"{ops_text!r} has {len(ops_text)} digits; n operators take 2n-1 digits "
+            "(op, ratio pairs; the last op has no ratio)",
+        )
     if not ops_text.isdigit():
         bad = next(i for i, ch in enumerate(ops_text) if not ch.isdigit())
         raise _fail(enc, f"block ops, character {bad}", f"{ops_text[bad]!r} is not a digit")
@@ -130,18 +137,24 @@ def parse_block(text: str, encoding: str | None = None) -> Block:
     for i in range(n):
         op = int(ops_text[2 * i])
         if op not in OP_NAMES:
-            raise _fail(enc, f"block op {i + 1} (character {2 * i})",
-                        f"unknown op {op}; valid ops: " + ", ".join(f"{k} {v}" for k, v in OP_NAMES.items()))
+            raise _fail(
+                enc,
+                f"block op {i + 1} (character {2 * i})",
+                f"unknown op {op}; valid ops: " + ", ".join(f"{k} {v}" for k, v in OP_NAMES.items()),
+            )
         ratio = int(ops_text[2 * i + 1]) if i < n - 1 else 2
         if ratio not in RATIOS:
-            raise _fail(enc, f"block op {i + 1} ratio (character {2 * i + 1})",
-                        f"ratio digit {ratio}; valid 0-4 (x1/4, x1/2, x1, x2, x4 of the block output)")
+            raise _fail(
+                enc,
+                f"block op {i + 1} ratio (character {2 * i + 1})",
+                f"ratio digit {ratio}; valid 0-4 (x1/4, x1/2, x1, x2, x4 of the block output)",
+            )
         ops.append(Op(op, ratio))
     if len(skips_text) % 3:
         raise _fail(enc, "block skips", f"{skips_text!r} is not a sequence of 3-character skips like 'a02'")
     skips: list[Skip] = []
     for j in range(0, len(skips_text), 3):
-        triple = skips_text[j:j + 3]
+        triple = skips_text[j : j + 3]
         where = f"skip {triple!r} (skips character {j})"
         if triple[0] not in "ac":
             raise _fail(enc, where, f"kind {triple[0]!r}; use 'a' (add) or 'c' (concat)")
@@ -149,11 +162,19 @@ def parse_block(text: str, encoding: str | None = None) -> Block:
             raise _fail(enc, where, "source and target places must be digits")
         src, dst = int(triple[1]), int(triple[2])
         if not (0 <= src < dst <= n):
-            raise _fail(enc, where, f"a skip goes from place src to a later place dst with 0 <= src < dst <= {n} "
-                                    f"(places: 0 = block input, 1..{n} = op outputs)")
+            raise _fail(
+                enc,
+                where,
+                f"a skip goes from place src to a later place dst with 0 <= src < dst <= {n} "
+                f"(places: 0 = block input, 1..{n} = op outputs)",
+            )
         if triple[0] == "c" and dst == n:
-            raise _fail(enc, where, f"concat into place {n} (the block output) is not allowed; "
-                                    "the block output width is fixed by the macro")
+            raise _fail(
+                enc,
+                where,
+                f"concat into place {n} (the block output) is not allowed; "
+                "the block output width is fixed by the macro",
+            )
         if triple[0] == "a" and src == 0 and dst == n:
             raise _fail(enc, where, f"'a0{n}' is the implicit residual; do not write it")
         skip = Skip(triple[0], src, dst)
@@ -175,8 +196,11 @@ def parse_macro(text: str, encoding: str | None = None) -> tuple[tuple[int, ...]
             raise _fail(enc, f"macro stage {s + 1}", "empty stage; every stage needs at least one block")
         for i, ch in enumerate(part):
             if not ch.isdigit() or int(ch) not in MACRO_DIGITS:
-                raise _fail(enc, f"macro stage {s + 1}, block {i + 1}",
-                            f"digit {ch!r}; a block's channel multiplier is one of {MACRO_DIGITS}")
+                raise _fail(
+                    enc,
+                    f"macro stage {s + 1}, block {i + 1}",
+                    f"digit {ch!r}; a block's channel multiplier is one of {MACRO_DIGITS}",
+                )
         stages.append(tuple(int(ch) for ch in part))
     return tuple(stages)
 
@@ -187,13 +211,19 @@ def parse(encoding: str) -> Arch:
         raise EncodingError(f"an ET-NAS encoding is a string, got {type(encoding).__name__}")
     parts = re.split(r"[_ ]", encoding.strip())
     if len(parts) != 3:
-        raise _fail(encoding, "top level", f"{len(parts)} part(s); need block, first channels and macro "
-                                           "separated by '_' (or spaces)")
+        raise _fail(
+            encoding,
+            "top level",
+            f"{len(parts)} part(s); need block, first channels and macro separated by '_' (or spaces)",
+        )
     block_text, first_text, macro_text = parts
     block = parse_block(block_text, encoding)
     if not first_text.isdigit() or int(first_text) < 4 or int(first_text) % 4:
-        raise _fail(encoding, "first channels", f"{first_text!r}; need an integer >= 4 divisible by 4 "
-                                                "(the ratio x1/4 must give whole channels)")
+        raise _fail(
+            encoding,
+            "first channels",
+            f"{first_text!r}; need an integer >= 4 divisible by 4 (the ratio x1/4 must give whole channels)",
+        )
     arch = Arch(block, int(first_text), parse_macro(macro_text, encoding))
     check_channels(arch, encoding=encoding)
     return arch
@@ -215,7 +245,7 @@ def op_channels(block: Block, c_in: int, c_out: int) -> list[tuple[int, int, int
     out = []
     for i, op in enumerate(block.ops, start=1):
         cin = place[i - 1]
-        cout = c_out * 2 ** op.ratio // 4
+        cout = c_out * 2**op.ratio // 4
         groups = cin if op.op == 4 else OP_GROUPS[op.op]
         out.append((cin, cout, groups))
         width = cout
@@ -234,10 +264,16 @@ def check_channels(arch: Arch, first: int | None = None, encoding: str | None = 
         for b, d in enumerate(stage):
             c_out = c_in * d
             if (c_out * 2 ** min(o.ratio for o in arch.block.ops)) % 4:
-                raise _fail(enc, f"stage {s + 1} block {b + 1}", f"{c_out} output channels: a ratio x1/4 "
-                                                                  "gives fractional channels")
+                raise _fail(
+                    enc,
+                    f"stage {s + 1} block {b + 1}",
+                    f"{c_out} output channels: a ratio x1/4 gives fractional channels",
+                )
             for k, (cin, cout, g) in enumerate(op_channels(arch.block, c_in, c_out), start=1):
                 if cin % g or cout % g:
-                    raise _fail(enc, f"stage {s + 1} block {b + 1} op {k} ({OP_NAMES[arch.block.ops[k - 1].op]})",
-                                f"{cin} -> {cout} channels are not divisible by its {g} groups")
+                    raise _fail(
+                        enc,
+                        f"stage {s + 1} block {b + 1} op {k} ({OP_NAMES[arch.block.ops[k - 1].op]})",
+                        f"{cin} -> {cout} channels are not divisible by its {g} groups",
+                    )
             c_in = c_out

@@ -24,6 +24,7 @@ Baselines spend ``cost_factor`` x T charged seconds (the paper: 40 device-second
   trials; HpBandSter is unmaintained and Syne Tune / SMAC3 are not installed.
 Selection always uses the val split; the test split is only read by the runner.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,10 @@ import numpy as np
 import torch
 
 from bench import engine
-from bench.models.net import MappedNet
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
 from bench.measure import Stopwatch
+from bench.models.net import MappedNet
 from methods.nasoa.metadata import FROZEN, LRS, MetaConfig, SourceFeatures, ZooSpec, features, finetune
 
 
@@ -58,8 +59,7 @@ def max_epochs(budget_s: float, step_ms: float, steps_per_epoch: int) -> int:
     return max(0, math.floor(budget_s * 1000.0 / (step_ms * steps_per_epoch) + 1e-9))
 
 
-def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, train_size: int, batch: int
-         ) -> list[Plan]:
+def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, train_size: int, batch: int) -> list[Plan]:
     """Every feasible (model, lr, frozen) with the largest epoch count within ``budget_s``.
 
     If no model fits one whole epoch (e.g. a slow series at the shortest budget), the
@@ -107,9 +107,20 @@ def dataset_info(zoo: ZooSpec, meta: MetaConfig, train: Split, device: torch.dev
 
 
 def plan_features(p: Plan, info: DatasetInfo, source_acc: dict[str, float], models: Sequence[str]) -> list[float]:
-    return features({"model": p.model, "lr": p.lr, "frozen": p.frozen, "iters": p.iters,
-                     "num_classes": info.num_classes, "mean_ipc": info.mean_ipc, "std_ipc": info.std_ipc,
-                     "similarity": info.similarity, "source_top1_pct": source_acc[p.model]}, models)
+    return features(
+        {
+            "model": p.model,
+            "lr": p.lr,
+            "frozen": p.frozen,
+            "iters": p.iters,
+            "num_classes": info.num_classes,
+            "mean_ipc": info.mean_ipc,
+            "std_ipc": info.std_ipc,
+            "similarity": info.similarity,
+            "source_top1_pct": source_acc[p.model],
+        },
+        models,
+    )
 
 
 @dataclass
@@ -131,18 +142,51 @@ def charge(t: Trial, iters_run: int, planned: bool) -> Trial:
     return t
 
 
-def _train(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device, seed: int, rec: Recorder,
-           stage: str, hooks: engine.StepHooks | None = None) -> Trial:
+def train_plan(
+    zoo: ZooSpec,
+    p: Plan,
+    train: Split,
+    val: Split,
+    device: torch.device,
+    seed: int,
+    rec: Recorder,
+    stage: str,
+    hooks: engine.StepHooks | None = None,
+) -> Trial:
+    """Fine-tune plan ``p`` from its source weights and score it on ``val``: one search trial, the
+    final run of the chosen plan (``stage="final"``, into the cell's recorder) or a ranking run."""
     # Search trials train under their own recorder (their curves would collide in the cell's series).
     own = rec if stage == "final" else Recorder(device)
-    net, acc, secs = finetune(zoo, p.model, train, val, lr=p.lr, frozen=p.frozen, iters=p.iters, device=device,
-                              seed=seed, rec=own, stage=stage, hooks=hooks)
+    net, acc, secs = finetune(
+        zoo,
+        p.model,
+        train,
+        val,
+        lr=p.lr,
+        frozen=p.frozen,
+        iters=p.iters,
+        device=device,
+        seed=seed,
+        rec=own,
+        stage=stage,
+        hooks=hooks,
+    )
     return Trial(p, acc, secs, net)
 
 
-def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
-                  device: torch.device, seed: int, rec: Recorder, max_trials: int = 0,
-                  planned: bool = False) -> list[Trial]:
+def random_search(
+    zoo: ZooSpec,
+    plans: list[Plan],
+    budget_s: float,
+    cost_factor: float,
+    train: Split,
+    val: Split,
+    device: torch.device,
+    seed: int,
+    rec: Recorder,
+    max_trials: int = 0,
+    planned: bool = False,
+) -> list[Trial]:
     """Random configurations until ``cost_factor * budget_s`` charged seconds are spent (``planned``: counted)."""
     rng = np.random.default_rng(seed)
     by_model: dict[str, list[Plan]] = {}
@@ -153,7 +197,7 @@ def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor:
     while spent < cost_factor * budget_s and (not max_trials or len(trials) < max_trials):
         model = str(rng.choice(sorted(by_model)))
         p = by_model[model][int(rng.integers(len(by_model[model])))]
-        t = charge(_train(zoo, p, train, val, device, seed + len(trials), rec, "search"), p.iters, planned)
+        t = charge(train_plan(zoo, p, train, val, device, seed + len(trials), rec, "search"), p.iters, planned)
         spent += t.cost_s
         trials.append(t)
         rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
@@ -164,9 +208,21 @@ def random_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor:
     return trials
 
 
-def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: float, train: Split, val: Split,
-                device: torch.device, seed: int, rec: Recorder, min_frac: float = 0.25, eta: int = 3,
-                max_trials: int = 0, planned: bool = False) -> list[Trial]:
+def bohb_search(
+    zoo: ZooSpec,
+    plans: list[Plan],
+    budget_s: float,
+    cost_factor: float,
+    train: Split,
+    val: Split,
+    device: torch.device,
+    seed: int,
+    rec: Recorder,
+    min_frac: float = 0.25,
+    eta: int = 3,
+    max_trials: int = 0,
+    planned: bool = False,
+) -> list[Trial]:
     """Optuna TPE + HyperbandPruner over (model, lr, frozen) until the cost is spent (see module docstring)."""
     import optuna
 
@@ -175,23 +231,30 @@ def bohb_search(zoo: ZooSpec, plans: list[Plan], budget_s: float, cost_factor: f
     # A fixed study name: HyperbandPruner assigns each trial to a bracket by a hash of the study
     # name, and Optuna's default name is a random UUID, which made BOHB's pruning, and so its
     # result, differ from run to run of the same seed.
-    study = optuna.create_study(study_name=f"bohb-seed{seed}", direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs,
-                                                                      reduction_factor=eta))
+    study = optuna.create_study(
+        study_name=f"bohb-seed{seed}",
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs, reduction_factor=eta),
+    )
     index = {(p.model, p.lr, p.frozen): p for p in plans}
     models = sorted({p.model for p in plans})
     trials: list[Trial] = []
     spent = 0.0
     while spent < cost_factor * budget_s and (not max_trials or len(trials) < max_trials):
         trial = study.ask()
-        p = index[(trial.suggest_categorical("model", models), trial.suggest_categorical("lr", list(LRS)),
-                   trial.suggest_categorical("frozen", list(FROZEN)))]
+        p = index[
+            (
+                trial.suggest_categorical("model", models),
+                trial.suggest_categorical("lr", list(LRS)),
+                trial.suggest_categorical("frozen", list(FROZEN)),
+            )
+        ]
         every = max(1, p.iters // rungs)
         state = {"pruned": False, "done": p.iters}
         holder: dict[str, MappedNet] = {}
 
-        def report(done: int, trial=trial, holder=holder, state=state) -> bool:
+        def report(done: int, trial=trial, holder=holder, state=state, every=every, p=p) -> bool:
             acc = engine.evaluate(holder["net"], val)["top1_pct"]
             trial.report(acc, min(rungs, done // every))
             if done < p.iters and trial.should_prune():
@@ -223,16 +286,31 @@ class _NetCapture:
         self.holder = holder
 
 
-def _train_captured(zoo: ZooSpec, p: Plan, train: Split, val: Split, device: torch.device, seed: int,
-                    rec: Recorder, hooks: engine.StepHooks, box: _NetCapture) -> Trial:
+def _train_captured(
+    zoo: ZooSpec,
+    p: Plan,
+    train: Split,
+    val: Split,
+    device: torch.device,
+    seed: int,
+    rec: Recorder,
+    hooks: engine.StepHooks,
+    box: _NetCapture,
+) -> Trial:
     """Like ``_train`` but exposes the network to the periodic callback before training starts."""
     from methods.nasoa.builder import freeze_stages
 
     net = zoo.build(p.model, train.num_classes, device)
     freeze_stages(net, p.frozen)
     box.holder["net"] = net
-    cfg = engine.TrainConfig(steps=max(1, p.iters), lr=p.lr, momentum=0.9, weight_decay=1e-4,
-                             batch_size=min(zoo.batch_size, len(train)), log_every=max(1, p.iters))
+    cfg = engine.TrainConfig(
+        steps=max(1, p.iters),
+        lr=p.lr,
+        momentum=0.9,
+        weight_decay=1e-4,
+        batch_size=min(zoo.batch_size, len(train)),
+        log_every=max(1, p.iters),
+    )
     with Stopwatch(device) as sw:
         engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
     secs = sw.seconds

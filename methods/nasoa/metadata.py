@@ -16,6 +16,7 @@ stands in for ImageNet at smoke tier. ``shard`` runs a seeded batch of runs and 
 as JSON under ``$BENCH_CACHE_DIR/nasoa`` (file lock, atomic write), so suite cells that
 need the stream and the cells that generate it share one copy.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,11 @@ import torch
 
 from bench import engine
 from bench.cache import atomic_write_text, cache_file, cached
-from bench.models.net import MappedNet, build_model
-from bench.models.pretrain import PretrainRecipe, pretrained_source
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
 from bench.measure import Stopwatch
+from bench.models.net import MappedNet, build_model
+from bench.models.pretrain import PretrainRecipe, pretrained_source
 from methods.nasoa.builder import freeze_stages
 
 LRS = (0.1, 0.01, 0.001, 0.0001)
@@ -50,10 +51,18 @@ class ZooConfig:
     input_size: int = 0
     batch_size: int = 64
 
-    def resolve(self, task: Any) -> "ZooSpec":
+    def resolve(self, task: Any) -> ZooSpec:
         s = task.settings
-        return ZooSpec(self.models, self.width or s.width, self.input_size or s.input_size,
-                       s.source or "", s.source_seed, s.pretrain, self.batch_size, task.download)
+        return ZooSpec(
+            self.models,
+            self.width or s.width,
+            self.input_size or s.input_size,
+            s.source or "",
+            s.source_seed,
+            s.pretrain,
+            self.batch_size,
+            task.download,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,7 @@ class ZooSpec:
             return imagenet_state_dict(model, self.width, download=self.download), {"source_test_top1_pct": top1}
         if not self.source:
             raise ValueError("NASOA needs source weights: set the task's source (an embedded dataset or imagenet)")
-        return pretrained_source(model, self.width, self.source, self.input_size, self.recipe, self.source_seed,
-                                 device)
+        return pretrained_source(model, self.width, self.source, self.input_size, self.recipe, self.source_seed, device)
 
     def build(self, model: str, num_classes: int, device: torch.device) -> MappedNet:
         """``model`` with source weights and a fresh ``num_classes`` head."""
@@ -105,12 +113,12 @@ class MetaConfig:
     runs: int = 200
     min_classes: int = 2
     min_images_per_class: int = 5
-    max_images_per_class: int = 0      # 0: all available
+    max_images_per_class: int = 0  # 0: all available
     min_iters: int = 20
     max_iters: int = 2000
     emd_gamma: float = 0.01
     min_source_images: int = 200
-    full_last: bool = True             # the shard's last run uses the whole split (its model is the cell's)
+    full_last: bool = True  # the shard's last run uses the whole split (its model is the cell's)
 
 
 @dataclass
@@ -136,8 +144,16 @@ def features(run: MetaRun | dict[str, Any], models: Sequence[str]) -> list[float
     """Raw meta-feature vector (z-scoring happens in ``Standardizer``); log lr and log iters are ours."""
     r = run if isinstance(run, dict) else asdict(run)
     onehot = [1.0 if r["model"] == m else 0.0 for m in models]
-    return onehot + [r["similarity"], r["mean_ipc"], r["std_ipc"], r["source_top1_pct"] / 100.0, r["num_classes"],
-                     math.log(r["iters"]), math.log10(r["lr"]), float(r["frozen"])]
+    return onehot + [
+        r["similarity"],
+        r["mean_ipc"],
+        r["std_ipc"],
+        r["source_top1_pct"] / 100.0,
+        r["num_classes"],
+        math.log(r["iters"]),
+        math.log10(r["lr"]),
+        float(r["frozen"]),
+    ]
 
 
 class Standardizer:
@@ -218,14 +234,33 @@ def relabel(split: Split, classes: np.ndarray, idx: np.ndarray | None = None, na
     return Split(sub.name, sub.x, new_y, len(classes), sub.input_size, sub.mean, sub.std, sub.flip_ok)
 
 
-def finetune(zoo: ZooSpec, model: str, train: Split, val: Split, *, lr: float, frozen: int, iters: int,
-             device: torch.device, seed: int, rec: Recorder | None = None, stage: str = "meta",
-             hooks: engine.StepHooks | None = None) -> tuple[MappedNet, float, float]:
+def finetune(
+    zoo: ZooSpec,
+    model: str,
+    train: Split,
+    val: Split,
+    *,
+    lr: float,
+    frozen: int,
+    iters: int,
+    device: torch.device,
+    seed: int,
+    rec: Recorder | None = None,
+    stage: str = "meta",
+    hooks: engine.StepHooks | None = None,
+) -> tuple[MappedNet, float, float]:
     """Fine-tune ``model`` from source weights: (network, val top-1 %, training seconds)."""
     net = zoo.build(model, train.num_classes, device)
     freeze_stages(net, frozen)
-    cfg = engine.TrainConfig(steps=max(1, iters), lr=lr, momentum=0.9, weight_decay=1e-4,
-                             batch_size=min(zoo.batch_size, len(train)), log_every=max(1, iters), bf16=True)
+    cfg = engine.TrainConfig(
+        steps=max(1, iters),
+        lr=lr,
+        momentum=0.9,
+        weight_decay=1e-4,
+        batch_size=min(zoo.batch_size, len(train)),
+        log_every=max(1, iters),
+        bf16=True,
+    )
     rec = rec or Recorder(device)
     with Stopwatch(device) as sw:
         engine.fit(net, train, cfg, rec, stage=stage, seed=seed, hooks=hooks)
@@ -250,9 +285,18 @@ class SourceFeatures:
         return emd_similarity(self.means, class_means(penultimate(self.net, split), split.y), gamma)
 
 
-def generate(zoo: ZooSpec, cfg: MetaConfig, train: Split, val: Split, *, dataset: str, seed: int,
-             device: torch.device, rec: Recorder | None = None, runs: int | None = None
-             ) -> tuple[list[MetaRun], MappedNet | None]:
+def generate(
+    zoo: ZooSpec,
+    cfg: MetaConfig,
+    train: Split,
+    val: Split,
+    *,
+    dataset: str,
+    seed: int,
+    device: torch.device,
+    rec: Recorder | None = None,
+    runs: int | None = None,
+) -> tuple[list[MetaRun], MappedNet | None]:
     """``runs`` random fine-tuning runs on subsets of ``train`` (the last on all of it if ``full_last``)."""
     rng = np.random.default_rng(seed)
     src = SourceFeatures(zoo, cfg, device)
@@ -269,26 +313,51 @@ def generate(zoo: ZooSpec, cfg: MetaConfig, train: Split, val: Split, *, dataset
         counts = np.bincount(sub.y.cpu().numpy(), minlength=len(classes))
         sim = src.similarity(sub, cfg.emd_gamma)
         torch.manual_seed(seed * 100_003 + i)  # the new head: a run is the same whoever generates the shard
-        net, acc, secs = finetune(zoo, model, sub, sub_val, lr=lr, frozen=frozen, iters=iters, device=device,
-                                  seed=seed * 100_003 + i)
-        out.append(MetaRun(model, lr, frozen, iters, len(classes), float(counts.mean()), float(counts.std()), sim,
-                           source_acc[model], acc, secs, dataset))
+        net, acc, secs = finetune(
+            zoo, model, sub, sub_val, lr=lr, frozen=frozen, iters=iters, device=device, seed=seed * 100_003 + i
+        )
+        out.append(
+            MetaRun(
+                model,
+                lr,
+                frozen,
+                iters,
+                len(classes),
+                float(counts.mean()),
+                float(counts.std()),
+                sim,
+                source_acc[model],
+                acc,
+                secs,
+                dataset,
+            )
+        )
         if rec is not None:
-            rec.progress(f"meta run {i + 1}/{n}: {model} lr {lr:g} frozen {frozen} iters {iters} "
-                         f"{len(classes)} classes -> {acc:.1f}%")
+            rec.progress(
+                f"meta run {i + 1}/{n}: {model} lr {lr:g} frozen {frozen} iters {iters} "
+                f"{len(classes)} classes -> {acc:.1f}%"
+            )
         last = net if full else None
     return out, last
 
 
-def shard_path(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, task_key: dict[str, Any],
-               device: Any = "cpu") -> Path:
+def shard_path(
+    zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, task_key: dict[str, Any], device: Any = "cpu"
+) -> Path:
     """Cache file of one meta-data shard computed on ``device`` (``bench.cache``: the arithmetic is in the key)."""
     inputs = {"zoo": asdict(zoo), "meta": asdict(cfg), "dataset": dataset, "seed": seed, "task": task_key}
     return cache_file("nasoa", f"meta-{dataset}-s{seed}", inputs, device, suffix=".json")
 
 
-def shard(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, device: torch.device,
-          splits: tuple[Split, Split] | None = None, rec: Recorder | None = None) -> tuple[list[dict], bool]:
+def shard(
+    zoo: ZooSpec,
+    cfg: MetaConfig,
+    dataset: str,
+    seed: int,
+    device: torch.device,
+    splits: tuple[Split, Split] | None = None,
+    rec: Recorder | None = None,
+) -> tuple[list[dict], bool]:
     """The cached meta-data shard (dataset, seed), generating it on a miss: (records, generated now)."""
     from bench.data.registry import load_splits
 
@@ -300,8 +369,12 @@ def shard(zoo: ZooSpec, cfg: MetaConfig, dataset: str, seed: int, device: torch.
         runs, _ = generate(zoo, cfg, tr, va, dataset=dataset, seed=seed, device=device, rec=rec)
         return [asdict(r) for r in runs]
 
-    records, hit = cached(shard_path(zoo, cfg, dataset, seed, SHARD_TASK, device), compute,
-                          load=lambda p: json.loads(p.read_text()), save=save_shard)
+    records, hit = cached(
+        shard_path(zoo, cfg, dataset, seed, SHARD_TASK, device),
+        compute,
+        load=lambda p: json.loads(p.read_text()),
+        save=save_shard,
+    )
     return records, not hit
 
 

@@ -12,28 +12,44 @@
 - ``nasoa_steptime``: training-step / inference ms and peak training memory per model.
 - ``nasoa_nsga``: the modified NSGA-II block-then-macro search at proxy scale.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from bench import engine
-from bench.results.analysis import kendall_tau
-from bench.models.cost import CostModel
-from bench.errors import InvalidConfig
-from bench.contract.interface import Fitted, Split, Task
+from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
-from bench.measure import Stopwatch
 from bench.engine.method import BaseMethod
+from bench.errors import InvalidConfig
+from bench.measure import Stopwatch
+from bench.models.cost import CostModel
+from bench.registry import register_method
+from bench.results.analysis import kendall_tau
 from methods.nasoa import generator as gen
-from methods.nasoa.metadata import (SHARD_TASK, MetaConfig, MetaRun, Standardizer, ZooConfig, features, finetune,
-                                    generate, save_shard, shard, shard_path)
+from methods.nasoa.metadata import (
+    SHARD_TASK,
+    MetaConfig,
+    MetaRun,
+    Standardizer,
+    ZooConfig,
+    features,
+    finetune,
+    generate,
+    save_shard,
+    shard,
+    shard_path,
+)
 from methods.nasoa.predictor import HedgeMLP, PredictorConfig, prequential, table3
+
+if TYPE_CHECKING:
+    from bench.models.net import MappedNet
 
 SEARCHES = ("generator", "random", "bohb")
 
@@ -49,17 +65,17 @@ class NasoaConfig:
     meta_shards: tuple[int, ...] = (0,)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     online: bool = True
-    num_configs: int = 0                 # H of Algorithm 3; 0 scores every combination
-    table3_depths: tuple[int, ...] = (3, 6, 10, 14)   # () skips Table 3 (and, for RS/BOHB, the meta stream)
+    num_configs: int = 0  # H of Algorithm 3; 0 scores every combination
+    table3_depths: tuple[int, ...] = (3, 6, 10, 14)  # () skips Table 3 (and, for RS/BOHB, the meta stream)
     budget_index: int = 1
     budget_count: int = 4
-    budget_low: tuple[str, float] = ("etnas_a", 10.0)    # (model, epochs): t0 (paper: ResNet-18, 10 epochs)
-    budget_high: tuple[str, float] = ("etnas_d", 50.0)   # t3 (paper: ResNet-101, 50 epochs)
+    budget_low: tuple[str, float] = ("etnas_a", 10.0)  # (model, epochs): t0 (paper: ResNet-18, 10 epochs)
+    budget_high: tuple[str, float] = ("etnas_d", 50.0)  # t3 (paper: ResNet-101, 50 epochs)
     step_steps: int = 5
-    cost: CostModel = field(default_factory=CostModel)   # measured step times (paper) or counted (smoke)
+    cost: CostModel = field(default_factory=CostModel)  # measured step times (paper) or counted (smoke)
     cost_factor: float = 40.0
     max_trials: int = 0
-    rank_candidates: int = 0             # extra scored candidates trained only to rank-check the predictor
+    rank_candidates: int = 0  # extra scored candidates trained only to rank-check the predictor
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
@@ -71,8 +87,10 @@ class NasoaConfig:
 def meta_stream(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> list[dict]:
     """Every meta-train record (cached shards; generated on a miss)."""
     if task.dataset in cfg.meta_datasets:
-        raise InvalidConfig(f"dataset '{task.dataset}' is a meta-train dataset ({', '.join(cfg.meta_datasets)}); "
-                            "a meta-test cell must use another dataset")
+        raise InvalidConfig(
+            f"dataset '{task.dataset}' is a meta-train dataset ({', '.join(cfg.meta_datasets)}); "
+            "a meta-test cell must use another dataset"
+        )
     records, generated = [], 0
     with rec.stage("meta"):
         for d in cfg.meta_datasets:
@@ -125,12 +143,24 @@ class Nasoa(BaseMethod[NasoaConfig]):
         rec.scalar("fitting_models_count", len({p.model for p in plans}))
         wall = Stopwatch(dev).start()
         if cfg.search == "generator":
+            assert std is not None  # search == "generator" built the meta stream and its Standardizer above
             trial, cost = self._generate(cfg, zoo, task, rec, x, y, std, plans)
         else:
             search = gen.random_search if cfg.search == "random" else gen.bohb_search
             with rec.stage("search"):
-                trials = search(zoo, plans, budget, cfg.cost_factor, task.train, task.val, dev, task.seed, rec,
-                                max_trials=cfg.max_trials, planned=cfg.cost.deterministic)
+                trials = search(
+                    zoo,
+                    plans,
+                    budget,
+                    cfg.cost_factor,
+                    task.train,
+                    task.val,
+                    dev,
+                    task.seed,
+                    rec,
+                    max_trials=cfg.max_trials,
+                    planned=cfg.cost.deterministic,
+                )
             trial = gen.best_trial(trials)
             cost = sum(t.cost_s for t in trials)
             rec.scalar("search_trials_count", len(trials))
@@ -147,9 +177,11 @@ class Nasoa(BaseMethod[NasoaConfig]):
         rec.scalar("chosen_planned_s", p.planned_s)
         rec.scalar("chosen_train_s", trial.train_s)
         rec.scalar("chosen_val_top1_pct", trial.val_top1_pct)
+        assert trial.net is not None  # best_trial picks the trial whose network the search kept (or _generate trained)
         rec.scalar("trainable_params", sum(q.numel() for q in trial.net.parameters() if q.requires_grad))
-        return Fitted(trial.net, f"{p.model}(lr={p.lr:g},frozen={p.frozen},iters={p.iters})",
-                      info={"chosen_model": p.model})
+        return Fitted(
+            trial.net, f"{p.model}(lr={p.lr:g},frozen={p.frozen},iters={p.iters})", info={"chosen_model": p.model}
+        )
 
     @staticmethod
     def _step_costs(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> dict[str, float]:
@@ -164,11 +196,18 @@ class Nasoa(BaseMethod[NasoaConfig]):
 
         refs = sorted({cfg.budget_low[0], cfg.budget_high[0], *zoo.models})
         with rec.stage("steptime"):
-            measured = step_table(refs, width=zoo.width, size=zoo.input_size, batch=zoo.batch_size,
-                                  device=task.device, steps=cfg.step_steps)
+            measured = step_table(
+                refs,
+                width=zoo.width,
+                size=zoo.input_size,
+                batch=zoo.batch_size,
+                device=task.device,
+                steps=cfg.step_steps,
+            )
         if cfg.cost.deterministic:
-            planned = {m: cfg.cost.step_ms(model_step_count(m, zoo.width, zoo.input_size, zoo.batch_size, 10))
-                       for m in refs}
+            planned = {
+                m: cfg.cost.step_ms(model_step_count(m, zoo.width, zoo.input_size, zoo.batch_size, 10)) for m in refs
+            }
         else:
             planned = measured
         for m in refs:
@@ -186,8 +225,11 @@ class Nasoa(BaseMethod[NasoaConfig]):
         and the row is ``ok``: an infeasible budget is a result of the method, not an error.
         """
         fastest = min(zoo.models, key=lambda m: steps[m])
-        rec.note("no_plan", f"no model of {list(zoo.models)} fits one training step in {budget:.3g} s "
-                            f"(fastest: {fastest}, {steps[fastest]:.3g} ms per step)")
+        rec.note(
+            "no_plan",
+            f"no model of {list(zoo.models)} fits one training step in {budget:.3g} s "
+            f"(fastest: {fastest}, {steps[fastest]:.3g} ms per step)",
+        )
         for name in ("search_cost_s", "chosen_iters", "chosen_planned_s", "chosen_train_s"):
             rec.scalar(name, 0.0)
         net = zoo.build(fastest, task.num_classes, task.device)
@@ -195,8 +237,17 @@ class Nasoa(BaseMethod[NasoaConfig]):
         rec.scalar("trainable_params", sum(q.numel() for q in net.parameters() if q.requires_grad))
         return Fitted(net, f"{fastest}(untrained head: no plan fits)", info={"chosen_model": fastest})
 
-    def _generate(self, cfg: NasoaConfig, zoo, task: Task, rec: Recorder, x: torch.Tensor, y: torch.Tensor,
-                  std: Standardizer, plans: list[gen.Plan]) -> tuple[gen.Trial, float]:
+    def _generate(
+        self,
+        cfg: NasoaConfig,
+        zoo,
+        task: Task,
+        rec: Recorder,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        std: Standardizer,
+        plans: list[gen.Plan],
+    ) -> tuple[gen.Trial, float]:
         pcfg = cfg.predictor
         predictor = HedgeMLP(x.shape[1], pcfg)
         with rec.stage("predictor"):
@@ -216,29 +267,40 @@ class Nasoa(BaseMethod[NasoaConfig]):
         rec.scalar("scored_count", len(plans))
         rec.scalar("predicted_top1_pct", 100 * scores[best])
         with rec.stage("final"):
-            trial = gen._train(zoo, plans[best], task.train, task.val, task.device, task.seed, rec, "final")
+            trial = gen.train_plan(zoo, plans[best], task.train, task.val, task.device, task.seed, rec, "final")
         rec.scalar("predictor_abs_err_pct", abs(100 * scores[best] - trial.val_top1_pct))
         if cfg.online:
-            predictor.update(rows[best:best + 1], torch.tensor([trial.val_top1_pct / 100.0]))
+            predictor.update(rows[best : best + 1], torch.tensor([trial.val_top1_pct / 100.0]))
         if cfg.rank_candidates:
             self._rank_check(cfg, zoo, task, rec, plans, scores, best, trial, rng)
         if cfg.cost.deterministic:  # charged as planned; scoring trains nothing
             return trial, gen.charge(trial, trial.plan.iters, True).cost_s
         return trial, score_s + trial.train_s
 
-    def _rank_check(self, cfg: NasoaConfig, zoo, task: Task, rec: Recorder, plans: list[gen.Plan],
-                    scores: np.ndarray, best: int, trial: gen.Trial, rng: np.random.Generator) -> None:
+    def _rank_check(
+        self,
+        cfg: NasoaConfig,
+        zoo,
+        task: Task,
+        rec: Recorder,
+        plans: list[gen.Plan],
+        scores: np.ndarray,
+        best: int,
+        trial: gen.Trial,
+        rng: np.random.Generator,
+    ) -> None:
         """Train a few more scored candidates (not search cost) to rank-correlate predicted vs achieved."""
         others = [i for i in range(len(plans)) if i != best]
         pick = rng.choice(others, size=min(cfg.rank_candidates, len(others)), replace=False)
         pred, got = [scores[best]], [trial.val_top1_pct]
         with rec.stage("rank_check"):
             for j, i in enumerate(pick):
-                t = gen._train(zoo, plans[int(i)], task.train, task.val, task.device, task.seed + 1 + j, rec, "rank")
+                t = gen.train_plan(
+                    zoo, plans[int(i)], task.train, task.val, task.device, task.seed + 1 + j, rec, "rank"
+                )
                 pred.append(scores[int(i)])
                 got.append(t.val_top1_pct)
         rec.scalar("predicted_vs_achieved_tau", kendall_tau(pred, got) if len(set(got)) > 1 else 0.0)
-
 
 
 @dataclass(frozen=True)
@@ -250,10 +312,18 @@ class NasoaMetaConfig:
     dataset: str = ""
 
 
-SERIES = {"top1_pct": "meta_top1_pct", "similarity": "meta_similarity_ratio", "iters": "meta_iters",
-          "lr": "meta_lr", "frozen": "meta_frozen_count", "num_classes": "meta_classes_count",
-          "mean_ipc": "meta_mean_ipc_images", "std_ipc": "meta_std_ipc_images",
-          "source_top1_pct": "meta_source_top1_pct", "train_s": "meta_train_s"}
+SERIES = {
+    "top1_pct": "meta_top1_pct",
+    "similarity": "meta_similarity_ratio",
+    "iters": "meta_iters",
+    "lr": "meta_lr",
+    "frozen": "meta_frozen_count",
+    "num_classes": "meta_classes_count",
+    "mean_ipc": "meta_mean_ipc_images",
+    "std_ipc": "meta_std_ipc_images",
+    "source_top1_pct": "meta_source_top1_pct",
+    "train_s": "meta_train_s",
+}
 
 
 @register_method("nasoa_meta")
@@ -265,21 +335,36 @@ class NasoaMeta(BaseMethod[NasoaMetaConfig]):
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
         zoo = cfg.zoo.resolve(task)
+        last: MappedNet | None  # the shard's full-split model; generate() types it optional
         if cfg.dataset and cfg.dataset != task.dataset:
             records, _ = shard(zoo, cfg.meta, cfg.dataset, task.seed, task.device, rec=rec)
             runs = [MetaRun(**r) for r in records]
             last_cfg = runs[-1]
             # The row needs a classifier of the cell's data: the shard's last regime, on it.
-            last, _, _ = finetune(zoo, last_cfg.model, task.train, task.val, lr=last_cfg.lr, frozen=last_cfg.frozen,
-                                  iters=last_cfg.iters, device=task.device, seed=task.seed, rec=rec, stage="final")
+            last, _, _ = finetune(
+                zoo,
+                last_cfg.model,
+                task.train,
+                task.val,
+                lr=last_cfg.lr,
+                frozen=last_cfg.frozen,
+                iters=last_cfg.iters,
+                device=task.device,
+                seed=task.seed,
+                rec=rec,
+                stage="final",
+            )
         else:
             meta = dataclasses.replace(cfg.meta, full_last=True)
-            runs, last = generate(zoo, meta, task.train, task.val, dataset=task.dataset, seed=task.seed,
-                                  device=task.device, rec=rec)
+            runs, last = generate(
+                zoo, meta, task.train, task.val, dataset=task.dataset, seed=task.seed, device=task.device, rec=rec
+            )
             s = task.settings
             if s.val_frac == 0.2 and s.test_frac == 0.2 and s.train_limit == 0 and cfg.meta == meta:
-                save_shard([dataclasses.asdict(r) for r in runs],
-                           shard_path(zoo, cfg.meta, task.dataset, task.seed, SHARD_TASK, task.device))
+                save_shard(
+                    [dataclasses.asdict(r) for r in runs],
+                    shard_path(zoo, cfg.meta, task.dataset, task.seed, SHARD_TASK, task.device),
+                )
         for i, r in enumerate(runs):
             d = dataclasses.asdict(r)
             for key, name in SERIES.items():
@@ -293,7 +378,6 @@ class NasoaMeta(BaseMethod[NasoaMetaConfig]):
         assert last is not None
         rec.scalar("trainable_params", sum(q.numel() for q in last.parameters() if q.requires_grad))
         return Fitted(last, f"{runs[-1].model}(lr={runs[-1].lr:g},frozen={runs[-1].frozen},iters={runs[-1].iters})")
-
 
 
 @dataclass(frozen=True)
@@ -341,8 +425,15 @@ class NasoaSteptime(BaseMethod[SteptimeConfig]):
             for i, m in enumerate(cfg.models):
                 torch.manual_seed(0)
                 net = build_timed(m, cfg.width)
-                t = measure(net, batch=cfg.batch, size=cfg.size, device=task.device, steps=cfg.steps,
-                            warmup=cfg.warmup, bf16=cfg.bf16)
+                t = measure(
+                    net,
+                    batch=cfg.batch,
+                    size=cfg.size,
+                    device=task.device,
+                    steps=cfg.steps,
+                    warmup=cfg.warmup,
+                    bf16=cfg.bf16,
+                )
                 label = metric_label(m)
                 rec.scalar(f"{label}_train_step_ms", t.step_ms)
                 rec.scalar(f"{label}_infer_ms", t.infer_ms)
@@ -353,4 +444,3 @@ class NasoaSteptime(BaseMethod[SteptimeConfig]):
         net = task.build_model()
         engine.fit(net, task.train, cfg.train, rec, seed=task.seed)
         return Fitted(net, net.arch_string())
-

@@ -30,6 +30,7 @@ The search itself (``NsgaSearch``) only sees an ``Evaluator`` (check, step time,
 accuracy), so it is tested with synthetic objectives; ``ProxyEvaluator`` is the real one
 (tiny nets trained by the harness engine, step time by ``steptime.measure``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,11 +43,11 @@ import numpy as np
 import torch
 
 from bench import engine
-from bench.models.cost import CostModel, count_train_step
-from bench.errors import InvalidConfig
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
+from bench.errors import InvalidConfig
 from bench.measure import Stopwatch
+from bench.models.cost import CostModel, count_train_step
 from methods.nasoa.builder import ETNet, scaled_first_channels
 from methods.nasoa.encoding import (
     NUM_STAGES,
@@ -104,8 +105,13 @@ def mutate_block(block: Block, rng: np.random.Generator, kind: str | None = None
     """
     n = len(block.ops)
     free = [s for s in possible_skips(n) if all((s.src, s.dst) != (t.src, t.dst) for t in block.skips)]
-    applicable = {"op": True, "ratio": n > 1, "skip_add": bool(free), "skip_remove": bool(block.skips),
-                  "skip_modify": bool(block.skips)}
+    applicable = {
+        "op": True,
+        "ratio": n > 1,
+        "skip_add": bool(free),
+        "skip_remove": bool(block.skips),
+        "skip_modify": bool(block.skips),
+    }
     if kind is None:
         kind = _choice(rng, [k for k in BLOCK_MUTATIONS if applicable[k]])
     elif kind not in applicable:
@@ -134,8 +140,9 @@ def mutate_block(block: Block, rng: np.random.Generator, kind: str | None = None
     return Block(tuple(ops), _canonical_skips(skips)), kind
 
 
-def mutate_macro(stages: tuple[tuple[int, ...], ...], rng: np.random.Generator, kind: str | None = None,
-                 max_blocks: int = 0) -> tuple[tuple[tuple[int, ...], ...], str]:
+def mutate_macro(
+    stages: tuple[tuple[int, ...], ...], rng: np.random.Generator, kind: str | None = None, max_blocks: int = 0
+) -> tuple[tuple[tuple[int, ...], ...], str]:
     """One macro mutation (appendix 7.3.2): ``add_one`` / ``remove_one`` a '1', ``swap`` two different
     adjacent digits of a stage. All three keep the first and last channel counts.
 
@@ -144,8 +151,11 @@ def mutate_macro(stages: tuple[tuple[int, ...], ...], rng: np.random.Generator, 
     total = sum(len(s) for s in stages)
     removable = [(s, i) for s, st in enumerate(stages) for i, d in enumerate(st) if d == 1 and len(st) > 1]
     swappable = [(s, i) for s, st in enumerate(stages) for i in range(len(st) - 1) if st[i] != st[i + 1]]
-    applicable = {"add_one": not max_blocks or total < max_blocks, "remove_one": bool(removable),
-                  "swap": bool(swappable)}
+    applicable = {
+        "add_one": not max_blocks or total < max_blocks,
+        "remove_one": bool(removable),
+        "swap": bool(swappable),
+    }
     if kind is None:
         options = [k for k in MACRO_MUTATIONS if applicable[k]]
         if not options:
@@ -171,8 +181,7 @@ def mutate_macro(stages: tuple[tuple[int, ...], ...], rng: np.random.Generator, 
 def random_block(rng: np.random.Generator, max_ops: int = 3, max_skips: int = 2) -> Block:
     """A uniformly drawn block: 1..max_ops ops (any op, any ratio) and 0..max_skips distinct skips."""
     n = int(rng.integers(1, max_ops + 1))
-    ops = tuple(Op(int(rng.integers(len(OP_NAMES))), int(_choice(rng, RATIOS)) if i < n - 1 else 2)
-                for i in range(n))
+    ops = tuple(Op(int(rng.integers(len(OP_NAMES))), int(_choice(rng, RATIOS)) if i < n - 1 else 2) for i in range(n))
     pool = possible_skips(n)
     k = int(rng.integers(min(max_skips, len(pool)) + 1))
     picked: list[Skip] = []
@@ -185,12 +194,13 @@ def random_block(rng: np.random.Generator, max_ops: int = 3, max_skips: int = 2)
     return Block(ops, _canonical_skips(picked))
 
 
-def random_macro(rng: np.random.Generator, first: int, last: int, min_blocks: int,
-                 max_blocks: int) -> tuple[tuple[int, ...], ...]:
+def random_macro(
+    rng: np.random.Generator, first: int, last: int, min_blocks: int, max_blocks: int
+) -> tuple[tuple[int, ...], ...]:
     """Random four-stage digits whose product is ``last / first`` with min..max blocks (appendix 7.3.2)."""
     ratio = last // first
     doublings = round(float(np.log2(ratio))) if ratio >= 1 else -1
-    if last % first or 2 ** doublings != ratio:
+    if last % first or 2**doublings != ratio:
         raise InvalidConfig(f"last channels {last} must be first channels {first} times a power of two")
     lo = max(min_blocks, NUM_STAGES, -(-doublings // 2))
     if lo > max_blocks:
@@ -201,7 +211,7 @@ def random_macro(rng: np.random.Generator, first: int, last: int, min_blocks: in
     digits = [digits[int(i)] for i in rng.permutation(n)]
     cuts = sorted(int(c) for c in rng.choice(np.arange(1, n), NUM_STAGES - 1, replace=False))
     bounds = [0, *cuts, n]
-    return tuple(tuple(digits[bounds[s]:bounds[s + 1]]) for s in range(NUM_STAGES))
+    return tuple(tuple(digits[bounds[s] : bounds[s + 1]]) for s in range(NUM_STAGES))
 
 
 # --------------------------------------------------------------------------- selection
@@ -272,8 +282,8 @@ class Individual:
     arch: Arch
     acc_pct: float
     step_ms: float
-    origin: str          # "random" or the mutation kind
-    parent: int = -1     # index of the parent, -1 for random ones
+    origin: str  # "random" or the mutation kind
+    parent: int = -1  # index of the parent, -1 for random ones
 
 
 class Evaluator(Protocol):
@@ -300,8 +310,16 @@ class DrawStats:
 class NsgaSearch:
     """Algorithm 1 over a growing population; see the module docstring."""
 
-    def __init__(self, evaluator: Evaluator, *, nodes: int, cap_ms: float, rng: np.random.Generator,
-                 max_draws: int = 200, on_eval: Callable[[Individual], None] | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        nodes: int,
+        cap_ms: float,
+        rng: np.random.Generator,
+        max_draws: int = 200,
+        on_eval: Callable[[Individual], None] | None = None,
+    ) -> None:
         if nodes < 1:
             raise InvalidConfig(f"nodes (children per generation) must be >= 1, got {nodes}")
         self.ev = evaluator
@@ -335,16 +353,17 @@ class NsgaSearch:
                 self.seen.add(enc)  # measured once; never re-measured
                 continue
             return arch, origin, ms
-        raise NoValidChild(f"{what}: no valid, new architecture under the {self.cap_ms:.3g} ms step-time cap in "
-                           f"{self.max_draws} draws (invalid {self.stats.invalid}, duplicate "
-                           f"{self.stats.duplicate}, over cap {self.stats.over_cap}); raise the cap or max_draws")
+        raise NoValidChild(
+            f"{what}: no valid, new architecture under the {self.cap_ms:.3g} ms step-time cap in "
+            f"{self.max_draws} draws (invalid {self.stats.invalid}, duplicate "
+            f"{self.stats.duplicate}, over cap {self.stats.over_cap}); raise the cap or max_draws"
+        )
 
     def _evaluate(self, arch: Arch, origin: str, ms: float, phase: str, generation: int, parent: int) -> Individual:
         index = len(self.history)
         enc = format_arch(arch)
         self.seen.add(enc)
-        ind = Individual(index, phase, generation, enc, arch, float(self.ev.accuracy(arch, index)), ms, origin,
-                         parent)
+        ind = Individual(index, phase, generation, enc, arch, float(self.ev.accuracy(arch, index)), ms, origin, parent)
         self.history.append(ind)
         if self.on_eval is not None:
             self.on_eval(ind)
@@ -355,9 +374,15 @@ class NsgaSearch:
         """(-accuracy, step ms) rows: both minimised."""
         return np.array([[-p.acc_pct, p.step_ms] for p in pop], dtype=float).reshape(-1, 2)
 
-    def run(self, phase: str, sample: Callable[[np.random.Generator], Arch],
-            mutate: Callable[[Arch, np.random.Generator], tuple[Arch, str]], *, init: int,
-            generations: int) -> list[Individual]:
+    def run(
+        self,
+        phase: str,
+        sample: Callable[[np.random.Generator], Arch],
+        mutate: Callable[[Arch, np.random.Generator], tuple[Arch, str]],
+        *,
+        init: int,
+        generations: int,
+    ) -> list[Individual]:
         """Random initial population of ``init``, then ``generations`` of exactly ``nodes`` children."""
         pop: list[Individual] = []
         for _ in range(init):
@@ -375,14 +400,19 @@ class NsgaSearch:
                 k += 1
                 if p in exhausted:
                     if len(exhausted) == len(order):
-                        raise NoValidChild(f"{phase} generation {g}: every parent is exhausted "
-                                           f"(invalid {self.stats.invalid}, duplicate {self.stats.duplicate}, "
-                                           f"over cap {self.stats.over_cap}); raise the cap or max_draws")
+                        raise NoValidChild(
+                            f"{phase} generation {g}: every parent is exhausted "
+                            f"(invalid {self.stats.invalid}, duplicate {self.stats.duplicate}, "
+                            f"over cap {self.stats.over_cap}); raise the cap or max_draws"
+                        )
                     continue
                 parent = pop[p]
                 try:
-                    arch, origin, ms = self._try(lambda parent=parent: mutate(parent.arch, self.rng),
-                                                 f"{phase} generation {g}, parent {parent.encoding}")
+                    arch, origin, ms = self._try(
+                        # the default binds this parent; mypy cannot infer a lambda with a default argument
+                        lambda parent=parent: mutate(parent.arch, self.rng),  # type: ignore[misc]
+                        f"{phase} generation {g}, parent {parent.encoding}",
+                    )
                 except NoValidChild:
                     exhausted.add(p)
                     self.stats.exhausted_parents += 1
@@ -417,40 +447,43 @@ class ProxyConfig:
     """
 
     dataset: str = ""
-    images: int = 0                      # train_limit of a named proxy dataset (0 = all)
+    images: int = 0  # train_limit of a named proxy dataset (0 = all)
     input_size: int = 32
     width: float = 0.25
-    train: engine.TrainConfig = field(default_factory=lambda: engine.TrainConfig(
-        steps=300, batch_size=32, lr=0.1, momentum=0.9, weight_decay=1e-4, log_every=100))
-    time_width: float = 1.0              # step time at the paper's shape: full width, 224 px, batch 64
+    train: engine.TrainConfig = field(
+        default_factory=lambda: engine.TrainConfig(
+            steps=300, batch_size=32, lr=0.1, momentum=0.9, weight_decay=1e-4, log_every=100
+        )
+    )
+    time_width: float = 1.0  # step time at the paper's shape: full width, 224 px, batch 64
     time_size: int = 224
     time_batch: int = 64
     time_steps: int = 5
     time_warmup: int = 2
-    cost: CostModel = field(default_factory=CostModel)   # the step-time objective: measured, or counted (smoke)
+    cost: CostModel = field(default_factory=CostModel)  # the step-time objective: measured, or counted (smoke)
 
 
 @dataclass(frozen=True)
 class NsgaConfig:
     """The modified NSGA-II (Algorithms 1-2); paper figures in comments, proxies where noted."""
 
-    nodes: int = 8                       # N children per generation (paper: number of compute nodes)
-    block_init: int = 16                 # random blocks before the EA (paper: a random-search phase)
+    nodes: int = 8  # N children per generation (paper: number of compute nodes)
+    block_init: int = 16  # random blocks before the EA (paper: a random-search phase)
     block_generations: int = 10
     macro_init: int = 16
     macro_generations: int = 10
-    block_frame: str = "10001-_64_411-2111-211111-211"   # the block search's macro: ResNet-50's
-    max_ops: int = 3                     # ops of a random block (the zoo uses 1-3)
+    block_frame: str = "10001-_64_411-2111-211111-211"  # the block search's macro: ResNet-50's
+    max_ops: int = 3  # ops of a random block (the zoo uses 1-3)
     max_skips: int = 2
-    cells: int = 10                      # M blocks kept for the macro search
+    cells: int = 10  # M blocks kept for the macro search
     first_channels: tuple[int, ...] = (32, 64, 128)
     last_channels: tuple[int, ...] = (512, 1024, 2048)
     min_blocks: int = 10
     max_blocks: int = 50
-    zoo_size: int = 12                   # K models chosen by rank + crowding distance
-    step_cap_ms: float = 0.0             # T_m, absolute (0 = off)
-    step_cap_ratio: float = 0.0          # cap = ratio x the block frame's step time (0 = off)
-    max_draws: int = 200                 # re-draws allowed per child before giving up
+    zoo_size: int = 12  # K models chosen by rank + crowding distance
+    step_cap_ms: float = 0.0  # T_m, absolute (0 = off)
+    step_cap_ratio: float = 0.0  # cap = ratio x the block frame's step time (0 = off)
+    max_draws: int = 200  # re-draws allowed per child before giving up
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
@@ -495,16 +528,26 @@ class ProxyEvaluator:
         with Stopwatch() as sw:
             torch.manual_seed(0)
             net = ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width)
-            ms = measure(net, batch=self.cfg.time_batch, size=self.cfg.time_size, device=self.device,
-                         steps=self.cfg.time_steps, warmup=self.cfg.time_warmup,
-                         num_classes=self.train.num_classes, memory=False).step_ms
+            ms = measure(
+                net,
+                batch=self.cfg.time_batch,
+                size=self.cfg.time_size,
+                device=self.device,
+                steps=self.cfg.time_steps,
+                warmup=self.cfg.time_warmup,
+                num_classes=self.train.num_classes,
+                memory=False,
+            ).step_ms
         self.time_s += sw.seconds
         self.measured_ms[format_arch(arch)] = ms
         if not self.cfg.cost.deterministic:
             return ms
-        count = count_train_step(lambda: ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width),
-                                 batch=self.cfg.time_batch, size=self.cfg.time_size,
-                                 num_classes=self.train.num_classes)
+        count = count_train_step(
+            lambda: ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width),
+            batch=self.cfg.time_batch,
+            size=self.cfg.time_size,
+            num_classes=self.train.num_classes,
+        )
         return self.cfg.cost.step_ms(count)
 
     def accuracy(self, arch: Arch, index: int) -> float:
@@ -512,8 +555,15 @@ class ProxyEvaluator:
         del net
         return acc
 
-    def train_net(self, arch: Arch, seed: int, train: Split | None = None, val: Split | None = None,
-                  rec: Recorder | None = None, tcfg: engine.TrainConfig | None = None) -> tuple[ETNet, float]:
+    def train_net(
+        self,
+        arch: Arch,
+        seed: int,
+        train: Split | None = None,
+        val: Split | None = None,
+        rec: Recorder | None = None,
+        tcfg: engine.TrainConfig | None = None,
+    ) -> tuple[ETNet, float]:
         """Train ``arch`` at the proxy width from scratch; (net, val top-1 %)."""
         train, val = train or self.train, val or self.val
         tcfg = tcfg or self.cfg.train
@@ -536,7 +586,7 @@ class NsgaResult:
 
     history: list[Individual]
     cells: list[Block]
-    front: list[Individual]          # rank-0 of the macro phase
+    front: list[Individual]  # rank-0 of the macro phase
     zoo: list[Individual]
     cap_ms: float
     ref_ms: float
@@ -553,8 +603,9 @@ class NsgaResult:
         return out
 
 
-def etnas_search(cfg: NsgaConfig, evaluator: Evaluator, seed: int,
-                 on_eval: Callable[[Individual], None] | None = None) -> NsgaResult:
+def etnas_search(
+    cfg: NsgaConfig, evaluator: Evaluator, seed: int, on_eval: Callable[[Individual], None] | None = None
+) -> NsgaResult:
     """Algorithm 2: block-level NSGA-II on ``block_frame``, then macro-level NSGA-II over its cells."""
     rng = np.random.default_rng(seed)
     frame = parse(cfg.block_frame)
@@ -579,8 +630,9 @@ def etnas_search(cfg: NsgaConfig, evaluator: Evaluator, seed: int,
 
     pairs = [(f, l) for f in cfg.first_channels for l in cfg.last_channels if l % f == 0 and l >= f]
     if not pairs:
-        raise InvalidConfig(f"no (first, last) channel pair of {cfg.first_channels} x {cfg.last_channels} is a "
-                            "power-of-two ratio")
+        raise InvalidConfig(
+            f"no (first, last) channel pair of {cfg.first_channels} x {cfg.last_channels} is a power-of-two ratio"
+        )
 
     def sample_macro(r: np.random.Generator) -> Arch:
         first, last = _choice(r, pairs)
@@ -594,6 +646,7 @@ def etnas_search(cfg: NsgaConfig, evaluator: Evaluator, seed: int,
     F = NsgaSearch.objectives(macro_pop)
     ranks = pareto_ranks(F)
     final_front = [macro_pop[i] for i in np.flatnonzero(ranks == 0)]
-    zoo = [macro_pop[i] for i in survival_order(F)[:cfg.zoo_size]]
-    return NsgaResult(search.history, cells, final_front, zoo, cap, ref_ms, search.stats,
-                      search.children_per_generation)
+    zoo = [macro_pop[i] for i in survival_order(F)[: cfg.zoo_size]]
+    return NsgaResult(
+        search.history, cells, final_front, zoo, cap, ref_ms, search.stats, search.children_per_generation
+    )

@@ -18,6 +18,7 @@ alpha pinned to the last layer and no Hedge step. ``prequential`` runs the
 predict-then-update protocol over a stream and reports cumulative MAE/MSE (x100 on the
 [0, 1] scale) over the whole stream and its 20-40 % and 80-100 % segments (Table 3).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ class PredictorConfig:
     adaptive: bool = True
     lr: float = 0.01
     beta: float = 0.99
-    floor: float = 0.0          # ODL smoothing s: alpha_l >= s / L (ours: off by default; paper optional 0.2)
+    floor: float = 0.0  # ODL smoothing s: alpha_l >= s / L (ours: off by default; paper optional 0.2)
     seed: int = 0
 
 
@@ -54,7 +55,7 @@ class HedgeMLP(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(cfg.width, 1) for _ in range(cfg.depth))
         with torch.no_grad():
             for lin in list(self.hidden) + list(self.heads):
-                bound = 1.0 / lin.in_features ** 0.5
+                bound = 1.0 / lin.in_features**0.5
                 lin.weight.uniform_(-bound, bound, generator=gen)
                 lin.bias.uniform_(-bound, bound, generator=gen)
         if cfg.adaptive:
@@ -126,9 +127,9 @@ def segment_errors(pred: np.ndarray, target: np.ndarray) -> tuple[dict[str, floa
     mae, mse = {}, {}
     for name, (lo, hi) in SEGMENTS.items():
         a, b = int(round(lo * n)), max(int(round(hi * n)), int(round(lo * n)) + 1)
-        seg = err[a:min(b, n)]
+        seg = err[a : min(b, n)]
         mae[name] = float(np.abs(seg).mean() * 100) if len(seg) else float("nan")
-        mse[name] = float((seg ** 2).mean() * 100) if len(seg) else float("nan")
+        mse[name] = float((seg**2).mean() * 100) if len(seg) else float("nan")
     return mae, mse
 
 
@@ -136,22 +137,28 @@ def prequential(model: HedgeMLP, x: torch.Tensor, y: torch.Tensor, update: bool 
     """Predict sample t, then (if ``update``) learn from it; errors over the stream."""
     preds = np.zeros(len(y))
     for t in range(len(y)):
-        preds[t] = float(model.predict(x[t:t + 1])[0])
+        preds[t] = float(model.predict(x[t : t + 1])[0])
         if update:
-            model.update(x[t:t + 1], y[t:t + 1])
+            model.update(x[t : t + 1], y[t : t + 1])
     targets = y.double().numpy()
     mae, mse = segment_errors(preds, targets)
     return PrequentialResult(preds, targets, mae, mse)
 
 
-def table3(x: torch.Tensor, y: torch.Tensor, depths: Sequence[int] = (3, 6, 10, 14), adaptive_depth: int = 10,
-           base: PredictorConfig = PredictorConfig()) -> dict[str, PrequentialResult]:
+def table3(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    depths: Sequence[int] = (3, 6, 10, 14),
+    adaptive_depth: int = 10,
+    base: PredictorConfig = PredictorConfig(),
+) -> dict[str, PrequentialResult]:
     """Prequential results of fixed MLPs of each depth and the adaptive MLP on one stream."""
     import dataclasses
 
     out = {}
     for d in depths:
         out[f"fixed{d}"] = prequential(HedgeMLP(x.shape[1], dataclasses.replace(base, depth=d, adaptive=False)), x, y)
-    out["adaptive"] = prequential(HedgeMLP(x.shape[1], dataclasses.replace(base, depth=adaptive_depth,
-                                                                           adaptive=True)), x, y)
+    out["adaptive"] = prequential(
+        HedgeMLP(x.shape[1], dataclasses.replace(base, depth=adaptive_depth, adaptive=True)), x, y
+    )
     return out

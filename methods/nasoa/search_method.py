@@ -13,6 +13,7 @@ its phase, 0 = on the front) and ``nsga_phase_count`` (0 block, 1 macro); the no
 ``nsga_archs`` lists every architecture in evaluation order (encoding, origin, parent,
 objectives, rank) so the fronts can be charted and traced.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +24,9 @@ import torch
 from bench import engine
 from bench.contract.interface import Fitted, Split, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
-from bench.measure import Stopwatch
 from bench.engine.method import BaseMethod
+from bench.measure import Stopwatch
+from bench.registry import register_method
 from methods.nasoa.builder import ETNet
 from methods.nasoa.nsga import (
     Individual,
@@ -41,9 +42,10 @@ class NasoaNsgaConfig:
     """The search (``nsga``, see ``NsgaConfig``) and the final training of the chosen architecture."""
 
     nsga: NsgaConfig = field(default_factory=NsgaConfig)
-    final: engine.TrainConfig = field(default_factory=lambda: engine.TrainConfig(
-        epochs=30.0, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4))
-    final_width: float = 0.0             # width of the final net; 0 = the cell's width setting
+    final: engine.TrainConfig = field(
+        default_factory=lambda: engine.TrainConfig(epochs=30.0, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    )
+    final_width: float = 0.0  # width of the final net; 0 = the cell's width setting
 
 
 def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
@@ -53,8 +55,15 @@ def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
         return task.train, task.val
     from bench.data.registry import load_splits
 
-    train, val, _ = load_splits(p.dataset, seed=task.seed, input_size=p.input_size, train_limit=p.images,
-                                data_root=task.data_root, download=task.download, device=task.device)
+    train, val, _ = load_splits(
+        p.dataset,
+        seed=task.seed,
+        input_size=p.input_size,
+        train_limit=p.images,
+        data_root=task.data_root,
+        download=task.download,
+        device=task.device,
+    )
     return train, val
 
 
@@ -73,11 +82,17 @@ class NasoaNsga(BaseMethod[NasoaNsgaConfig]):
         def on_eval(ind: Individual) -> None:
             rec.point("nsga_proxy_top1_pct", ind.generation, ind.acc_pct, position=ind.index)
             rec.point("nsga_step_ms", ind.generation, ind.step_ms, position=ind.index)
-            rec.point("nsga_measured_step_ms", ind.generation, ev.measured_ms.get(ind.encoding, float("nan")),
-                      position=ind.index)
+            rec.point(
+                "nsga_measured_step_ms",
+                ind.generation,
+                ev.measured_ms.get(ind.encoding, float("nan")),
+                position=ind.index,
+            )
             rec.point("nsga_phase_count", ind.generation, 0 if ind.phase == "block" else 1, position=ind.index)
-            rec.progress(f"nsga {ind.phase} g{ind.generation} #{ind.index}: {ind.encoding} "
-                         f"{ind.acc_pct:.1f}% {ind.step_ms:.2f} ms ({ind.origin})")
+            rec.progress(
+                f"nsga {ind.phase} g{ind.generation} #{ind.index}: {ind.encoding} "
+                f"{ind.acc_pct:.1f}% {ind.step_ms:.2f} ms ({ind.origin})"
+            )
 
         with Stopwatch(task.device) as sw, rec.stage("search"):
             res = etnas_search(cfg.nsga, ev, task.seed, on_eval=on_eval)
@@ -85,10 +100,23 @@ class NasoaNsga(BaseMethod[NasoaNsgaConfig]):
         ranks = res.ranks()
         for ind in res.history:
             rec.point("nsga_pareto_rank_count", ind.generation, ranks[ind.index], position=ind.index)
-        rec.note("nsga_archs", [{"index": i.index, "phase": i.phase, "generation": i.generation,
-                                 "encoding": i.encoding, "origin": i.origin, "parent": i.parent,
-                                 "proxy_top1_pct": i.acc_pct, "step_ms": i.step_ms, "rank": ranks[i.index]}
-                                for i in res.history])
+        rec.note(
+            "nsga_archs",
+            [
+                {
+                    "index": i.index,
+                    "phase": i.phase,
+                    "generation": i.generation,
+                    "encoding": i.encoding,
+                    "origin": i.origin,
+                    "parent": i.parent,
+                    "proxy_top1_pct": i.acc_pct,
+                    "step_ms": i.step_ms,
+                    "rank": ranks[i.index],
+                }
+                for i in res.history
+            ],
+        )
         rec.note("nsga_encodings", [i.encoding for i in res.history])
         rec.note("nsga_cells", [str(b) for b in res.cells])
         rec.note("nsga_zoo", [i.encoding for i in res.zoo])
@@ -123,5 +151,3 @@ class NasoaNsga(BaseMethod[NasoaNsgaConfig]):
         with rec.stage("final"):
             engine.fit(net, task.train, final, rec, stage="final", seed=task.seed)
         return Fitted(net, net.arch_string(), info={"chosen_encoding": chosen.encoding})
-
-

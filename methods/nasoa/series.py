@@ -24,6 +24,7 @@ RegNets keep torchvision's module names (``stem``, ``trunk_output.blockK.blockK-
 every stage width and group width (group width rounded, at least 1; stage width a
 multiple of it), which keeps tiny smoke versions valid RegNets.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -33,8 +34,8 @@ from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from bench.models.net import MappedNet, ModelInfo, StructuralMap
-from bench.registry import MODELS
 from bench.models.resnets import TorchvisionResNet
+from bench.registry import MODELS
 
 # torchvision's BlockParams.from_init_params arguments of each model.
 REGNET_Y = {
@@ -66,17 +67,26 @@ class TorchvisionRegNet(MappedNet):
 
     def __init__(self, arch: str, num_classes: int, width: float) -> None:
         super().__init__()
-        tv = RegNet(scaled_params(arch, width), num_classes=num_classes, stem_width=max(1, int(32 * width + 0.5)),
-                    norm_layer=partial(nn.BatchNorm2d, eps=1e-05, momentum=0.1))
+        tv = RegNet(
+            scaled_params(arch, width),
+            num_classes=num_classes,
+            stem_width=max(1, int(32 * width + 0.5)),
+            norm_layer=partial(nn.BatchNorm2d, eps=1e-05, momentum=0.1),
+        )
         self.stem = tv.stem
         self.trunk_output = tv.trunk_output
         self.avgpool = tv.avgpool
         self.flatten = nn.Flatten(1)
         self.fc = tv.fc
-        stages = tuple(tuple(f"trunk_output.{name}.{block}" for block, _ in stage.named_children())
-                       for name, stage in self.trunk_output.named_children())
-        self._set_structure(StructuralMap(stem=("stem",), stages=stages, head=("avgpool", "flatten", "fc"),
-                                          classifier="fc"), arch, {"num_classes": num_classes, "width": width})
+        stages = tuple(
+            tuple(f"trunk_output.{name}.{block}" for block, _ in stage.named_children())
+            for name, stage in self.trunk_output.named_children()
+        )
+        self._set_structure(
+            StructuralMap(stem=("stem",), stages=stages, head=("avgpool", "flatten", "fc"), classifier="fc"),
+            arch,
+            {"num_classes": num_classes, "width": width},
+        )
 
 
 def _regnet(arch: str):
@@ -99,13 +109,31 @@ RESNET_SERIES = ("resnet18", "resnet34", "resnet50", "resnet101")
 REGNET_SERIES = tuple(REGNET_Y)
 
 for _info in (
-    ModelInfo("resnet34", "resnet", _resnet34, "ResNet34_Weights.IMAGENET1K_V1",
-              "torchvision ResNet-34: BasicBlock 3/4/6/3, 64-512 channels (NASOA's ResNet series)"),
-    ModelInfo("resnet101", "resnet", _resnet101, "ResNet101_Weights.IMAGENET1K_V1",
-              "torchvision ResNet-101 v1.5: Bottleneck 3/4/23/3 (NASOA's ResNet series)"),
-    *(ModelInfo(a, "regnet", _regnet(a), REGNET_WEIGHTS[a],
-                f"torchvision {a.replace('regnet_y_', 'RegNetY-').upper().replace('REGNETY', 'RegNetY')} "
-                f"(NASOA's RegNet series): {REGNET_Y[a]}, SE 0.25") for a in REGNET_Y),
+    ModelInfo(
+        "resnet34",
+        "resnet",
+        _resnet34,
+        "ResNet34_Weights.IMAGENET1K_V1",
+        "torchvision ResNet-34: BasicBlock 3/4/6/3, 64-512 channels (NASOA's ResNet series)",
+    ),
+    ModelInfo(
+        "resnet101",
+        "resnet",
+        _resnet101,
+        "ResNet101_Weights.IMAGENET1K_V1",
+        "torchvision ResNet-101 v1.5: Bottleneck 3/4/23/3 (NASOA's ResNet series)",
+    ),
+    *(
+        ModelInfo(
+            a,
+            "regnet",
+            _regnet(a),
+            REGNET_WEIGHTS[a],
+            f"torchvision {a.replace('regnet_y_', 'RegNetY-').upper().replace('REGNETY', 'RegNetY')} "
+            f"(NASOA's RegNet series): {REGNET_Y[a]}, SE 0.25",
+        )
+        for a in REGNET_Y
+    ),
 ):
     if _info.name not in MODELS:
         MODELS.register(_info.name, _info)

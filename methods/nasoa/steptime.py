@@ -7,6 +7,7 @@ forward under ``no_grad`` in eval mode. ``step_table`` caches per (model, width,
 batch, device name) under ``$BENCH_CACHE_DIR/nasoa`` so the schedule generator and the
 baselines plan with the same figures the step-time cells store.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,18 @@ class StepTimes:
     peak_mem_mib: float
 
 
-def measure(model: nn.Module, *, batch: int, size: int, device: torch.device, steps: int = 10, warmup: int = 3,
-            num_classes: int = 1000, bf16: bool = False, memory: bool = True) -> StepTimes:
+def measure(
+    model: nn.Module,
+    *,
+    batch: int,
+    size: int,
+    device: torch.device,
+    steps: int = 10,
+    warmup: int = 3,
+    num_classes: int = 1000,
+    bf16: bool = False,
+    memory: bool = True,
+) -> StepTimes:
     """Time ``steps`` training steps and forward passes of ``model`` on synthetic data.
 
     ``memory=False`` skips the peak-memory meter (its ``gc.collect`` costs a good fraction of
@@ -43,8 +54,7 @@ def measure(model: nn.Module, *, batch: int, size: int, device: torch.device, st
     y = torch.randint(0, num_classes, (batch,), device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-    ctx: Callable = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 and device.type == "cuda" \
-        else _null
+    ctx: Callable = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 and device.type == "cuda" else _null
     timer = StepTimer(device, warmup=warmup)
     model.train()
     with MemoryMeter(device) if memory else _null() as mem:
@@ -66,7 +76,8 @@ def measure(model: nn.Module, *, batch: int, size: int, device: torch.device, st
                 model(x)
             inf.stop()
     model.train()
-    peak = mem.result()["peak_mem_mib"] if memory else float("nan")
+    # mem is the MemoryMeter exactly when memory is set; mypy cannot tie the two together.
+    peak = mem.result()["peak_mem_mib"] if memory else float("nan")  # type: ignore[union-attr]
     return StepTimes(step, percentiles_ms(inf.times_ms())["median"], peak)
 
 
@@ -92,8 +103,16 @@ def _cache_file(device: torch.device) -> Path:
     return cache_file("nasoa", "steptime", {"table": "train_step_ms"}, device, suffix=".json")
 
 
-def step_table(models: Sequence[str], *, width: float, size: int, batch: int, device: torch.device,
-               num_classes: int = 10, steps: int = 5) -> dict[str, float]:
+def step_table(
+    models: Sequence[str],
+    *,
+    width: float,
+    size: int,
+    batch: int,
+    device: torch.device,
+    num_classes: int = 10,
+    steps: int = 5,
+) -> dict[str, float]:
     """Median training-step ms per registered model, measured once per device and cached."""
     from bench.cache import atomic_write_text, file_lock, isolated_rng
     from bench.models.net import build_model
@@ -108,8 +127,16 @@ def step_table(models: Sequence[str], *, width: float, size: int, batch: int, de
                 with isolated_rng():  # a miss must leave the caller's random stream as a hit does
                     torch.manual_seed(0)
                     net = build_model(m, num_classes, width=width)
-                    table[key] = measure(net, batch=batch, size=size, device=device, steps=steps, warmup=2,
-                                         num_classes=num_classes, memory=False).step_ms
+                    table[key] = measure(
+                        net,
+                        batch=batch,
+                        size=size,
+                        device=device,
+                        steps=steps,
+                        warmup=2,
+                        num_classes=num_classes,
+                        memory=False,
+                    ).step_ms
             out[m] = float(table[key])
         atomic_write_text(json.dumps(table, indent=1, sort_keys=True), path)
     return out

@@ -6,4 +6,5 @@ proxylessnas_cifar), ``method`` (``original``, ``adapt_cell``, ``adapt_full``), 
 (GCN policy + REINFORCE), ``ssl`` (NT-Xent, SimCLR augmentation, weighted kNN), ``simclr``
 (``simclr``, ``simclr_adapt_cell``, ``simclr_adapt_full``), ``claims``.
 """
+
 from methods.proxyless import cells, claims, edges, method, nat, simclr, ssl  # noqa: F401  (registers models, methods, checks)

@@ -31,6 +31,7 @@ resolution or the channels (no plain residual), ``normal`` otherwise, and ``firs
 MobileNetV2-style blocks without an expansion conv (their graph differs). ``width`` scales
 every channel count (at least 2).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,12 +48,15 @@ def _c(channels: int, width: float) -> int:
     return max(2, int(channels * width + 0.5))
 
 
-def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, *, groups: int = 1, act: str | None = "relu",
-            dilation: int = 1) -> nn.Sequential:
+def conv_bn(
+    c_in: int, c_out: int, k: int, stride: int = 1, *, groups: int = 1, act: str | None = "relu", dilation: int = 1
+) -> nn.Sequential:
     """conv(k, stride) -> BN -> activation (relu, relu6 or none)."""
     pad = dilation * (k - 1) // 2
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, pad, dilation=dilation, groups=groups, bias=False),
-                               nn.BatchNorm2d(c_out)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     if act == "relu":
         layers.append(nn.ReLU(inplace=False))
     elif act == "relu6":
@@ -63,9 +67,18 @@ def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, *, groups: int = 1, 
 class CellNet(MappedNet):
     """stem -> (x, x) -> cells (stages by resolution) -> last output -> [head conv] -> GAP -> fc."""
 
-    def __init__(self, arch: str, kwargs: dict, stem: nn.Module, blocks: Sequence[Cell],
-                 stage_of: Sequence[int], features: int, num_classes: int, head_conv: nn.Module | None = None,
-                 head_act: bool = False) -> None:
+    def __init__(
+        self,
+        arch: str,
+        kwargs: dict,
+        stem: nn.Module,
+        blocks: Sequence[Cell],
+        stage_of: Sequence[int],
+        features: int,
+        num_classes: int,
+        head_conv: nn.Module | None = None,
+        head_act: bool = False,
+    ) -> None:
         super().__init__()
         self.stem = PairStem(stem)
         stages: list[list[str]] = []
@@ -92,57 +105,107 @@ class CellNet(MappedNet):
             elif isinstance(m, nn.BatchNorm2d) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        structure = StructuralMap(stem=("stem",), stages=tuple(tuple(s) for s in stages if s),
-                                  head=tuple(head), classifier="fc")
+        structure = StructuralMap(
+            stem=("stem",), stages=tuple(tuple(s) for s in stages if s), head=tuple(head), classifier="fc"
+        )
         self._set_structure(structure, arch, kwargs)
 
 
 def _chain_shapes(c_pp: int, c_p: int, level0: int, mid: Sequence[int], stride: int, c_out: int) -> list[NodeShape]:
     """Shapes of nodes 0..5 of a chain cell: n2 at the input level, n3.. after the stride."""
     lv = 1 if stride == 2 else 0
-    return [NodeShape(c_pp, level0), NodeShape(c_p, 0), NodeShape(mid[0], 0), NodeShape(mid[1], lv),
-            NodeShape(c_out, lv), NodeShape(c_out, lv)]
+    return [
+        NodeShape(c_pp, level0),
+        NodeShape(c_p, 0),
+        NodeShape(mid[0], 0),
+        NodeShape(mid[1], lv),
+        NodeShape(c_out, lv),
+        NodeShape(c_out, lv),
+    ]
 
 
 def basic_cell(c_pp: int, c_p: int, level0: int, c_out: int, stride: int) -> Cell:
     """A ResNet BasicBlock as a NAT cell (see the module docstring)."""
     shapes = _chain_shapes(c_pp, c_p, level0, (c_p, c_out), stride, c_out)
-    specs = [EdgeSpec(1, 2, "skip", "skip"), EdgeSpec(0, 2, "null", "null"),
-             EdgeSpec(2, 3, "op", "conv3x3"), EdgeSpec(0, 3, "null", "null"),
-             EdgeSpec(3, 4, "op", "conv3x3"), EdgeSpec(0, 4, "null", "null"),
-             EdgeSpec(2, 5, "skip", "skip"), EdgeSpec(4, 5, "skip", "skip")]
-    ops = [nn.Identity(), None, conv_bn(c_p, c_out, 3, stride), None, conv_bn(c_out, c_out, 3, act=None), None,
-           identity_op(c_p, c_out, stride), nn.Identity()]
+    specs = [
+        EdgeSpec(1, 2, "skip", "skip"),
+        EdgeSpec(0, 2, "null", "null"),
+        EdgeSpec(2, 3, "op", "conv3x3"),
+        EdgeSpec(0, 3, "null", "null"),
+        EdgeSpec(3, 4, "op", "conv3x3"),
+        EdgeSpec(0, 4, "null", "null"),
+        EdgeSpec(2, 5, "skip", "skip"),
+        EdgeSpec(4, 5, "skip", "skip"),
+    ]
+    ops = [
+        nn.Identity(),
+        None,
+        conv_bn(c_p, c_out, 3, stride),
+        None,
+        conv_bn(c_out, c_out, 3, act=None),
+        None,
+        identity_op(c_p, c_out, stride),
+        nn.Identity(),
+    ]
     kind = "reduce" if stride == 2 or c_p != c_out else "normal"
     return Cell(kind, shapes, specs, ops, output=(5,), out_act=nn.ReLU(inplace=False))
 
 
-def inverted_cell(c_pp: int, c_p: int, level0: int, c_out: int, stride: int, expand: int, kernel: int = 3,
-                  depthwise: bool = True, act: str = "relu6", out_act: bool = False) -> Cell:
+def inverted_cell(
+    c_pp: int,
+    c_p: int,
+    level0: int,
+    c_out: int,
+    stride: int,
+    expand: int,
+    kernel: int = 3,
+    depthwise: bool = True,
+    act: str = "relu6",
+    out_act: bool = False,
+) -> Cell:
     """MobileNetV2 inverted residual (depthwise) or ResNet bottleneck (dense 3x3) as a NAT cell."""
     hidden = c_p * expand if depthwise else c_out // 4
     residual = stride == 1 and c_p == c_out
     shapes = _chain_shapes(c_pp, c_p, level0, (hidden, hidden), stride, c_out)
-    first = (EdgeSpec(1, 2, "skip", "skip") if depthwise and expand == 1 else EdgeSpec(1, 2, "op", "expand1x1"))
+    first = EdgeSpec(1, 2, "skip", "skip") if depthwise and expand == 1 else EdgeSpec(1, 2, "op", "expand1x1")
     mid = f"dw{kernel}x{kernel}" if depthwise else f"conv{kernel}x{kernel}"
-    specs = [first, EdgeSpec(0, 2, "null", "null"),
-             EdgeSpec(2, 3, "op", mid), EdgeSpec(0, 3, "null", "null"),
-             EdgeSpec(3, 4, "op", "project1x1"), EdgeSpec(0, 4, "null", "null"),
-             EdgeSpec(1, 5, "skip", "skip") if (residual or not depthwise) else EdgeSpec(1, 5, "null", "null"),
-             EdgeSpec(4, 5, "skip", "skip")]
-    ops = [nn.Identity() if first.kind == "skip" else conv_bn(c_p, hidden, 1, act=act), None,
-           conv_bn(hidden, hidden, kernel, stride, groups=hidden if depthwise else 1, act=act), None,
-           conv_bn(hidden, c_out, 1, act=None), None,
-           (nn.Identity() if residual else identity_op(c_p, c_out, stride)) if (residual or not depthwise) else None,
-           nn.Identity()]
+    specs = [
+        first,
+        EdgeSpec(0, 2, "null", "null"),
+        EdgeSpec(2, 3, "op", mid),
+        EdgeSpec(0, 3, "null", "null"),
+        EdgeSpec(3, 4, "op", "project1x1"),
+        EdgeSpec(0, 4, "null", "null"),
+        EdgeSpec(1, 5, "skip", "skip") if (residual or not depthwise) else EdgeSpec(1, 5, "null", "null"),
+        EdgeSpec(4, 5, "skip", "skip"),
+    ]
+    ops = [
+        nn.Identity() if first.kind == "skip" else conv_bn(c_p, hidden, 1, act=act),
+        None,
+        conv_bn(hidden, hidden, kernel, stride, groups=hidden if depthwise else 1, act=act),
+        None,
+        conv_bn(hidden, c_out, 1, act=None),
+        None,
+        (nn.Identity() if residual else identity_op(c_p, c_out, stride)) if (residual or not depthwise) else None,
+        nn.Identity(),
+    ]
     kind = "first" if first.kind == "skip" else ("normal" if residual else "reduce")
-    return Cell(kind, shapes, specs, ops, output=(5,),
-                out_act=nn.ReLU(inplace=False) if out_act else None)
+    return Cell(kind, shapes, specs, ops, output=(5,), out_act=nn.ReLU(inplace=False) if out_act else None)
 
 
-def _chain_net(arch: str, kwargs: dict, stem: nn.Module, c_stem: int, plan: Sequence[tuple], make,
-               num_classes: int, head_conv: int = 0) -> CellNet:
+def _chain_net(
+    arch: str,
+    kwargs: dict,
+    stem: nn.Module,
+    c_stem: int,
+    plan: Sequence[tuple],
+    make,
+    num_classes: int,
+    head_conv: int = 0,
+) -> CellNet:
     """Stack chain cells from ``plan`` rows (c_out, stride, *extra), tracking c_{k-2}."""
+    blocks: list[nn.Module]
+    stage_of: list[int]
     blocks, stage_of = [], []
     c_pp, c_p, prev_stride, stage = c_stem, c_stem, 1, 0
     for row in plan:
@@ -164,81 +227,148 @@ def _chain_net(arch: str, kwargs: dict, stem: nn.Module, c_stem: int, plan: Sequ
 def _resnet20_cells(num_classes: int, width: float = 1.0) -> CellNet:
     widths = [_c(c, width) for c in (16, 32, 64)]
     plan = [(w, 2 if i > 0 and j == 0 else 1) for i, w in enumerate(widths) for j in range(3)]
-    return _chain_net("resnet20_cells", {"num_classes": num_classes, "width": width},
-                      conv_bn(3, widths[0], 3), widths[0], plan, basic_cell, num_classes)
+    return _chain_net(
+        "resnet20_cells",
+        {"num_classes": num_classes, "width": width},
+        conv_bn(3, widths[0], 3),
+        widths[0],
+        plan,
+        basic_cell,
+        num_classes,
+    )
 
 
 def _resnet50_cifar(num_classes: int, width: float = 1.0) -> CellNet:
     widths = [_c(c, width) for c in (64, 128, 256, 512)]
-    plan = [(4 * w, 2 if i > 0 and j == 0 else 1) for i, (w, n) in enumerate(zip(widths, (3, 4, 6, 3)))
-            for j in range(n)]
+    plan = [
+        (4 * w, 2 if i > 0 and j == 0 else 1) for i, (w, n) in enumerate(zip(widths, (3, 4, 6, 3))) for j in range(n)
+    ]
 
     def make(c_pp: int, c_p: int, level0: int, c_out: int, stride: int) -> Cell:
         return inverted_cell(c_pp, c_p, level0, c_out, stride, 1, 3, depthwise=False, act="relu", out_act=True)
 
-    return _chain_net("resnet50_cifar", {"num_classes": num_classes, "width": width},
-                      conv_bn(3, widths[0], 3), widths[0], plan, make, num_classes)
+    return _chain_net(
+        "resnet50_cifar",
+        {"num_classes": num_classes, "width": width},
+        conv_bn(3, widths[0], 3),
+        widths[0],
+        plan,
+        make,
+        num_classes,
+    )
 
 
 # (expansion, channels, repeats, stride) of MobileNetV2 for CIFAR (strides 1 in the first two groups).
-MBV2_CIFAR = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-              (6, 320, 1, 1))
+MBV2_CIFAR = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 def _mobilenetv2_cifar(num_classes: int, width: float = 1.0) -> CellNet:
     plan = [(_c(c, width), s if j == 0 else 1, t) for t, c, n, s in MBV2_CIFAR for j in range(n)]
     c0 = _c(32, width)
-    return _chain_net("mobilenetv2_cifar", {"num_classes": num_classes, "width": width},
-                      conv_bn(3, c0, 3, act="relu6"), c0, plan, inverted_cell, num_classes,
-                      head_conv=_c(1280, width))
+    return _chain_net(
+        "mobilenetv2_cifar",
+        {"num_classes": num_classes, "width": width},
+        conv_bn(3, c0, 3, act="relu6"),
+        c0,
+        plan,
+        inverted_cell,
+        num_classes,
+        head_conv=_c(1280, width),
+    )
 
 
 # (expansion, kernel, channels, stride) per block: heterogeneous kernels and expansions (ProxylessNAS style).
-PROXYLESS_CIFAR = ((1, 3, 24, 1), (3, 5, 32, 1), (3, 3, 32, 1), (3, 7, 56, 2), (3, 3, 56, 1), (6, 7, 112, 2),
-                   (3, 5, 112, 1), (6, 5, 128, 1), (3, 3, 128, 1), (6, 7, 256, 2), (6, 5, 256, 1), (6, 7, 432, 1))
+PROXYLESS_CIFAR = (
+    (1, 3, 24, 1),
+    (3, 5, 32, 1),
+    (3, 3, 32, 1),
+    (3, 7, 56, 2),
+    (3, 3, 56, 1),
+    (6, 7, 112, 2),
+    (3, 5, 112, 1),
+    (6, 5, 128, 1),
+    (3, 3, 128, 1),
+    (6, 7, 256, 2),
+    (6, 5, 256, 1),
+    (6, 7, 432, 1),
+)
 
 
 def _proxylessnas_cifar(num_classes: int, width: float = 1.0) -> CellNet:
     plan = [(_c(c, width), s, t, k) for t, k, c, s in PROXYLESS_CIFAR]
     c0 = _c(32, width)
-    return _chain_net("proxylessnas_cifar", {"num_classes": num_classes, "width": width},
-                      conv_bn(3, c0, 3, act="relu6"), c0, plan, inverted_cell, num_classes,
-                      head_conv=_c(1280, width))
+    return _chain_net(
+        "proxylessnas_cifar",
+        {"num_classes": num_classes, "width": width},
+        conv_bn(3, c0, 3, act="relu6"),
+        c0,
+        plan,
+        inverted_cell,
+        num_classes,
+        head_conv=_c(1280, width),
+    )
 
 
 # ------------------------------------------------------------------------------------ DARTS
 
 DARTS_V2 = {
-    "normal": (("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-               ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)),
-    "reduce": (("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-               ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)),
+    "normal": (
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 2),
+    ),
+    "reduce": (
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("skip_connect", 2),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+    ),
 }
 
 
 class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int = 1,
-                 groups: int = 1) -> None:
-        super().__init__(nn.ReLU(inplace=False),
-                         nn.Conv2d(c_in, c_out, k, stride, pad, dilation=dilation, groups=groups, bias=False),
-                         nn.BatchNorm2d(c_out))
+    def __init__(
+        self, c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
 
 
 def sep_conv(c: int, k: int, stride: int) -> nn.Sequential:
     """DARTS SepConv: (ReLU, depthwise k x k, pointwise, BN) twice, the stride on the first."""
     pad = k // 2
     return nn.Sequential(
-        nn.ReLU(inplace=False), nn.Conv2d(c, c, k, stride, pad, groups=c, bias=False), nn.Conv2d(c, c, 1, bias=False),
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c, c, k, stride, pad, groups=c, bias=False),
+        nn.Conv2d(c, c, 1, bias=False),
         nn.BatchNorm2d(c),
-        nn.ReLU(inplace=False), nn.Conv2d(c, c, k, 1, pad, groups=c, bias=False), nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c))
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c, c, k, 1, pad, groups=c, bias=False),
+        nn.Conv2d(c, c, 1, bias=False),
+        nn.BatchNorm2d(c),
+    )
 
 
 def dil_conv(c: int, k: int, stride: int, dilation: int = 2) -> nn.Sequential:
     pad = dilation * (k - 1) // 2
-    return nn.Sequential(nn.ReLU(inplace=False),
-                         nn.Conv2d(c, c, k, stride, pad, dilation=dilation, groups=c, bias=False),
-                         nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c, c, k, stride, pad, dilation=dilation, groups=c, bias=False),
+        nn.Conv2d(c, c, 1, bias=False),
+        nn.BatchNorm2d(c),
+    )
 
 
 def darts_op(name: str, c: int, stride: int) -> nn.Module:
@@ -257,8 +387,9 @@ def darts_op(name: str, c: int, stride: int) -> nn.Module:
     raise ValueError(f"unknown DARTS op {name!r}")
 
 
-def darts_cell(genotype: Sequence[tuple[str, int]], c_pp: int, c_p: int, c: int, reduction: bool,
-               reduction_prev: bool) -> Cell:
+def darts_cell(
+    genotype: Sequence[tuple[str, int]], c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+) -> Cell:
     pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
     pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
     lv = 1 if reduction else 0
@@ -285,8 +416,9 @@ def _darts(arch: str, num_classes: int, width: float, layers: int, init_channels
         if reduction:
             c_curr *= 2
             stage += 1
-        blocks.append(darts_cell(DARTS_V2["reduce" if reduction else "normal"], c_pp, c_p, c_curr, reduction,
-                                 reduction_prev))
+        blocks.append(
+            darts_cell(DARTS_V2["reduce" if reduction else "normal"], c_pp, c_p, c_curr, reduction, reduction_prev)
+        )
         stage_of.append(stage)
         reduction_prev = reduction
         c_pp, c_p = c_p, 4 * c_curr
@@ -305,16 +437,36 @@ NAS_FAMILIES = ("cell-darts", "cell-mbconv")
 """Families trained with Cutout (the paper: cutout for NAS models)."""
 
 for _info in (
-    ModelInfo("resnet20_cells", "cell-resnet", _resnet20_cells, None,
-              "CIFAR ResNet-20 as NAT cells (FactorizedReduce shortcut); edges for proxyless adaptation"),
-    ModelInfo("resnet50_cifar", "cell-resnet", _resnet50_cifar, None,
-              "ResNet-50 with a 3x3 s1 conv1, no max-pool (SimCLR CIFAR backbone), bottleneck NAT cells"),
-    ModelInfo("mobilenetv2_cifar", "cell-mbv2", _mobilenetv2_cifar, None,
-              "MobileNetV2 for CIFAR (stride-1 stem), 17 inverted-residual NAT cells + 1x1 head conv"),
+    ModelInfo(
+        "resnet20_cells",
+        "cell-resnet",
+        _resnet20_cells,
+        None,
+        "CIFAR ResNet-20 as NAT cells (FactorizedReduce shortcut); edges for proxyless adaptation",
+    ),
+    ModelInfo(
+        "resnet50_cifar",
+        "cell-resnet",
+        _resnet50_cifar,
+        None,
+        "ResNet-50 with a 3x3 s1 conv1, no max-pool (SimCLR CIFAR backbone), bottleneck NAT cells",
+    ),
+    ModelInfo(
+        "mobilenetv2_cifar",
+        "cell-mbv2",
+        _mobilenetv2_cifar,
+        None,
+        "MobileNetV2 for CIFAR (stride-1 stem), 17 inverted-residual NAT cells + 1x1 head conv",
+    ),
     ModelInfo("darts_v2", "cell-darts", _darts_v2, None, "DARTS-V2 genotype, 20 cells, C=36 (evaluation network)"),
     ModelInfo("darts_v2_8", "cell-darts", _darts_v2_8, None, "DARTS-V2 genotype, 8 cells, C=16 (NAT's size)"),
-    ModelInfo("proxylessnas_cifar", "cell-mbconv", _proxylessnas_cifar, None,
-              "heterogeneous MBConv network (per-block kernel 3/5/7, expansion 1/3/6), ProxylessNAS style"),
+    ModelInfo(
+        "proxylessnas_cifar",
+        "cell-mbconv",
+        _proxylessnas_cifar,
+        None,
+        "heterogeneous MBConv network (per-block kernel 3/5/7, expansion 1/3/6), ProxylessNAS style",
+    ),
 ):
     MODELS.register(_info.name, _info)
 del _info
@@ -357,26 +509,65 @@ def _block_cell(block: nn.Module) -> Cell | None:
     if isinstance(block, BasicBlock):
         c_in, c_out, stride = block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0]
         lv = 1 if stride == 2 else 0
-        shapes = [NodeShape(c_in, 0), NodeShape(c_in, 0), NodeShape(c_in, 0), NodeShape(c_out, lv),
-                  NodeShape(c_out, lv), NodeShape(c_out, lv)]
-        specs = [EdgeSpec(1, 2, "skip", "skip"), EdgeSpec(0, 2, "null", "null"),
-                 EdgeSpec(2, 3, "op", "conv3x3"), EdgeSpec(0, 3, "null", "null"),
-                 EdgeSpec(3, 4, "op", "conv3x3"), EdgeSpec(0, 4, "null", "null"),
-                 EdgeSpec(2, 5, "skip", "skip"), EdgeSpec(4, 5, "skip", "skip")]
-        ops = [nn.Identity(), None, nn.Sequential(block.conv1, block.bn1, nn.ReLU()), None,
-               nn.Sequential(block.conv2, block.bn2), None, short, nn.Identity()]
+        shapes = [
+            NodeShape(c_in, 0),
+            NodeShape(c_in, 0),
+            NodeShape(c_in, 0),
+            NodeShape(c_out, lv),
+            NodeShape(c_out, lv),
+            NodeShape(c_out, lv),
+        ]
+        specs = [
+            EdgeSpec(1, 2, "skip", "skip"),
+            EdgeSpec(0, 2, "null", "null"),
+            EdgeSpec(2, 3, "op", "conv3x3"),
+            EdgeSpec(0, 3, "null", "null"),
+            EdgeSpec(3, 4, "op", "conv3x3"),
+            EdgeSpec(0, 4, "null", "null"),
+            EdgeSpec(2, 5, "skip", "skip"),
+            EdgeSpec(4, 5, "skip", "skip"),
+        ]
+        ops = [
+            nn.Identity(),
+            None,
+            nn.Sequential(block.conv1, block.bn1, nn.ReLU()),
+            None,
+            nn.Sequential(block.conv2, block.bn2),
+            None,
+            short,
+            nn.Identity(),
+        ]
     elif isinstance(block, Bottleneck):
         c_in, hidden, c_out = block.conv1.in_channels, block.conv1.out_channels, block.conv3.out_channels
         lv = 1 if block.conv2.stride[0] == 2 else 0
-        shapes = [NodeShape(c_in, 0), NodeShape(c_in, 0), NodeShape(hidden, 0), NodeShape(hidden, lv),
-                  NodeShape(c_out, lv), NodeShape(c_out, lv)]
-        specs = [EdgeSpec(1, 2, "op", "expand1x1"), EdgeSpec(0, 2, "null", "null"),
-                 EdgeSpec(2, 3, "op", "conv3x3"), EdgeSpec(0, 3, "null", "null"),
-                 EdgeSpec(3, 4, "op", "project1x1"), EdgeSpec(0, 4, "null", "null"),
-                 EdgeSpec(1, 5, "skip", "skip"), EdgeSpec(4, 5, "skip", "skip")]
-        ops = [nn.Sequential(block.conv1, block.bn1, nn.ReLU()), None,
-               nn.Sequential(block.conv2, block.bn2, nn.ReLU()), None, nn.Sequential(block.conv3, block.bn3), None,
-               short, nn.Identity()]
+        shapes = [
+            NodeShape(c_in, 0),
+            NodeShape(c_in, 0),
+            NodeShape(hidden, 0),
+            NodeShape(hidden, lv),
+            NodeShape(c_out, lv),
+            NodeShape(c_out, lv),
+        ]
+        specs = [
+            EdgeSpec(1, 2, "op", "expand1x1"),
+            EdgeSpec(0, 2, "null", "null"),
+            EdgeSpec(2, 3, "op", "conv3x3"),
+            EdgeSpec(0, 3, "null", "null"),
+            EdgeSpec(3, 4, "op", "project1x1"),
+            EdgeSpec(0, 4, "null", "null"),
+            EdgeSpec(1, 5, "skip", "skip"),
+            EdgeSpec(4, 5, "skip", "skip"),
+        ]
+        ops = [
+            nn.Sequential(block.conv1, block.bn1, nn.ReLU()),
+            None,
+            nn.Sequential(block.conv2, block.bn2, nn.ReLU()),
+            None,
+            nn.Sequential(block.conv3, block.bn3),
+            None,
+            short,
+            nn.Identity(),
+        ]
     else:
         return None
     kind = "reduce" if lv or c_in != c_out else "normal"

@@ -7,6 +7,7 @@ model, at each tier separately. ``px-tiny-imagenet`` reads the short and paper t
 ``px-ssl`` reads the SimCLR suite (``suites/test_proxyless_ssl.py``): the kNN top-1 that
 ``simclr*`` methods store as ``test_top1_pct``.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -17,8 +18,9 @@ ACC = "test_top1_pct"
 ADAPTED = ("adapt_cell", "adapt_full")
 
 
-def _stats(frame: pd.DataFrame, method: str, model: str, dataset: str | None = None,
-           metric: str = ACC) -> tuple[float, float, int] | None:
+def _stats(
+    frame: pd.DataFrame, method: str, model: str, dataset: str | None = None, metric: str = ACC
+) -> tuple[float, float, int] | None:
     rows = Select(metric, method=method, model=model, dataset=dataset).rows(frame)
     if rows.empty:
         return None
@@ -26,8 +28,9 @@ def _stats(frame: pd.DataFrame, method: str, model: str, dataset: str | None = N
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
 
 
-def adapted_beats_original(model: str, strict: bool = True, check_std: bool = False,
-                           nat_unstable: bool = False) -> Custom:
+def adapted_beats_original(
+    model: str, strict: bool = True, check_std: bool = False, nat_unstable: bool = False
+) -> Custom:
     """adapt_cell and adapt_full mean > (>=) original mean on ``model`` in every dataset; optional std checks."""
 
     def check(frame: pd.DataFrame) -> Outcome:
@@ -46,7 +49,9 @@ def adapted_beats_original(model: str, strict: bool = True, check_std: bool = Fa
                 verdicts.append(ok)
                 gains.append(ours[0] - base[0])
                 n = max(n, ours[2])
-                parts.append(f"{dataset} {method}: {ours[0]:.2f}+-{ours[1]:.2f} vs original {base[0]:.2f}+-{base[1]:.2f}")
+                parts.append(
+                    f"{dataset} {method}: {ours[0]:.2f}+-{ours[1]:.2f} vs original {base[0]:.2f}+-{base[1]:.2f}"
+                )
             if nat_unstable:
                 nat = _stats(frame, "nat", model, dataset)
                 if nat is not None:
@@ -57,8 +62,12 @@ def adapted_beats_original(model: str, strict: bool = True, check_std: bool = Fa
         return Outcome(all(verdicts), max(gains), None, n, "; ".join(parts))
 
     what = ">" if strict else ">="
-    return Custom(check, f"adapt_cell, adapt_full {what} original on {model}"
-                  + (", std no larger" if check_std else "") + (", nat std > 10" if nat_unstable else ""))
+    return Custom(
+        check,
+        f"adapt_cell, adapt_full {what} original on {model}"
+        + (", std no larger" if check_std else "")
+        + (", nat std > 10" if nat_unstable else ""),
+    )
 
 
 def _cost(frame: pd.DataFrame) -> Outcome:
@@ -126,8 +135,10 @@ def _ssl(frame: pd.DataFrame) -> Outcome:
                 if model == "resnet50_cifar":
                     r50.append((ours[0], base[0]))
                 n = max(n, ours[2])
-                parts.append(f"{dataset}/{model} {method}: kNN {ours[0]:.2f}+-{ours[1]:.2f} "
-                             f"vs simclr {base[0]:.2f}+-{base[1]:.2f}")
+                parts.append(
+                    f"{dataset}/{model} {method}: kNN {ours[0]:.2f}+-{ours[1]:.2f} "
+                    f"vs simclr {base[0]:.2f}+-{base[1]:.2f}"
+                )
     if not verdicts:
         return Outcome(None, detail="no simclr / simclr_adapt_* pairs (run suites/test_proxyless_ssl.py)")
     best = max(r50) if r50 else (None, None)

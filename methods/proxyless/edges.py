@@ -27,6 +27,7 @@ the same shape; ``FactorizedReduce`` (two 1x1 stride-2 convs on offset grids,
 concatenated, then BN) across a stride-2 boundary; a 1x1 conv + BN projection when only
 the channels change.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -102,8 +103,7 @@ class EdgeSpec:
 class Edge(nn.Module):
     """An edge: the original op, or (adapted) a theta mixture, or (discretised) one choice."""
 
-    def __init__(self, spec: EdgeSpec, op: nn.Module | None,
-                 ident_factory: Callable[[], nn.Module] | None) -> None:
+    def __init__(self, spec: EdgeSpec, op: nn.Module | None, ident_factory: Callable[[], nn.Module] | None) -> None:
         super().__init__()
         self.spec = spec
         self.op = op  # None for null edges; for skip edges this is the identity itself
@@ -125,7 +125,9 @@ class Edge(nn.Module):
         return None if self.op is None else self.op(x)
 
     def _id(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x) if self.spec.kind == "skip" else self.ident(x)
+        # A skip edge's op is its identity (never dropped); any other edge built its ident (build_ident)
+        # before "id" is used. mypy cannot tie either to spec.kind inside one expression.
+        return self.op(x) if self.spec.kind == "skip" else self.ident(x)  # type: ignore[misc]
 
     def weights(self) -> torch.Tensor:
         """(w_none, w_id, w_same): the raw theta, or its softmax under the flag."""
@@ -142,7 +144,9 @@ class Edge(nn.Module):
             return self._same(x)
         w = self.weights()  # w[0] multiplies the zero tensor: omitted, so its gradient is exactly 0
         if self.spec.kind == "skip":
+            assert self.op is not None  # a skip edge's op is its identity and is never dropped
             return (w[1] + w[2]) * self.op(x)
+        assert self.ident is not None  # adapt() built every identity before giving the edge a theta
         y = w[1] * self.ident(x)
         same = self._same(x)
         return y if same is None else y + w[2] * same
@@ -171,10 +175,18 @@ class NodeShape:
 class Cell(nn.Module):
     """A DAG cell: optional input preprocessing, edges summed per node, output node(s)."""
 
-    def __init__(self, cell_type: str, shapes: Sequence[NodeShape], specs: Sequence[EdgeSpec],
-                 ops: Sequence[nn.Module | None], output: Sequence[int], *,
-                 pre0: nn.Module | None = None, pre1: nn.Module | None = None,
-                 out_act: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        cell_type: str,
+        shapes: Sequence[NodeShape],
+        specs: Sequence[EdgeSpec],
+        ops: Sequence[nn.Module | None],
+        output: Sequence[int],
+        *,
+        pre0: nn.Module | None = None,
+        pre1: nn.Module | None = None,
+        out_act: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         if len(specs) != len(ops):
             raise ValueError("one op per edge spec")
@@ -211,7 +223,7 @@ class Cell(nn.Module):
         """A node all of whose inputs were removed computes zeros of its shape."""
         shape = self.shapes[node]
         h, w = ref.shape[-2:]
-        f = 2 ** shape.level
+        f = 2**shape.level
         return ref.new_zeros(ref.shape[0], shape.channels, -(-h // f), -(-w // f))
 
 
@@ -242,8 +254,10 @@ def cells(model: nn.Module) -> list[tuple[str, Cell]]:
     """(name, cell) of every cell in forward order (the model's blocks)."""
     out = [(n, m) for n, m in model.named_modules() if isinstance(m, Cell)]
     if not out:
-        raise InvalidConfig(f"{type(model).__name__} exposes no cell graph (no Cell modules); "
-                            "use a cell-graph model such as resnet20_cells, mobilenetv2_cifar or darts_v2_8")
+        raise InvalidConfig(
+            f"{type(model).__name__} exposes no cell graph (no Cell modules); "
+            "use a cell-graph model such as resnet20_cells, mobilenetv2_cifar or darts_v2_8"
+        )
     return out
 
 

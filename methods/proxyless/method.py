@@ -22,6 +22,7 @@ Recorded: the series ``theta_none_ratio`` / ``theta_id_ratio`` / ``theta_same_ra
 ``edges_changed_<type>_count``, per transition ``edges_<from>_to_<to>_count`` (original
 ``same``/``id``/``none`` to the new effective op), ``arch_steps`` and ``arch_stage_s``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,21 +35,30 @@ import torch
 
 from bench import engine
 from bench.contract.config import require
-from bench.contract.interface import Fitted, Split, Task
-from bench.models.net import build_from_arch_string, model_info
+from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
-from bench.measure import Stopwatch
 from bench.engine.method import BaseMethod
+from bench.measure import Stopwatch
+from bench.models.net import build_from_arch_string, model_info
+from bench.registry import register_method
 from methods.proxyless import edges as E
 from methods.proxyless.cells import NAS_FAMILIES, as_cells
 
 
 def nas_recipe() -> engine.TrainConfig:
     """The DARTS/NAT evaluation recipe at the paper's lr and 600 epochs."""
-    return engine.TrainConfig(optimizer="sgd", lr=0.025, momentum=0.9, nesterov=False, weight_decay=3e-4,
-                              batch_size=96, epochs=600.0, final_lr_frac=0.001 / 0.025, clip_grad_norm=5.0,
-                              log_every=500)
+    return engine.TrainConfig(
+        optimizer="sgd",
+        lr=0.025,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=3e-4,
+        batch_size=96,
+        epochs=600.0,
+        final_lr_frac=0.001 / 0.025,
+        clip_grad_norm=5.0,
+        log_every=500,
+    )
 
 
 @dataclass(frozen=True)
@@ -143,12 +153,18 @@ def rebuild(arch: str) -> torch.nn.Module:
 class ArchSearch:
     """The architecture stage: theta steps in ``after_step``, telemetry and discretisation in ``periodic``."""
 
-    def __init__(self, model: torch.nn.Module, cfg: ArchConfig, rec: Recorder, arch_steps: int,
-                 loss_fn: engine.LossFn, bf16: bool) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: ArchConfig,
+        rec: Recorder,
+        arch_steps: int,
+        loss_fn: engine.LossFn,
+        bf16: bool,
+    ) -> None:
         self.model, self.cfg, self.rec, self.arch_steps, self.loss_fn = model, cfg, rec, arch_steps, loss_fn
         self.params = list(E.thetas(model).values())
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                    weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
         self.every = max(1, arch_steps // cfg.record_points)
         self.bf16 = bf16
         self.done = False
@@ -196,7 +212,7 @@ class ArchSearch:
         self.rec.progress(f"discretised at step {step}: {self.rec.metrics['edges_changed_count']:.0f} edges changed")
 
 
-class _CellTrainer(BaseMethod[OriginalConfig]):
+class _CellTrainer(BaseMethod[OriginalConfig | AdaptConfig]):  # Original's config, or _Adapt's (below)
     Config: ClassVar[type] = OriginalConfig
     mode: ClassVar[str | None] = None
     name: ClassVar[str]
@@ -219,6 +235,8 @@ class Original(_CellTrainer):
 
 class _Adapt(_CellTrainer):
     Config: ClassVar[type] = AdaptConfig
+    config: AdaptConfig
+    mode: ClassVar[str]  # every concrete subclass sets "cell" or "full"
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
@@ -233,8 +251,17 @@ class _Adapt(_CellTrainer):
         search = ArchSearch(model, cfg.arch, rec, arch_steps, engine.default_loss(train.label_smoothing), train.bf16)
         hooks = engine.StepHooks(after_step=search.after_step, periodic=((1, search.periodic),))
         with rec.stage("train"):
-            engine.fit(model, task.train, train, rec, stage="train", val=task.val, hooks=hooks, seed=task.seed,
-                       params=weight_params(model))
+            engine.fit(
+                model,
+                task.train,
+                train,
+                rec,
+                stage="train",
+                val=task.val,
+                hooks=hooks,
+                seed=task.seed,
+                params=weight_params(model),
+            )
         if not search.done:  # the stage ended before arch_steps (cannot happen with a fixed budget)
             search.finish(total)
         return Fitted(model, arch_string(base, self.mode, model), info={"mode": self.mode})

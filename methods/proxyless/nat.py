@@ -21,6 +21,7 @@ Recorded: series ``nat_reward_frac``, ``nat_reward_ema_frac``, ``nat_entropy_nat
 update and ``nat_p_{none,id,same}_prob`` at (update, edge position); the discretised
 architecture as in ``adapt_*`` (``architecture``, ``edges_changed_count``, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,17 +32,30 @@ from torch import nn
 
 from bench import engine
 from bench.contract.config import require
-from bench.errors import InvalidConfig
-from bench.contract.interface import Fitted, Split, Task
+from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.errors import InvalidConfig
+from bench.registry import register_method
 from methods.proxyless import edges as E
 from methods.proxyless.cells import as_cells, cell_types_identical
 from methods.proxyless.method import arch_string, nas_recipe, recipe_for, record_changes
 
-OP_VOCAB = ("skip", "null", "conv3x3", "expand1x1", "project1x1", "dw3x3", "dw5x5", "dw7x7", "sep_conv_3x3",
-            "sep_conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3")
+OP_VOCAB = (
+    "skip",
+    "null",
+    "conv3x3",
+    "expand1x1",
+    "project1x1",
+    "dw3x3",
+    "dw5x5",
+    "dw7x7",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+)
 KINDS = ("op", "skip", "null")
 TYPES = ("normal", "reduce", "first")
 
@@ -100,8 +114,9 @@ class GCNPolicy(nn.Module):
             out.append(self.edge(torch.cat([h[g.src], h[g.dst], g.edge_feats], dim=1)))
         return torch.cat(out)
 
-    def sample(self, n: int, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` architectures ([n, positions] indices into CHOICES), their log-probs and the mean entropy."""
         logits = self.logits()
         probs = torch.softmax(logits, -1)
@@ -128,8 +143,9 @@ class NatReinforce:
     keeps its own update, so they are two classes, not one with flags.
     """
 
-    def __init__(self, policy: GCNPolicy, lr: float, weight_decay: float, entropy_weight: float,
-                 baseline_decay: float) -> None:
+    def __init__(
+        self, policy: GCNPolicy, lr: float, weight_decay: float, entropy_weight: float, baseline_decay: float
+    ) -> None:
         self.policy = policy
         self.opt = torch.optim.Adam(policy.parameters(), lr=lr, weight_decay=weight_decay)
         self.entropy_weight, self.decay = entropy_weight, baseline_decay
@@ -146,8 +162,17 @@ class NatReinforce:
 
 
 def _supernet_default() -> engine.TrainConfig:
-    return engine.TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=3e-4,
-                              batch_size=96, epochs=50.0, clip_grad_norm=5.0, log_every=500)
+    return engine.TrainConfig(
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=3e-4,
+        batch_size=96,
+        epochs=50.0,
+        clip_grad_norm=5.0,
+        log_every=500,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,8 +188,10 @@ class PolicyConfig:
     reward_batch: int = 96
 
     def __post_init__(self) -> None:
-        require(self.hidden >= 1 and self.samples_per_update >= 1 and self.reward_batch >= 1,
-                "hidden, samples_per_update and reward_batch must be >= 1")
+        require(
+            self.hidden >= 1 and self.samples_per_update >= 1 and self.reward_batch >= 1,
+            "hidden, samples_per_update and reward_batch must be >= 1",
+        )
         require(0.0 <= self.baseline_decay < 1.0, "baseline_decay must be in [0, 1)")
 
 
@@ -192,7 +219,7 @@ def expand(model: nn.Module, per_position: list[str]) -> list[str]:
         if cell.cell_type not in offsets:
             offsets[cell.cell_type] = k
             k += len(cell.edges)
-    out = []
+    out: list[str] = []
     for _, cell in E.cells(model):
         out.extend(per_position[offsets[cell.cell_type] + i] for i in range(len(cell.edges)))
     return out
@@ -225,8 +252,10 @@ class NAT(BaseMethod[NATConfig]):
         E.build_identities(supernet)  # the supernet samples identity choices
         problems = cell_types_identical(supernet)
         if problems:
-            raise InvalidConfig("nat supports only networks of identical cells per type (as NAT); "
-                                f"{task.model}: {'; '.join(problems[:3])}. Use adapt_full for heterogeneous networks")
+            raise InvalidConfig(
+                "nat supports only networks of identical cells per type (as NAT); "
+                f"{task.model}: {'; '.join(problems[:3])}. Use adapt_full for heterogeneous networks"
+            )
         gen = torch.Generator().manual_seed(task.seed + 7)
         perm = torch.randperm(len(task.train), generator=gen).to(task.device)
         n_w = max(1, int(round(cfg.supernet_frac * len(task.train))))
@@ -236,8 +265,14 @@ class NAT(BaseMethod[NATConfig]):
         policy = GCNPolicy(graphs, cfg.policy.hidden)
         p = cfg.policy
         learner = NatReinforce(policy, p.lr, p.weight_decay, p.entropy_weight, p.baseline_decay)
-        original = expand(supernet, [c.edges[i].original() if c.edges[i].spec.kind != "skip" else "same"
-                                     for c in representative_cells(supernet) for i in range(len(c.edges))])
+        original = expand(
+            supernet,
+            [
+                c.edges[i].original() if c.edges[i].spec.kind != "skip" else "same"
+                for c in representative_cells(supernet)
+                for i in range(len(c.edges))
+            ],
+        )
         state = {"updates": 0}
 
         def reward_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,8 +296,9 @@ class NAT(BaseMethod[NATConfig]):
             actions, logp, entropy = policy.sample(p.samples_per_update, gen)
             x, y = reward_batch()
             base = accuracy(original, x, y)
-            rewards = torch.tensor([accuracy(expand(supernet, [E.CHOICES[i] for i in a.tolist()]), x, y) - base
-                                    for a in actions])
+            rewards = torch.tensor(
+                [accuracy(expand(supernet, [E.CHOICES[i] for i in a.tolist()]), x, y) - base for a in actions]
+            )
             stats = learner.step(logp, entropy, rewards)
             state["updates"] += 1
             u = state["updates"]
@@ -280,13 +316,21 @@ class NAT(BaseMethod[NATConfig]):
             e.choice = "same"
         sup_cfg = recipe_for(cfg.supernet, cfg.nas_cutout, task.model)
         with rec.stage("policy"):
-            engine.fit(supernet, w_split, sup_cfg, rec, stage="supernet", seed=task.seed,
-                       hooks=engine.StepHooks(before_step=sample_uniform, periodic=((cfg.steps_per_update, update),)))
+            engine.fit(
+                supernet,
+                w_split,
+                sup_cfg,
+                rec,
+                stage="supernet",
+                seed=task.seed,
+                hooks=engine.StepHooks(before_step=sample_uniform, periodic=((cfg.steps_per_update, update),)),
+            )
             with torch.no_grad():
                 actions, _, _ = policy.sample(cfg.derive_samples, gen)
             x, y = reward_batch()
-            scored = [(accuracy(expand(supernet, [E.CHOICES[i] for i in a.tolist()]), x, y), k)
-                      for k, a in enumerate(actions)]
+            scored = [
+                (accuracy(expand(supernet, [E.CHOICES[i] for i in a.tolist()]), x, y), k) for k, a in enumerate(actions)
+            ]
             best = actions[max(scored)[1]]
         rec.scalar("nat_updates", state["updates"])
         rec.scalar("nat_derived_reward_frac", max(scored)[0] - accuracy(original, x, y))
@@ -298,4 +342,3 @@ class NAT(BaseMethod[NATConfig]):
         with rec.stage("train"):
             engine.fit(child, task.train, train, rec, stage="train", val=task.val, seed=task.seed)
         return Fitted(child, arch_string(base, "nat", child), info={"mode": "nat"})
-

@@ -42,6 +42,7 @@ Recorded: ``knn_k_count``, ``knn_temperature_ratio``, ``ntxent_temperature_ratio
 the adaptive variants everything ``ArchSearch`` records (theta series, ``architecture``,
 ``choices``, ``edges_changed_count``, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,8 +55,8 @@ from bench import engine
 from bench.contract.config import require
 from bench.contract.interface import Fitted, Split, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.registry import register_method
 from methods.proxyless import edges as E
 from methods.proxyless.cells import as_cells
 from methods.proxyless.method import ArchConfig, ArchSearch, arch_string, weight_params
@@ -71,8 +72,16 @@ from methods.proxyless.ssl import (
 
 def simclr_recipe() -> engine.TrainConfig:
     """SimCLR-CIFAR as the paper runs it: Adam(W) 1e-3, wd 1e-6, batch 512, 500 epochs, constant lr."""
-    return engine.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-6, batch_size=512, epochs=500.0,
-                              schedule="constant", flip="off", log_every=500)
+    return engine.TrainConfig(
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-6,
+        batch_size=512,
+        epochs=500.0,
+        schedule="constant",
+        flip="off",
+        log_every=500,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,10 @@ class HeadConfig:
     out: int = 128
 
     def __post_init__(self) -> None:
-        require(self.hidden_ratio > 0 and self.min_hidden >= 1 and self.out >= 1,
-                "head.hidden_ratio must be > 0, head.min_hidden and head.out >= 1")
+        require(
+            self.hidden_ratio > 0 and self.min_hidden >= 1 and self.out >= 1,
+            "head.hidden_ratio must be > 0, head.min_hidden and head.out >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -103,10 +114,14 @@ class SimCLRConfig:
 
     def __post_init__(self) -> None:
         require(self.temperature > 0 and self.knn_temperature > 0, "temperature and knn_temperature must be > 0")
-        require(self.knn_k >= 1 and self.knn_every >= 0 and self.eval_batch >= 1,
-                "knn_k and eval_batch must be >= 1, knn_every >= 0")
-        require(self.train.eval_every == 0,
-                "train.eval_every must be 0: the network has no classifier (use knn_every for a kNN curve)")
+        require(
+            self.knn_k >= 1 and self.knn_every >= 0 and self.eval_batch >= 1,
+            "knn_k and eval_batch must be >= 1, knn_every >= 0",
+        )
+        require(
+            self.train.eval_every == 0,
+            "train.eval_every must be 0: the network has no classifier (use knn_every for a kNN curve)",
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +136,12 @@ class ProjectionHead(nn.Sequential):
     """SimCLR-CIFAR's MLP head: Linear(F->H, no bias) - BN - ReLU - Linear(H->out)."""
 
     def __init__(self, features: int, hidden: int, out: int) -> None:
-        super().__init__(nn.Linear(features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out))
+        super().__init__(
+            nn.Linear(features, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out),
+        )
 
 
 def attach_head(model: nn.Module, cfg: HeadConfig) -> ProjectionHead:
@@ -172,13 +191,20 @@ class SimCLRLoss:
 class KnnMonitor:
     """``periodic`` callback: kNN top-1 on ``val`` with ``train`` as bank, as the curve ``<stage>_val_knn_top1_pct``."""
 
-    def __init__(self, model: nn.Module, bank: Split, val: Split, cfg: SimCLRConfig, rec: Recorder,
-                 stage: str = "train") -> None:
+    def __init__(
+        self, model: nn.Module, bank: Split, val: Split, cfg: SimCLRConfig, rec: Recorder, stage: str = "train"
+    ) -> None:
         self.model, self.bank, self.val, self.cfg, self.rec, self.stage = model, bank, val, cfg, rec, stage
 
     def __call__(self, done: int) -> bool:
-        out = knn_evaluate(self.model, self.bank, self.val, k=self.cfg.knn_k, temperature=self.cfg.knn_temperature,
-                           batch_size=self.cfg.eval_batch)
+        out = knn_evaluate(
+            self.model,
+            self.bank,
+            self.val,
+            k=self.cfg.knn_k,
+            temperature=self.cfg.knn_temperature,
+            batch_size=self.cfg.eval_batch,
+        )
         self.rec.point(f"{self.stage}_{self.val.name}_knn_top1_pct", done, out["top1_pct"])
         return False
 
@@ -205,6 +231,7 @@ class _SimCLR(BaseMethod[SimCLRConfig]):
         periodic: list = []
         search = None
         if self.mode is not None:
+            assert isinstance(cfg, SimCLRAdaptConfig)  # mode is set only by _SimCLRAdapt subclasses (its Config)
             keys = E.adapt(model, self.mode, softmax=cfg.arch.softmax, softmax_init=cfg.arch.softmax_init)
             rec.note("theta_keys", keys)
             rec.scalar("thetas_count", len(keys))
@@ -214,14 +241,23 @@ class _SimCLR(BaseMethod[SimCLRConfig]):
             periodic.append((1, search.periodic))
         if cfg.knn_every:
             periodic.append((cfg.knn_every, KnnMonitor(model, task.train, task.val, cfg, rec)))
-        hooks = engine.StepHooks(loss_fn=loss, after_step=search.after_step if search else None,
-                                 periodic=tuple(periodic))
+        hooks = engine.StepHooks(
+            loss_fn=loss, after_step=search.after_step if search else None, periodic=tuple(periodic)
+        )
         with rec.stage("train"):
-            report = engine.fit(model, task.train, cfg.train, rec, stage="train", hooks=hooks, seed=task.seed,
-                                params=weight_params(model))
+            report = engine.fit(
+                model,
+                task.train,
+                cfg.train,
+                rec,
+                stage="train",
+                hooks=hooks,
+                seed=task.seed,
+                params=weight_params(model),
+            )
         if search is not None and not search.done:
             search.finish(report.steps)
-        curve = rec.series.get("train_loss_nat")
+        curve = rec.curve("train_loss_nat")
         rec.scalar("ntxent_final_loss_nat", curve[-1][-1] if curve else report.final_loss_nat)
         rec.scalar("ntxent_last_step_loss_nat", report.final_loss_nat)
         if self.mode is None:
@@ -240,8 +276,15 @@ class _SimCLR(BaseMethod[SimCLRConfig]):
         feats = fitted.info.get("_bank_features")
         if feats is None:
             feats = fitted.info["_bank_features"] = embed(fitted.model, bank, cfg.eval_batch)
-        return knn_evaluate(fitted.model, bank, split, k=cfg.knn_k, temperature=cfg.knn_temperature,
-                            bank_features=feats, batch_size=cfg.eval_batch)
+        return knn_evaluate(
+            fitted.model,
+            bank,
+            split,
+            k=cfg.knn_k,
+            temperature=cfg.knn_temperature,
+            bank_features=feats,
+            batch_size=cfg.eval_batch,
+        )
 
 
 @register_method("simclr")
@@ -267,5 +310,14 @@ class SimCLRAdaptFull(_SimCLRAdapt):
     mode = "full"
 
 
-__all__ = ["HeadConfig", "KnnMonitor", "ProjectionHead", "SimCLRAdaptConfig", "SimCLRConfig", "SimCLRLoss",
-           "attach_head", "knn_scores", "simclr_recipe"]
+__all__ = [
+    "HeadConfig",
+    "KnnMonitor",
+    "ProjectionHead",
+    "SimCLRAdaptConfig",
+    "SimCLRConfig",
+    "SimCLRLoss",
+    "attach_head",
+    "knn_scores",
+    "simclr_recipe",
+]

@@ -20,6 +20,7 @@
   (not including) its classifier entry, and top-1 / NLL of the kNN classifier with a
   split (the training split) as memory bank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.config import require
-from bench.data.loader import iter_eval
 from bench.contract.split import Split
+from bench.data.loader import iter_eval
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -48,8 +49,14 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 
 
 @torch.no_grad()
-def knn_predict(features: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, classes: int,
-                k: int = 200, temperature: float = 0.5) -> torch.Tensor:
+def knn_predict(
+    features: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    classes: int,
+    k: int = 200,
+    temperature: float = 0.5,
+) -> torch.Tensor:
     """Class scores [N, classes] of weighted kNN (cosine similarity, weights exp(sim / temperature))."""
     f, b = F.normalize(features.float(), dim=1), F.normalize(bank.float(), dim=1)
     sim = f @ b.T
@@ -83,12 +90,16 @@ class AugConfig:
     gray_p: float = 0.2
 
     def __post_init__(self) -> None:
-        require(0 < self.crop_min_scale <= self.crop_max_scale <= 1, "need 0 < aug.crop_min_scale <= crop_max_scale <= 1")
+        require(
+            0 < self.crop_min_scale <= self.crop_max_scale <= 1, "need 0 < aug.crop_min_scale <= crop_max_scale <= 1"
+        )
         require(0 < self.crop_min_ratio <= self.crop_max_ratio, "need 0 < aug.crop_min_ratio <= crop_max_ratio")
         require(self.flip in ("auto", "on", "off"), f"aug.flip must be auto, on or off, got {self.flip!r}")
         require(0 <= self.jitter_p <= 1 and 0 <= self.gray_p <= 1, "aug.jitter_p and aug.gray_p must be in [0, 1]")
-        require(min(self.brightness, self.contrast, self.saturation) >= 0 and 0 <= self.hue <= 0.5,
-                "aug.brightness/contrast/saturation must be >= 0 and aug.hue in [0, 0.5]")
+        require(
+            min(self.brightness, self.contrast, self.saturation) >= 0 and 0 <= self.hue <= 0.5,
+            "aug.brightness/contrast/saturation must be >= 0 and aug.hue in [0, 0.5]",
+        )
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +141,9 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
     sector = (i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, 6, 1, 1)).to(x.dtype)  # [N, 6, H, W]
-    table = torch.stack((torch.stack((v, q, p, p, t, v), 1), torch.stack((t, v, v, q, p, p), 1),
-                         torch.stack((p, p, t, v, v, q), 1)), 1)  # [N, 3, 6, H, W]
+    table = torch.stack(
+        (torch.stack((v, q, p, p, t, v), 1), torch.stack((t, v, v, q, p, p), 1), torch.stack((p, p, t, v, v, q), 1)), 1
+    )  # [N, 3, 6, H, W]
     return (table * sector.unsqueeze(1)).sum(2)
 
 
@@ -149,8 +161,9 @@ class SimCLRAugment:
     are reproducible and independent of the global RNG the engine's loader uses.
     """
 
-    def __init__(self, cfg: AugConfig, mean: Sequence[float], std: Sequence[float], *, flip_ok: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, cfg: AugConfig, mean: Sequence[float], std: Sequence[float], *, flip_ok: bool = True, seed: int = 0
+    ) -> None:
         self.cfg = cfg
         self.mean, self.std = tuple(mean), tuple(std)
         self.flip = cfg.flip == "on" or (cfg.flip == "auto" and flip_ok)
@@ -183,9 +196,14 @@ class SimCLRAugment:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """One augmented view of the normalised batch ``x`` [N, C, H, W] (float32, same shape)."""
-        ctx = torch.autocast(x.device.type, enabled=False) if x.device.type in ("cuda", "cpu") else contextlib.nullcontext()
+        ctx = (
+            torch.autocast(x.device.type, enabled=False)
+            if x.device.type in ("cuda", "cpu")
+            else contextlib.nullcontext()
+        )
         with ctx:
             self._setup(x)
+            assert self._stats is not None  # _setup() just set it for this device and channel count
             mean, std = self._stats
             img = (x.float() * std + mean).clamp_(0.0, 1.0)
             img = self.crop_flip(img)
@@ -230,8 +248,10 @@ class SimCLRAugment:
         b, c, s = factor(cfg.brightness), factor(cfg.contrast), factor(cfg.saturation)
         hue = torch.where(applied, self._uniform(n, -cfg.hue, cfg.hue, dev), torch.zeros(n, device=dev))
         rgb = img.shape[1] == 3
-        ops = [lambda t: _blend(t, torch.zeros_like(t), b),
-               lambda t: _blend(t, _gray(t).mean((1, 2, 3), keepdim=True), c)]
+        ops = [
+            lambda t: _blend(t, torch.zeros_like(t), b),
+            lambda t: _blend(t, _gray(t).mean((1, 2, 3), keepdim=True), c),
+        ]
         if rgb:  # saturation and hue are identities on one-channel images
             ops += [lambda t: _blend(t, _gray(t), s), lambda t: adjust_hue(t, hue)]
         if not cfg.random_order:
@@ -285,16 +305,35 @@ def embed(model: nn.Module, split: Split, batch_size: int = 512, bf16: bool = Tr
 
 
 @torch.no_grad()
-def knn_scores(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, classes: int, k: int,
-               temperature: float, chunk: int = 1024) -> torch.Tensor:
+def knn_scores(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    classes: int,
+    k: int,
+    temperature: float,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """``knn_predict`` in chunks of queries (a 10k x 50k similarity matrix would not fit on every GPU)."""
-    return torch.cat([knn_predict(query[i:i + chunk], bank, bank_labels, classes, k, temperature)
-                      for i in range(0, query.shape[0], chunk)])
+    return torch.cat(
+        [
+            knn_predict(query[i : i + chunk], bank, bank_labels, classes, k, temperature)
+            for i in range(0, query.shape[0], chunk)
+        ]
+    )
 
 
 @torch.no_grad()
-def knn_evaluate(model: nn.Module, bank: Split, split: Split, *, k: int = 200, temperature: float = 0.5,
-                 bank_features: torch.Tensor | None = None, batch_size: int = 512) -> dict[str, float]:
+def knn_evaluate(
+    model: nn.Module,
+    bank: Split,
+    split: Split,
+    *,
+    k: int = 200,
+    temperature: float = 0.5,
+    bank_features: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> dict[str, float]:
     """kNN top-1 (%) and NLL (nats, -log of the true class's vote share, floored at 1e-6) on ``split``.
 
     The memory bank is ``bank`` (the training split) embedded without augmentation;

@@ -8,4 +8,5 @@ methods ``trnas_rank``, ``trnas_rea``, ``trnas_dartspt``, ``trnas_memory``; ``da
 the DARTS two-input space with a wide ResNet-20 prefix, ``trnas_dartspt_darts``;
 ``claims``: the checks of the paper's headline claims.
 """
+
 from methods.trnas import claims, darts_pt, darts_space, memory, rank, rea  # noqa: F401

@@ -5,6 +5,7 @@ The suite labels cells ``<method>:<proxy>`` (``original``, ``tr_5_5``, ``tr_10_1
 the CUDA allocator's peak (``*_peak_alloc_mib``) where a tier has it, else the saved
 activation bytes of one training batch (``*_act_mib``, the CPU tiers' measure).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,8 +29,9 @@ def _all(*checks: Compare) -> Custom:
 
 
 def _rank_gain(ours: str, base: str, metrics: tuple[str, ...], op: str = ">=") -> Custom:
-    return _all(*[Compare(Select(m, variant=f"{RANK}:{ours}"), Select(m, variant=f"{RANK}:{base}"), op=op)
-                  for m in metrics])
+    return _all(
+        *[Compare(Select(m, variant=f"{RANK}:{ours}"), Select(m, variant=f"{RANK}:{base}"), op=op) for m in metrics]
+    )
 
 
 def _memory_ratio(num: str, den: str, metric: str, at_least: float) -> Custom:
@@ -40,9 +42,14 @@ def _memory_ratio(num: str, den: str, metric: str, at_least: float) -> Custom:
             a, b = Select(name, variant=num).rows(frame), Select(name, variant=den).rows(frame)
             if not a.empty and not b.empty:
                 ratio = float(a[name].mean()) / float(b[name].mean())
-                return Outcome(ratio >= at_least, ratio, None, min(len(a), len(b)),
-                               f"{name}: {float(a[name].mean()):.4g} / {float(b[name].mean()):.4g} = {ratio:.2f} "
-                               f"(needs >= {at_least:g})")
+                return Outcome(
+                    ratio >= at_least,
+                    ratio,
+                    None,
+                    min(len(a), len(b)),
+                    f"{name}: {float(a[name].mean()):.4g} / {float(b[name].mean()):.4g} = {ratio:.2f} "
+                    f"(needs >= {at_least:g})",
+                )
         return Outcome(None, detail=f"no {metric} memory rows for {num} and {den}")
 
     return Custom(check, f"{num} / {den} memory >= {at_least:g}")
@@ -73,18 +80,29 @@ def _warmup(frame: pd.DataFrame) -> Outcome:
         head, _, n = str(variant).rpartition("_w")
         if head == f"{RANK}:tr_5_5" and n.isdigit():
             axis[int(n)] = float(Select(m, variant=variant).rows(frame)[m].mean())
-    peak = max(axis, key=axis.get)
+    peak = max(axis, key=axis.get)  # type: ignore[arg-type]  # dict.get may return None; every key is present
     holds = w0 < o < w and (len(axis) <= 2 or peak == 13)
     curve = ", ".join(f"n={n}: {axis[n]:.3f}" for n in sorted(axis))
-    return Outcome(holds, w, o, min(len(r) for r in rows.values()),
-                   f"KROCC original {o:.3f}; Tr-5-5 by warmup epochs {curve} (peak at n={peak})")
+    return Outcome(
+        holds,
+        w,
+        o,
+        min(len(r) for r in rows.values()),
+        f"KROCC original {o:.3f}; Tr-5-5 by warmup epochs {curve} (peak at n={peak})",
+    )
 
 
 register_check("tr-rank-random", _rank_gain("tr_5_5", "original", ("krocc_tau", "srocc_rho")))
 register_check("tr-rank-topk", _rank_gain("tr_5_5", "original", ("krocc_topk_tau", "srocc_topk_rho")))
 register_check("tr-memory", _memory_ratio("trnas_memory:net_original", "trnas_memory:net_tr_5_5", "mem", 2.0))
-register_check("tr-dartspt-accuracy", Compare(Select("test_top1_pct", variant="trnas_dartspt:tr_5_5"),
-                                              Select("test_top1_pct", variant="trnas_dartspt:original"), op=">="))
+register_check(
+    "tr-dartspt-accuracy",
+    Compare(
+        Select("test_top1_pct", variant="trnas_dartspt:tr_5_5"),
+        Select("test_top1_pct", variant="trnas_dartspt:original"),
+        op=">=",
+    ),
+)
 register_check("tr-dartspt-cost", Custom(_dartspt_cost, "transfer search faster and >= 2x less supernet memory"))
 register_check("tr-10-10-worse", _rank_gain("tr_10_10", "original", ("krocc_tau",), op="<"))
 register_check("tr-warmup-peak", Custom(_warmup, "no warmup below original; 13-epoch warmup above it"))

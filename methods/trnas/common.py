@@ -7,6 +7,7 @@ returns it with the source weights the harness pretrained on the task's ``source
 the tier's scale (cached), exactly as for any other method. The NAS networks are the
 method's own; their width ``C`` defaults to B's stem width so Tr-Net-5-5 fits.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,11 +22,11 @@ from torch import nn
 from bench import engine
 from bench.cache import cache_file, cached
 from bench.contract.config import require
-from bench.errors import InvalidConfig
 from bench.contract.interface import Split, Task
-from bench.models.net import MappedNet
 from bench.contract.recorder import Recorder
+from bench.errors import InvalidConfig
 from bench.measure import Stopwatch
+from bench.models.net import MappedNet
 from methods.trnas.network import (
     Count,
     NB201Net,
@@ -40,8 +41,18 @@ MIB = float(1 << 20)
 
 def nb201_train(epochs: float = 200.0, **overrides: Any) -> engine.TrainConfig:
     """NAS-Bench-201 hyperparameters: SGD nesterov 0.9, lr 0.1, wd 5e-4, batch 256, cosine, crop + flip."""
-    base = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-            "batch_size": 256, "epochs": epochs, "schedule": "cosine", "crop_pad": 4, "log_every": 100}
+    base = {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "batch_size": 256,
+        "epochs": epochs,
+        "schedule": "cosine",
+        "crop_pad": 4,
+        "log_every": 100,
+    }
     return engine.TrainConfig(**{**base, **overrides})
 
 
@@ -111,8 +122,14 @@ class Builder:
 
 def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
     """B pretrained on the task's training split (never val or test), cached per task and recipe."""
-    inputs = {"model": task.model, "dataset": task.dataset, "seed": task.seed,
-              "settings": dataclasses.asdict(task.settings), "recipe": dataclasses.asdict(recipe), "version": 1}
+    inputs = {
+        "model": task.model,
+        "dataset": task.dataset,
+        "seed": task.seed,
+        "settings": dataclasses.asdict(task.settings),
+        "recipe": dataclasses.asdict(recipe),
+        "version": 1,
+    }
     path = cache_file("trnas-source", f"{task.model}-{task.dataset}-s{task.seed}", inputs, task.device)
 
     def compute() -> dict:
@@ -142,8 +159,9 @@ class Trained:
     peak_alloc_mib: float | None = None
 
 
-def train_candidate(net: nn.Module, arch: Arch, train: Split, val: Split, cfg: engine.TrainConfig,
-                    seed: int, stage: str) -> Trained:
+def train_candidate(
+    net: nn.Module, arch: Arch, train: Split, val: Split, cfg: engine.TrainConfig, seed: int, stage: str
+) -> Trained:
     """Train ``net`` with ``cfg`` through the engine (a quiet recorder) and score it on ``val``.
 
     Activation memory is the saved-tensor bytes of one training batch (any device); on
@@ -170,8 +188,16 @@ def train_candidate(net: nn.Module, arch: Arch, train: Split, val: Split, cfg: e
 
 def reference_path(task: Task, archs: list[Arch], cfg: engine.TrainConfig, C: int, N: int, seed: int) -> Path:
     """Cache file of the harness reference accuracies of ``archs`` for this task (``bench.cache``)."""
-    inputs = {"archs": [format_arch(a) for a in archs], "train": dataclasses.asdict(cfg), "C": C, "N": N,
-              "seed": seed, "dataset": task.dataset, "settings": dataclasses.asdict(task.settings), "version": 1}
+    inputs = {
+        "archs": [format_arch(a) for a in archs],
+        "train": dataclasses.asdict(cfg),
+        "C": C,
+        "N": N,
+        "seed": seed,
+        "dataset": task.dataset,
+        "settings": dataclasses.asdict(task.settings),
+        "version": 1,
+    }
     return cache_file("trnas-reference", f"{task.dataset}-C{C}-N{N}-s{seed}", inputs, task.device)
 
 
@@ -191,10 +217,13 @@ class NatsTable:
             raise InvalidConfig(
                 "reference='nats' needs the optional package nats_bench (pip install nats_bench) and the "
                 "benchmark file (NATS-tss-v1_0-3ffb9-simple) at nats_path; without them use "
-                "reference='harness' (a longer reference training by the harness)") from None
+                "reference='harness' (a longer reference training by the harness)"
+            ) from None
         if not path or not Path(path).exists():
-            raise InvalidConfig(f"nats_path {path!r} does not exist; point it at the NATS-Bench topology "
-                                "file or folder (e.g. $TORCH_HOME/NATS-tss-v1_0-3ffb9-simple)")
+            raise InvalidConfig(
+                f"nats_path {path!r} does not exist; point it at the NATS-Bench topology "
+                "file or folder (e.g. $TORCH_HOME/NATS-tss-v1_0-3ffb9-simple)"
+            )
         self.api = nats_bench.create(path, "tss", fast_mode=True, verbose=False)
         self.dataset = dataset
 
@@ -210,8 +239,10 @@ def nats_dataset(dataset: str, override: str) -> str:
     if override:
         return override
     if dataset not in NATS_DATASETS:
-        raise InvalidConfig(f"no NATS-Bench table for dataset '{dataset}'; tables exist for "
-                            f"{', '.join(NATS_DATASETS)} (or set nats_dataset)")
+        raise InvalidConfig(
+            f"no NATS-Bench table for dataset '{dataset}'; tables exist for "
+            f"{', '.join(NATS_DATASETS)} (or set nats_dataset)"
+        )
     return NATS_DATASETS[dataset]
 
 

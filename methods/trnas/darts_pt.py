@@ -20,12 +20,13 @@ returned. Recorded: ``search_s`` (search + projection wall time), ``search_act_m
 (saved activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA),
 ``found_table_test_top1_pct`` with a NATS-Bench table.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -34,10 +35,10 @@ import torch.nn.functional as F
 from bench import engine
 from bench.contract.config import require
 from bench.contract.interface import Fitted, Split, Task
-from bench.data.loader import DeviceLoader, iter_eval
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
+from bench.data.loader import DeviceLoader, iter_eval
 from bench.engine.method import BaseMethod
+from bench.registry import register_method
 from methods.trnas.common import (
     MIB,
     Builder,
@@ -50,6 +51,9 @@ from methods.trnas.common import (
 from methods.trnas.network import nb201, saved_activation_bytes
 from methods.trnas.space import OPS, format_arch
 from methods.trnas.supernet import ArchState, supernet
+
+if TYPE_CHECKING:
+    from methods.trnas.darts_space import DartsArchState
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,20 @@ class ArchOptConfig:
 
 
 def _search_default() -> engine.TrainConfig:
-    return engine.TrainConfig(optimizer="sgd", lr=0.025, momentum=0.9, nesterov=False, weight_decay=3e-4,
-                              batch_size=64, epochs=50.0, final_lr_frac=0.001 / 0.025, clip_grad_norm=5.0,
-                              crop_pad=4, cutout=16, log_every=100)
+    return engine.TrainConfig(
+        optimizer="sgd",
+        lr=0.025,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=3e-4,
+        batch_size=64,
+        epochs=50.0,
+        final_lr_frac=0.001 / 0.025,
+        clip_grad_norm=5.0,
+        crop_pad=4,
+        cutout=16,
+        log_every=100,
+    )
 
 
 def _tune_default() -> engine.TrainConfig:
@@ -92,17 +107,22 @@ class DartsPtConfig:
 
     def __post_init__(self) -> None:
         require(0 < self.train_frac < 1, "train_frac must be in (0, 1)")
-        require(self.N >= 1 and self.C >= 0 and self.warmup_epochs >= 0 and self.proj_eval_batches >= 0,
-                "N >= 1, C >= 0, warmup_epochs >= 0, proj_eval_batches >= 0")
+        require(
+            self.N >= 1 and self.C >= 0 and self.warmup_epochs >= 0 and self.proj_eval_batches >= 0,
+            "N >= 1, C >= 0, warmup_epochs >= 0, proj_eval_batches >= 0",
+        )
 
 
 class AlphaStep:
     """The ``after_step`` hook: one Adam step on alpha from a batch of the architecture split."""
 
-    def __init__(self, net: torch.nn.Module, state: ArchState, split: Split, cfg: ArchOptConfig, seed: int) -> None:
+    def __init__(
+        self, net: torch.nn.Module, state: ArchState | DartsArchState, split: Split, cfg: ArchOptConfig, seed: int
+    ) -> None:
         self.net, self.state = net, state
-        self.opt = torch.optim.Adam([state.alpha], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                    weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.Adam(
+            [state.alpha], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+        )
         self.loader = DeviceLoader(split, cfg.batch_size, shuffle=True, drop_last=True, seed=seed)
         self._it = iter(self.loader)
         self.steps = 0
@@ -145,9 +165,16 @@ def train_mode_accuracy(net: torch.nn.Module, split: Split, batches: int = 0, ba
     return 100.0 * correct / max(1, seen)
 
 
-def project(net: torch.nn.Module, state: ArchState, split: Split, order: list[int], batches: int,
-            tune: Callable[[int], None], rec: Recorder | None = None,
-            ops: Sequence[str] = OPS) -> list[tuple[int, int, list[float]]]:
+def project(
+    net: torch.nn.Module,
+    state: ArchState | DartsArchState,
+    split: Split,
+    order: list[int],
+    batches: int,
+    tune: Callable[[int], None],
+    rec: Recorder | None = None,
+    ops: Sequence[str] = OPS,
+) -> list[tuple[int, int, list[float]]]:
     """Decide every edge of ``order`` once: keep the op whose removal hurts accuracy most, then tune.
 
     ``state`` needs ``removed`` (an (edge, op) pair zeroed while measuring) and
@@ -190,9 +217,18 @@ class SearchRun:
     ``finish()`` records ``search_peak_alloc_mib`` on CUDA.
     """
 
-    def __init__(self, net: torch.nn.Module, state: ArchState, w_part: Split, a_part: Split,
-                 arch_opt: ArchOptConfig, tune_cfg: engine.TrainConfig, task: Task, rec: Recorder,
-                 batch_size: int) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        state: ArchState | DartsArchState,
+        w_part: Split,
+        a_part: Split,
+        arch_opt: ArchOptConfig,
+        tune_cfg: engine.TrainConfig,
+        task: Task,
+        rec: Recorder,
+        batch_size: int,
+    ) -> None:
         self.net, self.w_part, self.tune_cfg, self.rec = net, w_part, tune_cfg, rec
         self.seed, self.device = task.seed, task.device
         x, y = w_part.batch(slice(0, min(batch_size, len(w_part))))
@@ -206,12 +242,28 @@ class SearchRun:
         self.quiet = Recorder(task.device, progress=lambda _m: None)
 
     def search(self, cfg: engine.TrainConfig) -> None:
-        engine.fit(self.net, self.w_part, cfg, self.rec, stage="search",
-                   hooks=engine.StepHooks(after_step=self.hook), seed=self.seed, params=self.weights)
+        engine.fit(
+            self.net,
+            self.w_part,
+            cfg,
+            self.rec,
+            stage="search",
+            hooks=engine.StepHooks(after_step=self.hook),
+            seed=self.seed,
+            params=self.weights,
+        )
 
     def tune(self, n: int) -> None:
-        engine.fit(self.net, self.w_part, self.tune_cfg, self.quiet, stage="tune",
-                   hooks=engine.StepHooks(after_step=self.hook), seed=self.seed + 100 + n, params=self.weights)
+        engine.fit(
+            self.net,
+            self.w_part,
+            self.tune_cfg,
+            self.quiet,
+            stage="tune",
+            hooks=engine.StepHooks(after_step=self.hook),
+            seed=self.seed + 100 + n,
+            params=self.weights,
+        )
 
     def finish(self) -> None:
         if self.cuda:
@@ -254,4 +306,3 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
             engine.fit(final, task.train, cfg.final, rec, stage="train", seed=task.seed)
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, format_arch(arch), info={"proxy": cfg.transfer.label()})
-

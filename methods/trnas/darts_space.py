@@ -24,8 +24,9 @@ architecture-split accuracy most, with BN in train mode), then the supernet is t
 when every op is decided, per step one normal and one reduction *node* keeps the 2 input
 edges whose removal hurts most (``project_nodes``, "chosen the same way"), then tune. The
 first node has only its 2 inputs and keeps both without a step (as darts-pt, whose edge
-projection runs over the 3 later nodes): 14 op steps + 3 node steps, 17 tunings. ``DartsArchState.weights`` applies the decisions: decided edges are
-one-hot, removed ops / edges zero, edges a decided node dropped zero (not renormalised,
+projection runs over the 3 later nodes): 14 op steps + 3 node steps, 17 tunings.
+``DartsArchState.weights`` applies the decisions: decided edges are one-hot, removed ops /
+edges zero, edges a decided node dropped zero (not renormalised,
 as DARTS-PT does).
 
 **Genotype.** Per node its 2 kept edges with their decided op (sorted by source). An
@@ -54,6 +55,7 @@ supernet batch), ``search_peak_alloc_mib`` (CUDA), notes ``found_genotype`` and
 ``search_argmax_genotype``, series ``proj_removed_top1_pct`` and
 ``proj_edge_removed_top1_pct``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -69,13 +71,13 @@ from torch import nn
 
 from bench import engine
 from bench.contract.config import require
-from bench.errors import InvalidConfig
 from bench.contract.interface import Fitted, Split, Task
+from bench.contract.recorder import Recorder
+from bench.engine.method import BaseMethod
+from bench.errors import InvalidConfig
 from bench.models.net import MappedNet, StructuralMap
 from bench.models.net import build_model as build_arch
-from bench.contract.recorder import Recorder
 from bench.registry import register_method
-from bench.engine.method import BaseMethod
 from methods.proxyless.cells import CellNet, ReLUConvBN, darts_cell, darts_op, dil_conv
 from methods.proxyless.edges import EdgeSpec, FactorizedReduce, PairStem, TakeLast
 from methods.trnas.common import TransferConfig, target_source, with_warmup
@@ -90,16 +92,25 @@ from methods.trnas.darts_pt import (
 )
 from methods.trnas.network import _source_layout
 
-PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-              "dil_conv_3x3", "dil_conv_5x5")
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
 NUM_OPS = len(PRIMITIVES)
 STEPS = 4
 EDGES: tuple[tuple[int, int], ...] = tuple((node, src) for node in range(STEPS) for src in range(node + 2))
 """(intermediate node 0..3, source node 0..node+1) of each of the 14 edges, DARTS' order."""
 NUM_EDGES = len(EDGES)
 CELL_TYPES = ("normal", "reduce")
-NODE_EDGES: tuple[tuple[int, ...], ...] = tuple(tuple(k for k, (n, _) in enumerate(EDGES) if n == node)
-                                                for node in range(STEPS))
+NODE_EDGES: tuple[tuple[int, ...], ...] = tuple(
+    tuple(k for k, (n, _) in enumerate(EDGES) if n == node) for node in range(STEPS)
+)
 
 
 # ----------------------------------------------------------------------------- genotypes
@@ -130,23 +141,30 @@ class Genotype:
 
 def format_genotype(g: Genotype) -> str:
     """DARTS' ``Genotype(...)`` string (concat of nodes 2-5)."""
+
     def genes(seq: tuple[tuple[str, int], ...]) -> str:
         return "[" + ", ".join(f"('{op}', {src})" for op, src in seq) + "]"
+
     concat = list(range(2, 2 + STEPS))
-    return (f"Genotype(normal={genes(g.normal)}, normal_concat={concat}, "
-            f"reduce={genes(g.reduce)}, reduce_concat={concat})")
+    return (
+        f"Genotype(normal={genes(g.normal)}, normal_concat={concat}, reduce={genes(g.reduce)}, reduce_concat={concat})"
+    )
 
 
-_GENOTYPE = re.compile(r"^Genotype\(normal=(\[.*?\]), normal_concat=\[2, 3, 4, 5\], "
-                       r"reduce=(\[.*?\]), reduce_concat=\[2, 3, 4, 5\]\)$")
+_GENOTYPE = re.compile(
+    r"^Genotype\(normal=(\[.*?\]), normal_concat=\[2, 3, 4, 5\], "
+    r"reduce=(\[.*?\]), reduce_concat=\[2, 3, 4, 5\]\)$"
+)
 
 
 def parse_genotype(text: str) -> Genotype:
     """The inverse of ``format_genotype``; a malformed string is an ``InvalidConfig``."""
     m = _GENOTYPE.match(text.strip())
     if not m:
-        raise InvalidConfig(f"not a DARTS genotype string (Genotype(normal=[...], normal_concat=[2, 3, 4, 5], "
-                            f"reduce=[...], reduce_concat=[2, 3, 4, 5])): {text[:80]!r}")
+        raise InvalidConfig(
+            f"not a DARTS genotype string (Genotype(normal=[...], normal_concat=[2, 3, 4, 5], "
+            f"reduce=[...], reduce_concat=[2, 3, 4, 5])): {text[:80]!r}"
+        )
     try:
         normal, reduce = (tuple((str(op), int(src)) for op, src in ast.literal_eval(part)) for part in m.groups())
     except (ValueError, SyntaxError, TypeError) as err:
@@ -193,8 +211,12 @@ class DartsArchState:
     def weights(self, t: int) -> torch.Tensor:
         """(14, 8) op weights of cell type ``t``: softmax(alpha), with the decisions applied."""
         w = torch.softmax(self.alpha[t], dim=-1)
-        if (not any(d >= 0 for d in self.decided) and all(k is None for k in self.kept)
-                and self.removed is None and self.removed_edge is None):
+        if (
+            not any(d >= 0 for d in self.decided)
+            and all(k is None for k in self.kept)
+            and self.removed is None
+            and self.removed_edge is None
+        ):
             return w
         mask = torch.ones(NUM_EDGES, NUM_OPS)  # built on the CPU, moved once (no per-element kernels on GPU)
         fixed = torch.zeros(NUM_EDGES, NUM_OPS)
@@ -217,8 +239,9 @@ class DartsArchState:
     def decide(self, edge: int, op: int) -> None:
         """Make global ``edge`` one-hot on ``op``; an edge is decided once."""
         if not 0 <= edge < len(self.decided) or not 0 <= op < NUM_OPS:
-            raise InvalidConfig(f"edge must be in 0..{len(self.decided) - 1} and op in 0..{NUM_OPS - 1}, "
-                                f"got {edge}, {op}")
+            raise InvalidConfig(
+                f"edge must be in 0..{len(self.decided) - 1} and op in 0..{NUM_OPS - 1}, got {edge}, {op}"
+            )
         if self.decided[edge] >= 0:
             raise ValueError(f"edge {edge} was already decided ({PRIMITIVES[self.decided[edge]]})")
         self.decided[edge] = op
@@ -326,14 +349,16 @@ def search_op(name: str, c: int, stride: int) -> nn.Module | None:
 class SearchCell(nn.Module):
     """A two-input DARTS search cell whose 14 edges mix the 8 ops with ``state.weights(t)``."""
 
-    def __init__(self, state: DartsArchState, c_pp: int, c_p: int, c: int, reduction: bool,
-                 reduction_prev: bool) -> None:
+    def __init__(
+        self, state: DartsArchState, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+    ) -> None:
         super().__init__()
         self._state = [state]  # a list, so the state is not registered as a submodule
         self.t = 1 if reduction else 0
         self.reduction = reduction
-        self.pre0 = (FactorizedReduce(c_pp, c, affine=False) if reduction_prev
-                     else _without_affine(ReLUConvBN(c_pp, c, 1, 1, 0)))
+        self.pre0 = (
+            FactorizedReduce(c_pp, c, affine=False) if reduction_prev else _without_affine(ReLUConvBN(c_pp, c, 1, 1, 0))
+        )
         self.pre1 = _without_affine(ReLUConvBN(c_p, c, 1, 1, 0))
         self.edges = nn.ModuleList()
         for _, src in EDGES:
@@ -404,8 +429,9 @@ def _stages(layout: Sequence[CellShape], first: int = 0, prefix: str = "cells") 
 class DartsSupernet(MappedNet):
     """The 8-cell DARTS search network (see the module docstring)."""
 
-    def __init__(self, state: DartsArchState, C: int = 16, layers: int = 8, num_classes: int = 10,
-                 stem_multiplier: int = 3) -> None:
+    def __init__(
+        self, state: DartsArchState, C: int = 16, layers: int = 8, num_classes: int = 10, stem_multiplier: int = 3
+    ) -> None:
         super().__init__()
         if C < 2 or layers < 3:
             raise InvalidConfig(f"the DARTS supernet needs C >= 2 and layers >= 3, got C={C}, layers={layers}")
@@ -413,14 +439,19 @@ class DartsSupernet(MappedNet):
         self.layout = cell_layout(C, layers, stem_multiplier)
         c_stem = stem_multiplier * C
         self.stem = PairStem(nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)))
-        self.cells = nn.ModuleList([SearchCell(state, s.c_pp, s.c_p, s.c, s.reduction, s.reduction_prev)
-                                    for s in self.layout])
+        self.cells = nn.ModuleList(
+            [SearchCell(state, s.c_pp, s.c_p, s.c, s.reduction, s.reduction_prev) for s in self.layout]
+        )
         self.last = TakeLast()
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Linear(self.layout[-1].out_channels, num_classes)
-        structure = StructuralMap(stem=("stem",), stages=tuple(tuple(s) for s in _stages(self.layout)),
-                                  head=("last", "gap", "flatten", "classifier"), classifier="classifier")
+        structure = StructuralMap(
+            stem=("stem",),
+            stages=tuple(tuple(s) for s in _stages(self.layout)),
+            head=("last", "gap", "flatten", "classifier"),
+            classifier="classifier",
+        )
         self._set_structure(structure, "darts_supernet", {"C": C, "layers": layers, "num_classes": num_classes})
 
     def input_shapes(self, i: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -452,8 +483,9 @@ class KeepInput(nn.Module):
 def valid_darts_pairs(net: DartsSupernet, source: MappedNet) -> list[tuple[int, int]]:
     """Every (i, j) for which B's outputs after blocks j-1 and j have the shapes cell i reads."""
     src = _source_layout(source)
-    return [(i, j) for i in range(1, net.layers) for j in range(1, len(src))
-            if (src[j - 1], src[j]) == net.input_shapes(i)]
+    return [
+        (i, j) for i in range(1, net.layers) for j in range(1, len(src)) if (src[j - 1], src[j]) == net.input_shapes(i)
+    ]
 
 
 def check_darts_transfer(net: DartsSupernet, source: MappedNet, i: int, j: int) -> None:
@@ -471,7 +503,8 @@ def check_darts_transfer(net: DartsSupernet, source: MappedNet, i: int, j: int) 
             f"Tr-Supernet-{i}-{j} does not fit the DARTS space: B's outputs after block {j - 1} and {j} are "
             f"{have[0][0]} ch at 1/{have[0][1]} and {have[1][0]} ch at 1/{have[1][1]}, but cell {i} (C={net.C}, "
             f"{net.layers} cells) reads s0 = {want[0][0]} ch at 1/{want[0][1]} and s1 = {want[1][0]} ch at "
-            f"1/{want[1][1]}. Pairs that fit: {fits or 'none (B stage 1 must have 4C channels)'}")
+            f"1/{want[1][1]}. Pairs that fit: {fits or 'none (B stage 1 must have 4C channels)'}"
+        )
 
 
 class DartsTransferNet(MappedNet):
@@ -490,8 +523,12 @@ class DartsTransferNet(MappedNet):
         self.last, self.gap, self.flatten, self.classifier = net.last, net.gap, net.flatten, net.classifier
         prefix = [[f"src_blocks.{names.index(b)}" for b in stage if b in names] for stage in source.structure.stages]
         stages = [s for s in prefix if s] + _stages(net.layout, first=i)
-        structure = StructuralMap(stem=("src_stem",), stages=tuple(tuple(s) for s in stages),
-                                  head=net.structure.head, classifier=net.structure.classifier)
+        structure = StructuralMap(
+            stem=("src_stem",),
+            stages=tuple(tuple(s) for s in stages),
+            head=net.structure.head,
+            classifier=net.structure.classifier,
+        )
         self._set_structure(structure, f"darts_tr{i}_{j}", {"C": net.C, "layers": net.layers})
         self.set_frozen_prefix(1 + j)
 
@@ -504,12 +541,19 @@ def darts_transfer(net: DartsSupernet, source: MappedNet, i: int = 2, j: int = 3
 # ----------------------------------------------------------------------------- derived network
 
 
-def _fixed_cell(genes: Sequence[tuple[str, int]], c_pp: int, c_p: int, c: int, reduction: bool,
-                reduction_prev: bool) -> nn.Module:
+def _fixed_cell(
+    genes: Sequence[tuple[str, int]], c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+) -> nn.Module:
     """``darts_cell`` of ``genes``; ``dil_conv_5x5`` (absent from ``darts_op``) is swapped in after."""
     five = [k for k, (op, _) in enumerate(genes) if op == "dil_conv_5x5"]
-    cell = darts_cell([("dil_conv_3x3" if k in five else op, src) for k, (op, src) in enumerate(genes)],
-                      c_pp, c_p, c, reduction, reduction_prev)
+    cell = darts_cell(
+        [("dil_conv_3x3" if k in five else op, src) for k, (op, src) in enumerate(genes)],
+        c_pp,
+        c_p,
+        c,
+        reduction,
+        reduction_prev,
+    )
     for k in five:
         edge = cell.edges[k]
         edge.op = dil_conv(c, 5, 2 if reduction and genes[k][1] < 2 else 1)
@@ -526,8 +570,11 @@ def darts_network(genotype: Genotype, C: int = 36, layers: int = 20, num_classes
     blocks, stage_of, stage = [], [], 0
     for s in layout:
         stage += int(s.reduction)
-        blocks.append(_fixed_cell(genotype.reduce if s.reduction else genotype.normal, s.c_pp, s.c_p, s.c,
-                                  s.reduction, s.reduction_prev))
+        blocks.append(
+            _fixed_cell(
+                genotype.reduce if s.reduction else genotype.normal, s.c_pp, s.c_p, s.c, s.reduction, s.reduction_prev
+            )
+        )
         stage_of.append(stage)
     kwargs = {"genotype": format_genotype(genotype), "C": C, "layers": layers, "num_classes": num_classes}
     return CellNet("darts_genotype", kwargs, stem, blocks, stage_of, layout[-1].out_channels, num_classes)
@@ -536,10 +583,17 @@ def darts_network(genotype: Genotype, C: int = 36, layers: int = 20, num_classes
 # ----------------------------------------------------------------------------- projection of nodes
 
 
-def project_nodes(net: nn.Module, state: DartsArchState, split: Split, order: Sequence[int], batches: int,
-                  tune: Callable[[int], None], rec: Recorder | None = None) -> list[tuple[int, tuple[int, int]]]:
+def project_nodes(
+    net: nn.Module,
+    state: DartsArchState,
+    split: Split,
+    order: Sequence[int],
+    batches: int,
+    tune: Callable[[int], None],
+    rec: Recorder | None = None,
+) -> list[tuple[int, tuple[int, int]]]:
     """Decide every node of ``order`` once: keep the 2 input edges whose removal hurts most, then tune."""
-    decisions = []
+    decisions: list[tuple[int, tuple[int, int]]] = []
     for n, node_id in enumerate(order):
         inputs = state.node_inputs(node_id)
         if len(inputs) == 2:
@@ -555,6 +609,7 @@ def project_nodes(net: nn.Module, state: DartsArchState, split: Split, order: Se
                 for k, acc in enumerate(accs):
                     rec.point("proj_edge_removed_top1_pct", n, acc, position=k)
         state.decide_node(node_id, keep)
+        # keep holds exactly 2 edges (decide_node just checked it); tuple() is typed tuple[int, ...]
         decisions.append((node_id, keep))  # type: ignore[arg-type]
         if rec is not None:
             rec.progress(f"topology {n + 1}/{len(order)}: node {node_id} keeps edges {keep}")
@@ -573,8 +628,19 @@ def paired_order(rng: np.random.Generator, normal: Sequence[int], reduce: Sequen
 
 def _darts_final() -> engine.TrainConfig:
     """DARTS evaluation recipe: SGD 0.025 cosine, momentum 0.9, wd 3e-4, batch 96, 600 epochs, Cutout 16, clip 5."""
-    return engine.TrainConfig(optimizer="sgd", lr=0.025, momentum=0.9, nesterov=False, weight_decay=3e-4,
-                              batch_size=96, epochs=600.0, clip_grad_norm=5.0, crop_pad=4, cutout=16, log_every=100)
+    return engine.TrainConfig(
+        optimizer="sgd",
+        lr=0.025,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=3e-4,
+        batch_size=96,
+        epochs=600.0,
+        clip_grad_norm=5.0,
+        crop_pad=4,
+        cutout=16,
+        log_every=100,
+    )
 
 
 @dataclass(frozen=True)
@@ -606,11 +672,18 @@ class DartsSpaceConfig:
     def __post_init__(self) -> None:
         require(0 < self.train_frac < 1, "train_frac must be in (0, 1)")
         require(self.C == 0 or self.C >= 2, f"C must be 0 (from B) or >= 2, got {self.C}")
-        require(self.layers >= 3 and self.eval_layers >= 3 and self.eval_C >= 2,
-                "layers and eval_layers must be >= 3, eval_C >= 2")
-        require(self.source_width > 0 and self.warmup_epochs >= 0 and self.proj_eval_batches >= 0
-                and self.proj_examples >= 0 and self.proj_perturb_pairs >= 0,
-                "source_width > 0; warmup_epochs, proj_eval_batches, proj_examples, proj_perturb_pairs >= 0")
+        require(
+            self.layers >= 3 and self.eval_layers >= 3 and self.eval_C >= 2,
+            "layers and eval_layers must be >= 3, eval_C >= 2",
+        )
+        require(
+            self.source_width > 0
+            and self.warmup_epochs >= 0
+            and self.proj_eval_batches >= 0
+            and self.proj_examples >= 0
+            and self.proj_perturb_pairs >= 0,
+            "source_width > 0; warmup_epochs, proj_eval_batches, proj_examples, proj_perturb_pairs >= 0",
+        )
 
 
 def source_network(task: Task, cfg: DartsSpaceConfig, *, pretrained: bool = True) -> MappedNet:
@@ -624,8 +697,10 @@ def source_network(task: Task, cfg: DartsSpaceConfig, *, pretrained: bool = True
     if cfg.transfer.pretrain_on == "target":
         return target_source(b_task, cfg.transfer.pretrain)
     if not settings.source:
-        raise InvalidConfig("the transferred prefix needs a pretrained B: set the task's source (e.g. "
-                            "source='mnist5k') or transfer.pretrain_on='target'")
+        raise InvalidConfig(
+            "the transferred prefix needs a pretrained B: set the task's source (e.g. "
+            "source='mnist5k') or transfer.pretrain_on='target'"
+        )
     return b_task.build_model()
 
 
@@ -642,8 +717,11 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
         source = source_network(task, cfg) if tr.enabled else None
         C = cfg.C or _source_layout(source_network(task, cfg, pretrained=False))[0][0] // STEPS
         w_part, a_part = split_halves(task.train, cfg.train_frac, task.seed)
-        p_part = a_part.subset(torch.arange(min(cfg.proj_examples, len(a_part)), device=a_part.device), "proj") \
-            if cfg.proj_examples else a_part
+        p_part = (
+            a_part.subset(torch.arange(min(cfg.proj_examples, len(a_part)), device=a_part.device), "proj")
+            if cfg.proj_examples
+            else a_part
+        )
         torch.manual_seed(task.seed)
         state = DartsArchState(task.device, seed=task.seed)
         net: MappedNet = search_supernet(state, C, cfg.layers, task.num_classes)
@@ -651,8 +729,17 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
             net = darts_transfer(net, source, tr.i, tr.j)
         net = net.to(task.device)
         search_cfg = with_warmup(cfg.search, cfg.warmup_epochs if tr.enabled else 0.0, len(w_part))
-        run = SearchRun(net, state, w_part, a_part, cfg.arch_opt, cfg.tune, task, rec,  # type: ignore[arg-type]
-                        cfg.search.batch_size)
+        run = SearchRun(
+            net,
+            state,
+            w_part,
+            a_part,
+            cfg.arch_opt,
+            cfg.tune,
+            task,
+            rec,
+            cfg.search.batch_size,
+        )
         tunes = [0]
 
         def tune_pair(n: int) -> None:  # darts-pt: one normal + one reduction decision, then tune
@@ -669,8 +756,16 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
                 state.decide_node(t * STEPS, state.node_inputs(t * STEPS))
             node_order = paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1))
             cut = 2 * cfg.proj_perturb_pairs if cfg.proj_perturb_pairs else len(edge_order)
-            ops = project(net, state, p_part, edge_order[:cut], cfg.proj_eval_batches, tune_pair, rec,  # type: ignore[arg-type]
-                          ops=PRIMITIVES)
+            ops = project(
+                net,
+                state,
+                p_part,
+                edge_order[:cut],
+                cfg.proj_eval_batches,
+                tune_pair,
+                rec,
+                ops=PRIMITIVES,
+            )
             for g in edge_order[cut:]:
                 state.decide_by_alpha(g)
             cut_nodes = 2 * cfg.proj_perturb_pairs if cfg.proj_perturb_pairs else len(node_order)
@@ -693,7 +788,6 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
             engine.fit(final, task.train, cfg.final, rec, stage="train", seed=task.seed)
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, text, info={"proxy": tr.label() if tr.enabled else "original", "C": C})
-
 
 
 __all__ = [

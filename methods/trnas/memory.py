@@ -13,6 +13,7 @@ Both are means over the networks. The paper: 1.12 -> 0.53 GB for networks at bat
 The returned model is the last network as trained on the synthetic data; its val/test
 accuracy is meaningless and only satisfies the harness contract.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ from bench import engine
 from bench.contract.config import require
 from bench.contract.interface import Fitted, Split, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.registry import register_method
 from methods.trnas.common import MIB, Builder, TransferConfig
 from methods.trnas.network import saved_activation_bytes
 from methods.trnas.space import format_arch, sample
@@ -50,8 +51,10 @@ class MemoryConfig:
     train: engine.TrainConfig = field(default_factory=_train_default)
 
     def __post_init__(self) -> None:
-        require(self.archs >= 1 and self.input_size >= 8 and self.N >= 1 and self.C >= 0,
-                "archs >= 1, input_size >= 8, N >= 1, C >= 0")
+        require(
+            self.archs >= 1 and self.input_size >= 8 and self.N >= 1 and self.C >= 0,
+            "archs >= 1, input_size >= 8, N >= 1, C >= 0",
+        )
 
 
 def synthetic_split(n: int, num_classes: int, size: int, device: torch.device, seed: int) -> Split:
@@ -72,8 +75,13 @@ class TrNasMemory(BaseMethod[MemoryConfig]):
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
-        data = synthetic_split(cfg.train.batch_size * cfg.train.total_steps(cfg.train.batch_size), task.num_classes,
-                               cfg.input_size, task.device, task.seed)
+        data = synthetic_split(
+            cfg.train.batch_size * cfg.train.total_steps(cfg.train.batch_size),
+            task.num_classes,
+            cfg.input_size,
+            task.device,
+            task.seed,
+        )
         cuda = task.device.type == "cuda"
         acts, peaks, net = [], [], None
         archs = sample(cfg.archs, task.seed) if cfg.kind == "net" else [None]
@@ -103,4 +111,3 @@ class TrNasMemory(BaseMethod[MemoryConfig]):
         assert net is not None
         rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
         return Fitted(net, f"{cfg.kind}:{cfg.transfer.label()}", info={"kind": cfg.kind})
-

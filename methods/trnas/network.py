@@ -16,6 +16,7 @@ blocks of the pretrained CIFAR ResNet ``source`` replace the NB201 stem and its 
 (everything up to and including the i-th cell is replaced). Shapes are checked before
 anything is built; a mismatch raises ``InvalidConfig`` listing the (i, j) pairs that fit.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -37,9 +38,11 @@ class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv(k, stride, no bias) -> BN, the benchmark's conv op."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, affine: bool = True) -> None:
-        super().__init__(nn.ReLU(inplace=False),
-                         nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(c_out, affine=affine))
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
 
 
 def make_op(name: str, channels: int, affine: bool = True) -> nn.Module | None:
@@ -112,20 +115,29 @@ def entry_layout(N: int) -> list[tuple[str, int, int]]:
     for stage in range(3):
         if stage:
             out.append(("reduction", 2 ** (stage - 1), 2 ** (stage - 1)))
-        out.extend(("cell", 2 ** stage, 2 ** stage) for _ in range(N))
+        out.extend(("cell", 2**stage, 2**stage) for _ in range(N))
     return out
 
 
 class NB201Net(MappedNet):
     """The benchmark's macro network; see the module docstring."""
 
-    def __init__(self, cells: CellBuilder, C: int = 16, N: int = 5, num_classes: int = 10,
-                 affine: bool = True, arch_name: str = "nb201", arch_kwargs: dict | None = None) -> None:
+    def __init__(
+        self,
+        cells: CellBuilder,
+        C: int = 16,
+        N: int = 5,
+        num_classes: int = 10,
+        affine: bool = True,
+        arch_name: str = "nb201",
+        arch_kwargs: dict | None = None,
+    ) -> None:
         super().__init__()
         if C < 1 or N < 1:
             raise InvalidConfig(f"NB201 needs C >= 1 and N >= 1, got C={C}, N={N}")
         self.C, self.N = C, N
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        stages: list[list[str]]
         entries, stages = [], [[], [], []]
         stage = 0
         for index, (kind, mult, _) in enumerate(entry_layout(N)):
@@ -140,10 +152,13 @@ class NB201Net(MappedNet):
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Linear(4 * C, num_classes)
-        structure = StructuralMap(stem=("stem",), stages=tuple(tuple(s) for s in stages),
-                                  head=("lastact", "gap", "flatten", "classifier"), classifier="classifier")
-        self._set_structure(structure, arch_name, {"C": C, "N": N, "num_classes": num_classes,
-                                                   **(arch_kwargs or {})})
+        structure = StructuralMap(
+            stem=("stem",),
+            stages=tuple(tuple(s) for s in stages),
+            head=("lastact", "gap", "flatten", "classifier"),
+            classifier="classifier",
+        )
+        self._set_structure(structure, arch_name, {"C": C, "N": N, "num_classes": num_classes, **(arch_kwargs or {})})
 
 
 def nb201(arch: Arch | str, C: int = 16, N: int = 5, num_classes: int = 10) -> NB201Net:
@@ -219,7 +234,8 @@ def check_transfer(net: NB201Net, source: MappedNet, i: int, j: int, count: Coun
             f"Tr-Net-{i}-{j} does not fit: the source's stem + {j} block(s) output {have[0]} channels at 1/{have[1]} "
             f"resolution but NB201 entry {cut} (C={net.C}, N={net.N}, i counted as {count}) expects {want[0]} "
             f"channels at 1/{want[1]}. With i={i}, j may be {_ranges(js)}; with j={j}, i may be {_ranges(is_)}"
-            + ("" if fits else " (no pair fits: the source's stem width must equal C)"))
+            + ("" if fits else " (no pair fits: the source's stem width must equal C)")
+        )
     return cut
 
 
@@ -242,8 +258,9 @@ def valid_pairs(net: NB201Net, source: MappedNet, count: Count = "modules") -> l
     """Every (i, j) with matching shapes for ``net`` and ``source``."""
     src, inputs = _source_layout(source), _input_layout(net)
     limit = 3 * net.N + 2 if count == "modules" else 3 * net.N
-    return [(i, j) for i in range(limit + 1) for j in range(len(src))
-            if src[j] == inputs[replaced_entries(i, net.N, count)]]
+    return [
+        (i, j) for i in range(limit + 1) for j in range(len(src)) if src[j] == inputs[replaced_entries(i, net.N, count)]
+    ]
 
 
 class TransferNet(MappedNet):
@@ -259,6 +276,7 @@ class TransferNet(MappedNet):
         self.entries = nn.ModuleList(list(net.entries)[cut:])
         self.lastact, self.gap, self.flatten, self.classifier = net.lastact, net.gap, net.flatten, net.classifier
         stages: list[list[str]] = []
+        stage: tuple[str, ...] | int  # a source stage's block names here, an entry stage index below
         for stage in source.structure.stages:
             names = [f"src_blocks.{blocks.index(b)}" for b in stage if b in blocks]
             if names:
@@ -268,8 +286,12 @@ class TransferNet(MappedNet):
             stages.append([f"entries.{k}" for k, s in enumerate(layout) if s == stage])
         if not stages:  # i = j = 0 and no entries cannot happen (the head needs an input), but be explicit
             raise InvalidConfig("Tr-Net needs at least one block or entry")
-        structure = StructuralMap(stem=("src_stem",), stages=tuple(tuple(s) for s in stages),
-                                  head=net.structure.head, classifier=net.structure.classifier)
+        structure = StructuralMap(
+            stem=("src_stem",),
+            stages=tuple(tuple(s) for s in stages),
+            head=net.structure.head,
+            classifier=net.structure.classifier,
+        )
         self._set_structure(structure, f"tr{i}_{j}", {"C": net.C, "N": net.N, "count": count})
         self.set_frozen_prefix(1 + j)
 

@@ -24,6 +24,7 @@ The returned model is the proxy's best architecture as the proxy trained it (its
 ``test_top1_pct`` is that network's, not the reference's); the table or reference
 accuracy of that architecture is ``proxy_best_reference_top1_pct``.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,13 @@ import numpy as np
 import torch
 
 from bench import engine
+from bench.cache import cached
+from bench.contract.config import require
+from bench.contract.interface import Fitted, Task
+from bench.contract.recorder import Recorder
+from bench.engine.method import BaseMethod
+from bench.errors import InvalidConfig
+from bench.registry import register_method
 from bench.results.analysis import (
     DegenerateRanking,
     bootstrap_ci,
@@ -41,13 +49,6 @@ from bench.results.analysis import (
     rank_correlation,
     spearman_rho,
 )
-from bench.cache import cached
-from bench.contract.config import require
-from bench.errors import InvalidConfig
-from bench.contract.interface import Fitted, Split, Task
-from bench.contract.recorder import Recorder
-from bench.registry import register_method
-from bench.engine.method import BaseMethod
 from methods.trnas.common import (
     Builder,
     NatsTable,
@@ -94,13 +95,15 @@ class RankConfig:
                 raise InvalidConfig(
                     "reference='nats' needs the optional package nats_bench (pip install nats_bench) and the "
                     "NATS-Bench topology file at nats_path; it is not installed here. Use reference='harness' "
-                    "for a reference training by the harness itself") from None
+                    "for a reference training by the harness itself"
+                ) from None
         elif self.proxy_from_table:
             raise InvalidConfig("proxy_from_table needs reference='nats'")
 
 
-def correlations(proxy: list[float], reference: list[float], rec: Recorder, prefix: str, cfg: RankConfig,
-                 seed: int) -> None:
+def correlations(
+    proxy: list[float], reference: list[float], rec: Recorder, prefix: str, cfg: RankConfig, seed: int
+) -> None:
     """Record ``<prefix>`` tau/rho and their bootstrap CIs (a degenerate ranking becomes a note)."""
     kname, sname = ("krocc", "srocc") if not prefix else (f"krocc_{prefix}", f"srocc_{prefix}")
     try:
@@ -135,7 +138,9 @@ class TrNasRank(BaseMethod[RankConfig]):
         archs = sample(cfg.archs, task.seed)
         rec.note("archs", [format_arch(a) for a in archs])
         rec.note("proxy", cfg.transfer.label())
-        table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset)) if cfg.reference == "nats" else None
+        table = (
+            NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset)) if cfg.reference == "nats" else None
+        )
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         rec.scalar("nas_width_count", builder.C)
         proxy_cfg = with_warmup(cfg.proxy, cfg.warmup_epochs, len(task.train))
@@ -179,8 +184,9 @@ class TrNasRank(BaseMethod[RankConfig]):
         rec.scalar("trainable_params", sum(p.numel() for p in model.parameters() if p.requires_grad))
         return Fitted(model, format_arch(archs[best]), info={"proxy": cfg.transfer.label()})
 
-    def _reference(self, task: Task, archs: list[Arch], builder: Builder, table: NatsTable | None,
-                   rec: Recorder) -> list[float]:
+    def _reference(
+        self, task: Task, archs: list[Arch], builder: Builder, table: NatsTable | None, rec: Recorder
+    ) -> list[float]:
         """Reference accuracy of every architecture (table, or cached harness training)."""
         cfg = self.config
         if table is not None:
@@ -194,8 +200,15 @@ class TrNasRank(BaseMethod[RankConfig]):
                 for k, arch in enumerate(archs):
                     torch.manual_seed(task.seed * 7919 + k)
                     net = nb201(arch, builder.C, cfg.N, task.num_classes).to(task.device)
-                    got = train_candidate(net, arch, task.train, task.test, cfg.reference_train,
-                                          seed=task.seed + 10_000 + k, stage="reference")
+                    got = train_candidate(
+                        net,
+                        arch,
+                        task.train,
+                        task.test,
+                        cfg.reference_train,
+                        seed=task.seed + 10_000 + k,
+                        stage="reference",
+                    )
                     out["acc"].append(got.val_top1_pct)
                     rec.progress(f"reference {k + 1}/{len(archs)}: test {got.val_top1_pct:.2f}%")
             return out
@@ -203,4 +216,3 @@ class TrNasRank(BaseMethod[RankConfig]):
         blob, hit = cached(path, compute)
         rec.scalar("reference_cache_hit_bool", float(hit))
         return [float(a) for a in blob["acc"]]
-

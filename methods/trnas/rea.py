@@ -16,6 +16,7 @@ is also recorded as ``found_table_test_top1_pct``. Series per evaluation (Fig. 4
 ``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
 ``search_peak_alloc_mib`` (CUDA) summarise the search cost.
 """
+
 from __future__ import annotations
 
 import random
@@ -28,10 +29,10 @@ import numpy as np
 
 from bench import engine
 from bench.contract.config import require
-from bench.contract.interface import Fitted, Split, Task
+from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.registry import register_method
 from methods.trnas.common import (
     Builder,
     NatsTable,
@@ -55,11 +56,13 @@ class Individual:
 class RegularizedEvolution:
     """Aging evolution over NB201 architectures; see the module docstring."""
 
-    def __init__(self, fitness: Callable[[Arch], float], population: int, tournament: int, evaluations: int,
-                 seed: int) -> None:
+    def __init__(
+        self, fitness: Callable[[Arch], float], population: int, tournament: int, evaluations: int, seed: int
+    ) -> None:
         if not 1 <= tournament <= population <= evaluations:
-            raise ValueError(f"need 1 <= tournament <= population <= evaluations, got "
-                             f"{tournament}, {population}, {evaluations}")
+            raise ValueError(
+                f"need 1 <= tournament <= population <= evaluations, got {tournament}, {population}, {evaluations}"
+            )
         self.fitness, self.size, self.tournament, self.evaluations = fitness, population, tournament, evaluations
         self.rng = random.Random(seed)
         self.population: deque[Individual] = deque()
@@ -92,6 +95,7 @@ class RegularizedEvolution:
             child = self._evaluate(child_arch)
             self.population.append(child)
             self.removed.append(self.population.popleft())
+            assert best is not None  # set by the initial population (size >= 1) in the loop above
             best = child if child.fitness > best.fitness else best
             if on_eval:
                 on_eval(child, best)
@@ -116,8 +120,10 @@ class ReaConfig:
     nats_dataset: str = ""
 
     def __post_init__(self) -> None:
-        require(1 <= self.tournament <= self.population <= self.evaluations,
-                "need 1 <= tournament <= population <= evaluations")
+        require(
+            1 <= self.tournament <= self.population <= self.evaluations,
+            "need 1 <= tournament <= population <= evaluations",
+        )
         require(self.N >= 1 and self.C >= 0 and self.warmup_epochs >= 0, "N >= 1, C >= 0, warmup_epochs >= 0")
 
 
@@ -132,12 +138,21 @@ class TrNasRea(BaseMethod[ReaConfig]):
         cfg = self.config
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         proxy_cfg = with_warmup(cfg.proxy, cfg.warmup_epochs, len(task.train))
+        acts: list[float]
+        peaks: list[float]
         acts, peaks = [], []
 
         def fitness(arch: Arch) -> float:
             k = len(acts)
-            got = train_candidate(builder.net(arch, seed=task.seed * 100_003 + k), arch, task.train, task.val,
-                                  proxy_cfg, seed=task.seed + k, stage="proxy")
+            got = train_candidate(
+                builder.net(arch, seed=task.seed * 100_003 + k),
+                arch,
+                task.train,
+                task.val,
+                proxy_cfg,
+                seed=task.seed + k,
+                stage="proxy",
+            )
             acts.append(got.act_mib)
             rec.point("rea_eval_act_mib", len(acts), got.act_mib)
             if got.peak_alloc_mib is not None:
@@ -149,8 +164,9 @@ class TrNasRea(BaseMethod[ReaConfig]):
             step = ind.born + 1
             rec.point("rea_fitness_val_top1_pct", step, ind.fitness)
             rec.point("rea_best_val_top1_pct", step, best.fitness)
-            rec.progress(f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}% "
-                         f"(best {best.fitness:.2f}%)")
+            rec.progress(
+                f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}% (best {best.fitness:.2f}%)"
+            )
 
         with rec.stage("search"):
             rea = RegularizedEvolution(fitness, cfg.population, cfg.tournament, cfg.evaluations, task.seed)
@@ -173,4 +189,3 @@ class TrNasRea(BaseMethod[ReaConfig]):
             engine.fit(net, task.train, cfg.final, rec, stage="train", seed=task.seed)
         rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
         return Fitted(net, format_arch(best.arch), info={"proxy": cfg.transfer.label()})
-

@@ -18,6 +18,7 @@ benchmark's own data file; look architectures up in the benchmark by their strin
 identity, ``none`` is zero, the sum at a node is order-free): 6,466 unique topologies.
 ``is_isomorphic(a, b)`` compares two keys.
 """
+
 from __future__ import annotations
 
 import random
@@ -29,7 +30,7 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from)
 NUM_EDGES = len(EDGES)
 NUM_OPS = len(OPS)
-SPACE_SIZE = NUM_OPS ** NUM_EDGES  # 15,625
+SPACE_SIZE = NUM_OPS**NUM_EDGES  # 15,625
 
 Arch = tuple[int, ...]
 
@@ -37,8 +38,10 @@ EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_
 
 
 def _bad(text: str, why: str) -> InvalidConfig:
-    return InvalidConfig(f"malformed NAS-Bench-201 architecture string {text!r}: {why}. Expected three "
-                         f"'+'-separated nodes of 'op~source' edges, e.g. {EXAMPLE!r}; ops: {', '.join(OPS)}")
+    return InvalidConfig(
+        f"malformed NAS-Bench-201 architecture string {text!r}: {why}. Expected three "
+        f"'+'-separated nodes of 'op~source' edges, e.g. {EXAMPLE!r}; ops: {', '.join(OPS)}"
+    )
 
 
 def parse(text: str) -> Arch:
@@ -80,10 +83,13 @@ def format_arch(arch: Sequence[int]) -> str:
 def check_arch(arch: Sequence[int]) -> Arch:
     """``arch`` as a tuple after checking it has 6 op indices in 0..4."""
     arch = tuple(arch)
-    if len(arch) != NUM_EDGES or any(isinstance(o, bool) or not isinstance(o, int) or not 0 <= o < NUM_OPS
-                                     for o in arch):
-        raise InvalidConfig(f"an architecture is {NUM_EDGES} op indices in 0..{NUM_OPS - 1} "
-                            f"({', '.join(f'{i}={o}' for i, o in enumerate(OPS))}), got {arch!r}")
+    if len(arch) != NUM_EDGES or any(
+        isinstance(o, bool) or not isinstance(o, int) or not 0 <= o < NUM_OPS for o in arch
+    ):
+        raise InvalidConfig(
+            f"an architecture is {NUM_EDGES} op indices in 0..{NUM_OPS - 1} "
+            f"({', '.join(f'{i}={o}' for i, o in enumerate(OPS))}), got {arch!r}"
+        )
     return arch
 
 

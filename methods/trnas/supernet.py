@@ -10,6 +10,7 @@ edges and with the removed op zeroed (not renormalised), as DARTS-PT does.
 without affine parameters, as in DARTS search) that all read the same ``state``;
 ``methods.trnas.network.transfer`` turns it into Tr-Supernet-i-j unchanged.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,4 +4,5 @@
 REINFORCE and early stopping; ``method``: the registered ``two_stage`` method;
 ``claims``: the checks of the paper's headline claims.
 """
+
 from methods.two_stage import claims, method  # noqa: F401

@@ -3,12 +3,13 @@
 Suites label entries ``two_stage:<scope>`` and ``last_k:<scope>`` (the vanilla
 baseline with the same scope), so checks select by those labels.
 """
+
 from __future__ import annotations
 
 import pandas as pd
 
-from bench.results.claims import Compare, Custom, Outcome, Select, register_check
 from bench.models.net import SCOPES
+from bench.results.claims import Compare, Custom, Outcome, Select, register_check
 
 ACC = "test_top1_pct"
 
@@ -58,15 +59,31 @@ def _early_stop(frame: pd.DataFrame) -> Outcome:
         return Outcome(None, detail="no cell measured both stopping points")
     saved = float(rows["search_saved_frac"].mean())
     no_later = bool((rows["search_saved_frac"] >= 0).all())
-    return Outcome(no_later and saved > 0, saved, None, len(rows),
-                   f"mean saving {saved:.3f} over {len(rows)} cells; action stop no later than reward stop: {no_later}")
+    return Outcome(
+        no_later and saved > 0,
+        saved,
+        None,
+        len(rows),
+        f"mean saving {saved:.3f} over {len(rows)} cells; action stop no later than reward stop: {no_later}",
+    )
 
 
-register_check("ts-r18-small-final", Compare(Select(ACC, variant="two_stage:small", model="resnet18"),
-                                             Select(ACC, variant="last_k:small", model="resnet18"), op=">"))
-register_check("ts-r18-iters-to-target", Compare(
-    Select("target_reached_steps", variant="two_stage:small", model="resnet18"),
-    Select("target_reached_steps", variant="last_k:small", model="resnet18"), op="<"))
+register_check(
+    "ts-r18-small-final",
+    Compare(
+        Select(ACC, variant="two_stage:small", model="resnet18"),
+        Select(ACC, variant="last_k:small", model="resnet18"),
+        op=">",
+    ),
+)
+register_check(
+    "ts-r18-iters-to-target",
+    Compare(
+        Select("target_reached_steps", variant="two_stage:small", model="resnet18"),
+        Select("target_reached_steps", variant="last_k:small", model="resnet18"),
+        op="<",
+    ),
+)
 register_check("ts-early-stop-saving", Custom(_early_stop, "action stop no later than reward stop, saving > 0"))
 register_check("ts-all-scopes", _beats_at_every_scope("resnet18", strict=False))
 register_check("ts-scope-order", Custom(_scope_order, "small > medium > large ~ full"))

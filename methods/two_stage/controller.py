@@ -17,6 +17,7 @@ convergence: a plateau of the mean reward, i.e. the mean over the last
 at most ``reward_tol``. (An EMA with decay 0.99 is no convergence signal: it moves 1%
 of the gap per update, so any window of it looks flat.)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ class Controller(nn.Module):
         for head in self.heads:
             nn.init.zeros_(head.bias)
 
-    def rollout(self, n: int, *, greedy: bool = False, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def rollout(
+        self, n: int, *, greedy: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` rollouts: actions ``[n, L]``, summed log-probabilities ``[n]`` and entropies ``[n]``."""
         device = self.embed.weight.device
         inp = torch.full((n,), 2, dtype=torch.long, device=device)
@@ -140,12 +142,12 @@ class EarlyStop:
         self._argmaxes.append(arch)
         self._rewards.append(float(reward))
         decided = float(np.min(np.maximum(probs, 1.0 - probs))) >= self.threshold
-        stable = len(self._argmaxes) >= self.window and len(set(self._argmaxes[-self.window:])) == 1
+        stable = len(self._argmaxes) >= self.window and len(set(self._argmaxes[-self.window :])) == 1
         if self.action_stop is None and decided and stable:
             self.action_stop, self.action_stop_arch = update, list(arch)
         w = self.reward_window
         if self.reward_stop is None and len(self._rewards) >= 2 * w:
-            last, before = np.mean(self._rewards[-w:]), np.mean(self._rewards[-2 * w:-w])
+            last, before = np.mean(self._rewards[-w:]), np.mean(self._rewards[-2 * w : -w])
             if abs(last - before) <= self.reward_tol:
                 self.reward_stop = update
 

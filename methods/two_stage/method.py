@@ -21,6 +21,7 @@ layers zero-padded; ``init="supernet"`` inherits the supernet's candidates inste
 only the scope plus the head trained (last-k = scope), accuracy against iteration on
 the test split recorded for the paper's Fig. 3, and ``target_reached_steps``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,13 +33,13 @@ import numpy as np
 import torch
 
 from bench import engine
-from bench.results.analysis import DegenerateRanking, rank_correlation
 from bench.contract.config import require
 from bench.contract.interface import Fitted, Split, Task
-from bench.models.net import freeze_all_but_last_blocks, scope_blocks
 from bench.contract.recorder import Recorder
-from bench.registry import register_method
 from bench.engine.method import BaseMethod
+from bench.models.net import freeze_all_but_last_blocks, scope_blocks
+from bench.registry import register_method
+from bench.results.analysis import DegenerateRanking, rank_correlation
 from methods.baselines import record_target
 from methods.two_stage.controller import Controller, EarlyStop, EnasReinforce
 from methods.two_stage.space import MutablePoint, arch_string, derive_child, make_supernet, set_choices
@@ -57,8 +58,10 @@ class ControllerConfig:
     reward_batch: int = 64
 
     def __post_init__(self) -> None:
-        require(self.hidden >= 1 and self.samples_per_update >= 1 and self.reward_batch >= 1,
-                "hidden, samples_per_update and reward_batch must be >= 1")
+        require(
+            self.hidden >= 1 and self.samples_per_update >= 1 and self.reward_batch >= 1,
+            "hidden, samples_per_update and reward_batch must be >= 1",
+        )
         require(0.0 <= self.baseline_decay < 1.0, "baseline_decay must be in [0, 1)")
 
 
@@ -74,19 +77,37 @@ class EarlyStopConfig:
     stop_search: bool = False
 
     def __post_init__(self) -> None:
-        require(self.window >= 1 and self.reward_window >= 1 and self.rollouts >= 1,
-                "window, reward_window and rollouts must be >= 1")
+        require(
+            self.window >= 1 and self.reward_window >= 1 and self.rollouts >= 1,
+            "window, reward_window and rollouts must be >= 1",
+        )
         require(0.5 < self.threshold <= 1.0, "threshold must be in (0.5, 1]")
 
 
 def _search_default() -> engine.TrainConfig:
-    return engine.TrainConfig(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2.5e-4, batch_size=64,
-                              steps=100_000, final_lr_frac=0.01, log_every=391)
+    return engine.TrainConfig(
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=2.5e-4,
+        batch_size=64,
+        steps=100_000,
+        final_lr_frac=0.01,
+        log_every=391,
+    )
 
 
 def _finetune_default() -> engine.TrainConfig:
-    return engine.TrainConfig(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=64,
-                              steps=100_000, eval_every=1_000, log_every=1_000)
+    return engine.TrainConfig(
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        batch_size=64,
+        steps=100_000,
+        eval_every=1_000,
+        log_every=1_000,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,24 +161,38 @@ class TwoStage(BaseMethod[TwoStageConfig]):
         if cfg.rank_subnets:
             with rec.stage("rank"):
                 rank_weight_sharing(cfg, task, supernet, points, search_split, reward_split, rec)
-        child = derive_child(task.build_model(), points, actions,
-                             supernet if cfg.init == "supernet" else None)
+        child = derive_child(task.build_model(), points, actions, supernet if cfg.init == "supernet" else None)
         freeze_all_but_last_blocks(child, len(scope_blocks(child.structure, cfg.scope)))
         with rec.stage("train"):
-            engine.fit(child, task.train, cfg.finetune, rec, stage="train", val=task.val, curves=(task.test,),
-                       seed=task.seed)
+            engine.fit(
+                child, task.train, cfg.finetune, rec, stage="train", val=task.val, curves=(task.test,), seed=task.seed
+            )
         record_target(rec, "train", cfg.target_top1_pct)
         base = task.build_model(pretrained=False).arch_string()
         return Fitted(child, arch_string(base, cfg.scope, actions), info={"actions": actions, "scope": cfg.scope})
 
 
-
 class Search:
     """Stage 1: alternate supernet steps (one sampled subnet each) and controller updates."""
 
-    def __init__(self, cfg: TwoStageConfig, supernet: torch.nn.Module, points: list[MutablePoint],
-                 train: Split, reward: Split, rec: Recorder, seed: int) -> None:
-        self.cfg, self.supernet, self.points, self.train, self.reward, self.rec = cfg, supernet, points, train, reward, rec
+    def __init__(
+        self,
+        cfg: TwoStageConfig,
+        supernet: torch.nn.Module,
+        points: list[MutablePoint],
+        train: Split,
+        reward: Split,
+        rec: Recorder,
+        seed: int,
+    ) -> None:
+        self.cfg, self.supernet, self.points, self.train, self.reward, self.rec = (
+            cfg,
+            supernet,
+            points,
+            train,
+            reward,
+            rec,
+        )
         c = cfg.controller
         self.controller = Controller(len(points), c.hidden, c.tanh_c)
         self.policy = EnasReinforce(self.controller, c.lr, c.entropy_weight, c.baseline_decay)
@@ -167,10 +202,18 @@ class Search:
         self.updates = 0
 
     def run(self) -> list[int]:
-        hooks = engine.StepHooks(before_step=self._sample_subnet,
-                                 periodic=((self.cfg.steps_per_update, self._update_controller),))
-        engine.fit(self.supernet, self.train, self.cfg.search, self.rec, stage="search", hooks=hooks,
-                   seed=int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen)))
+        hooks = engine.StepHooks(
+            before_step=self._sample_subnet, periodic=((self.cfg.steps_per_update, self._update_controller),)
+        )
+        engine.fit(
+            self.supernet,
+            self.train,
+            self.cfg.search,
+            self.rec,
+            stage="search",
+            hooks=hooks,
+            seed=int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen)),
+        )
         self._record_stops()
         return self.stop.action_stop_arch or self.controller.argmax()
 
@@ -220,8 +263,15 @@ class Search:
         rec.note("stopped_by", "actions" if stop.action_stop is not None else "budget")
 
 
-def rank_weight_sharing(cfg: TwoStageConfig, task: Task, supernet: torch.nn.Module, points: list[MutablePoint],
-                        train: Split, held_out: Split, rec: Recorder) -> None:
+def rank_weight_sharing(
+    cfg: TwoStageConfig,
+    task: Task,
+    supernet: torch.nn.Module,
+    points: list[MutablePoint],
+    train: Split,
+    held_out: Split,
+    rec: Recorder,
+) -> None:
     """Kendall/Spearman between supernet-weight and stand-alone accuracy of sampled subnets."""
     space = 2 ** len(points)
     rng = np.random.default_rng(task.seed)
@@ -241,8 +291,13 @@ def rank_weight_sharing(cfg: TwoStageConfig, task: Task, supernet: torch.nn.Modu
         engine.fit(child, train, finetune, quiet, stage="rank", seed=task.seed)
         alone.append(engine.evaluate(child, held_out)["top1_pct"])
     rec.scalar("rank_subnets_count", len(subnets))
-    rec.note("rank_pairs", [{"kernels": "".join("5" if a else "3" for a in s), "shared_pct": x, "alone_pct": y}
-                            for s, x, y in zip(subnets, shared, alone)])
+    rec.note(
+        "rank_pairs",
+        [
+            {"kernels": "".join("5" if a else "3" for a in s), "shared_pct": x, "alone_pct": y}
+            for s, x, y in zip(subnets, shared, alone)
+        ],
+    )
     try:
         tau, rho = rank_correlation(shared, alone)
     except DegenerateRanking as err:

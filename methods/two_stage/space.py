@@ -15,6 +15,7 @@ from the pretrained one; a subnet is a choice per layer and uses the supernet's 
 A child architecture is written ``<base arch>|two_stage(scope=small,kernels=3553)``:
 one digit per mutable layer in network order (``build_from_arch``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,8 +52,16 @@ def widen(conv: nn.Conv2d) -> nn.Conv2d:
     """A 5x5 copy of a 3x3 ``conv``: the kernel zero-padded by one ring, padding 2, same stride."""
     if conv.kernel_size != (3, 3) or conv.padding != (1, 1):
         raise ValueError(f"widen expects a 3x3 conv with padding 1, got {conv}")
-    wide = nn.Conv2d(conv.in_channels, conv.out_channels, 5, stride=conv.stride, padding=2,
-                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
+    wide = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        5,
+        stride=conv.stride,
+        padding=2,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
     wide = wide.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         wide.weight.copy_(F.pad(conv.weight, (1, 1, 1, 1)))
@@ -118,8 +127,9 @@ def set_choices(model: MappedNet, points: Sequence[MutablePoint], actions: Seque
         model.get_submodule(point.conv_path).choice = int(action)
 
 
-def derive_child(base: MappedNet, points: Sequence[MutablePoint], actions: Sequence[int],
-                 supernet: MappedNet | None = None) -> MappedNet:
+def derive_child(
+    base: MappedNet, points: Sequence[MutablePoint], actions: Sequence[int], supernet: MappedNet | None = None
+) -> MappedNet:
     """The stand-alone network of ``actions``, built in place on ``base``.
 
     Without ``supernet``: ``base`` keeps its (source) weights and every chosen 5x5 layer
@@ -151,8 +161,9 @@ def build_from_arch(text: str) -> MappedNet:
     """Rebuild (randomly initialised) the network an ``arch_string`` names."""
     match = _ARCH.match(text.strip())
     if not match:
-        raise InvalidConfig(f"not a two-stage architecture string: {text!r}; expected "
-                            "'<base>|two_stage(scope=small,kernels=3553)'")
+        raise InvalidConfig(
+            f"not a two-stage architecture string: {text!r}; expected '<base>|two_stage(scope=small,kernels=3553)'"
+        )
     model = build_from_arch_string(match["base"])
     points = mutable_points(model, match["scope"])
     actions = [1 if k == "5" else 0 for k in match["kernels"]]
