@@ -23,7 +23,17 @@ from bench.results.store import Store, read_frame
 
 THIRD = 100 / 3  # 33.333333333333336: every digit must survive
 ERROR = 'boom, "quoted"\nsecond line'
-VIEWS = ("runs", "results", "metrics", "series", "results_wide", "latest_results", "results_provenance", "seed_summary")
+VIEWS = (
+    "runs",
+    "results",
+    "metrics",
+    "series",
+    "results_wide",
+    "latest_ids",
+    "latest_results",
+    "results_provenance",
+    "seed_summary",
+)
 
 
 def result(
@@ -205,7 +215,7 @@ def test_bad_requests_exit_2_with_the_valid_choices(db: Path, tmp_path: Path, ca
     assert main(["export", "--db", str(db), "--view", "nope", "--format", "csv"]) == 2
     err = capsys.readouterr().err
     assert (
-        "unknown table or view 'nope'; valid names: claims, gate_decisions, latest_results, metrics, "
+        "unknown table or view 'nope'; valid names: claims, gate_decisions, latest_ids, latest_results, metrics, "
         "results, results_provenance, results_wide, runs, seed_summary, series" in err
     )
     assert main(["export", "--db", str(db), "--view", "runs", "--format", "csv", "--suite", "s"]) == 2

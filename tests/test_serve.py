@@ -363,6 +363,7 @@ async def test_every_table_and_view_serves_all_its_rows(ds: Datasette, fixture_d
         "claims",
         "gate_decisions",
         "results_wide",
+        "latest_ids",
         "latest_results",
         "results_provenance",
         "seed_summary",

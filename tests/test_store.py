@@ -190,13 +190,20 @@ def test_fresh_database_has_the_expected_schema(store: Store):
         )
     }
     assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [("name",)]
-    assert set(db.view_names()) == {"results_wide", "latest_results", "results_provenance", "seed_summary"}
+    assert set(db.view_names()) == {
+        "results_wide",
+        "latest_ids",
+        "latest_results",
+        "results_provenance",
+        "seed_summary",
+    }
     assert [c.name for c in db["results_wide"].columns] == WIDE_COLUMNS
     assert [c.name for c in db["latest_results"].columns] == WIDE_COLUMNS
     assert db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall() == [
         ("archbench", "m001_initial"),
         ("archbench", "m002_tags_positions_claims_gates"),
         ("archbench", "m003_run_arithmetic"),
+        ("archbench", "m004_latest_ids"),
     ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
@@ -230,6 +237,7 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         ("m001_initial",),
         ("m002_tags_positions_claims_gates",),
         ("m003_run_arithmetic",),
+        ("m004_latest_ids",),
     ]
 
 
@@ -469,6 +477,34 @@ def test_latest_results_breaks_start_time_ties_by_result_id(store: Store, run_id
     later = store.start_run({})
     ids = [store.write_result(r, result()) for r in (run_id, later)]  # same started_at
     assert [r["result_id"] for r in store.db.query("SELECT * FROM latest_results")] == [max(ids)]
+
+
+def test_m004_views_select_the_rows_m002_and_m001_selected(store: Store, run_id: str):
+    """latest_results and seed_summary now join latest_ids; on cells that were ok then failed,
+    failed then ok, and tied in start time, they return what the released definitions did."""
+    from bench.results.schema import SEED_SUMMARY_SQL
+
+    later = store.start_run({})
+    day = "2026-01-0{}T00:00:00.000000+00:00"
+    store.write_result(run_id, result(spec(0), metrics={"test_top1_pct": 80.0}, started_at=day.format(1)))
+    store.write_result(later, result(spec(0), "failed", metrics={}, started_at=day.format(2)))
+    store.write_result(run_id, result(spec(1), "failed", metrics={}, started_at=day.format(1)))
+    store.write_result(later, result(spec(1), metrics={"test_top1_pct": 70.0}, started_at=day.format(2)))
+    for seed in (2, 3):
+        for run, acc in ((run_id, 60.0), (later, 65.0)):  # same start time: the larger result_id wins
+            store.write_result(run, result(spec(seed), metrics={"test_top1_pct": acc + seed}, started_at=day.format(3)))
+    old_latest = """SELECT w.* FROM results_wide w WHERE w.result_id = (
+      SELECT r.result_id FROM results r WHERE r.cell_key = w.cell_key
+      ORDER BY r.started_at DESC, r.result_id DESC LIMIT 1)"""
+    order = " ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+    assert rows(store.path, "SELECT * FROM latest_results ORDER BY result_id") == rows(
+        store.path, f"SELECT * FROM ({old_latest}) ORDER BY result_id"
+    )
+    assert len(rows(store.path, "SELECT * FROM latest_results")) == 4
+    assert rows(store.path, "SELECT * FROM seed_summary" + order) == rows(
+        store.path, f"SELECT * FROM ({SEED_SUMMARY_SQL})" + order
+    )
+    assert rows(store.path, "SELECT n FROM seed_summary WHERE metric = 'test_top1_pct'") == [(3,)]
 
 
 def make_shard(path: Path, seeds: list[int], host: str) -> str:

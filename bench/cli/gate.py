@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.cache import atomic_write_text
 from bench.errors import BenchError, GateError
 from bench.gate.output import decision_rows, render_markdown, report_dict
 from bench.gate.settings import load_config, with_abs_tol
@@ -155,7 +156,7 @@ def run_gate(args: argparse.Namespace) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report_dict(report), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(json.dumps(report_dict(report), indent=2, sort_keys=True) + "\n", path)
     target = args.decisions_db or (cand.source if cand.kind == "db" else None)
     if target and not args.no_write:
         write_decisions(report, target)
@@ -178,8 +179,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"bench reference export: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    atomic_write_text(text, out)
     print(
         f"wrote {len(side.rows)} cell rows of run {side.run['run_id']} ({side.source}) to {out} "
         f"({len(text.encode())} bytes)"

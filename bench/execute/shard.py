@@ -18,11 +18,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from bench.cache import atomic_write
 from bench.contract.cell import CellResult, CellSpec, short_hash
 from bench.errors import BenchError, InvalidGrid
 
@@ -96,13 +96,7 @@ def publish(conn: sqlite3.Connection, dest: Path) -> None:
     try:
         snapshot = scratch / dest.name
         snapshot_into(conn, snapshot)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.partial"
-        with open(snapshot, "rb") as src, open(partial, "wb") as out:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(snapshot, tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -15,6 +15,9 @@ database for writing.
 - ``m003_run_arithmetic``: ``runs.arith_json`` (``bench.env.arithmetic()`` of the run's
   cells: torch, device, threads, CPU ISA pins), which ``bench gate`` compares to tell a
   same-arithmetic rerun from a cross-arithmetic one.
+- ``m004_latest_ids``: the view ``latest_ids`` (``result_id``, ``cell_key`` of the row that
+  counts for each cell: its newest), the one definition of "latest row"; ``latest_results``,
+  ``seed_summary`` and the Datasette queries select through it.
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ _M002_TABLES = (
 )""",
 )
 
+# m002's seed_summary, kept as released (m004 redefines the view through latest_ids).
 SEED_SUMMARY_SQL = """WITH latest AS (
   SELECT r.* FROM results r
   WHERE r.status = 'ok' AND r.result_id = (
@@ -227,3 +231,40 @@ def m002_tags_positions_claims_gates(db: sqlite_utils.Database) -> None:
 def m003_run_arithmetic(db: sqlite_utils.Database) -> None:
     """``runs.arith_json``: what decided the floating-point results of the run's cells."""
     db.execute("ALTER TABLE runs ADD COLUMN arith_json TEXT")
+
+
+LATEST_IDS_SQL = """SELECT r.result_id, r.cell_key FROM results r
+WHERE r.result_id = (
+  SELECT r2.result_id FROM results r2 WHERE r2.cell_key = r.cell_key
+  ORDER BY r2.started_at DESC, r2.result_id DESC LIMIT 1)"""
+"""The row that counts for each cell: its newest (by start time, then result_id). The one place
+"latest" is defined; every view and canned query that reads latest rows joins it."""
+
+
+SEED_SUMMARY_V2_SQL = """WITH latest AS (
+  SELECT r.* FROM results r
+  WHERE r.status = 'ok' AND r.result_id IN (SELECT result_id FROM latest_ids)
+)
+SELECT l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name AS metric,
+  count(m.value) AS n,
+  avg(m.value) AS mean,
+  CASE WHEN count(m.value) > 1 THEN sqrt(max(0.0,
+    (sum(m.value * m.value) - sum(m.value) * sum(m.value) / count(m.value)) / (count(m.value) - 1)))
+    ELSE 0.0 END AS std,
+  min(m.value) AS min, max(m.value) AS max
+FROM latest l JOIN metrics m ON m.result_id = l.result_id
+GROUP BY l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name"""
+"""``seed_summary`` from m004 on: m002's view with the latest rows taken from ``latest_ids``."""
+
+
+@_migration
+def m004_latest_ids(db: sqlite_utils.Database) -> None:
+    """``latest_ids`` (see ``LATEST_IDS_SQL``); ``latest_results`` and ``seed_summary`` select
+    through it, with the same rows as before."""
+    db.create_view("latest_ids", LATEST_IDS_SQL, replace=True)
+    db.create_view(
+        "latest_results",
+        "SELECT w.* FROM results_wide w WHERE w.result_id IN (SELECT result_id FROM latest_ids)",
+        replace=True,
+    )
+    db.create_view("seed_summary", SEED_SUMMARY_V2_SQL, replace=True)
