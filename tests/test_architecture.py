@@ -275,6 +275,42 @@ def test_methods_use_public_harness_api(path: Path) -> None:
     assert private_uses(path) == []
 
 
+METHOD_API = {
+    "bench.engine",
+    "bench.errors",
+    "bench.registry",
+    "bench.cache",
+    "bench.measure",
+    "bench.contract",
+    "bench.data",
+    "bench.models",
+    "bench.results.analysis",
+    "bench.results.claims",
+}
+"""What a method may import: the contract, engine, meters, data, models, the public cache helper,
+the registries, and the statistics and claim checks it registers. Not the executors, the store,
+the gate, the server or the command line."""
+
+
+@pytest.mark.parametrize("path", method_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_methods_import_only_the_method_api(path: Path) -> None:
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "bench":
+            modules = [f"bench.{a.name}" for a in node.names]  # from bench import engine
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        for module in modules:
+            if module.split(".")[0] == "bench" and not any(
+                module == allowed or module.startswith(allowed + ".") for allowed in METHOD_API
+            ):
+                bad.append(f"line {node.lineno}: {module}")
+    assert bad == [], "methods may import only " + ", ".join(sorted(METHOD_API))
+
+
 # -- one exception family -------------------------------------------------------------------------
 
 

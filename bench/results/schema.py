@@ -183,13 +183,7 @@ _M002_TABLES = (
 )""",
 )
 
-# m002's seed_summary, kept as released (m004 redefines the view through latest_ids).
-SEED_SUMMARY_SQL = """WITH latest AS (
-  SELECT r.* FROM results r
-  WHERE r.status = 'ok' AND r.result_id = (
-    SELECT r2.result_id FROM results r2 WHERE r2.cell_key = r.cell_key
-    ORDER BY r2.started_at DESC, r2.result_id DESC LIMIT 1)
-)
+_SEED_SUMMARY_SELECT = """
 SELECT l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name AS metric,
   count(m.value) AS n,
   avg(m.value) AS mean,
@@ -199,6 +193,17 @@ SELECT l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name 
   min(m.value) AS min, max(m.value) AS max
 FROM latest l JOIN metrics m ON m.result_id = l.result_id
 GROUP BY l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name"""
+
+# m002's seed_summary, kept as released (m004 redefines the view through latest_ids).
+SEED_SUMMARY_SQL = (
+    """WITH latest AS (
+  SELECT r.* FROM results r
+  WHERE r.status = 'ok' AND r.result_id = (
+    SELECT r2.result_id FROM results r2 WHERE r2.cell_key = r.cell_key
+    ORDER BY r2.started_at DESC, r2.result_id DESC LIMIT 1)
+)"""
+    + _SEED_SUMMARY_SELECT
+)
 
 PROVENANCE_SQL = """SELECT r.*, u.tag AS run_tag, u.status AS run_status, u.started_at AS run_started_at,
   u.git_sha, u.git_dirty, u.bench_version, u.python, u.torch, u.cuda, u.cudnn,
@@ -241,19 +246,13 @@ WHERE r.result_id = (
 "latest" is defined; every view and canned query that reads latest rows joins it."""
 
 
-SEED_SUMMARY_V2_SQL = """WITH latest AS (
+SEED_SUMMARY_V2_SQL = (
+    """WITH latest AS (
   SELECT r.* FROM results r
   WHERE r.status = 'ok' AND r.result_id IN (SELECT result_id FROM latest_ids)
+)"""
+    + _SEED_SUMMARY_SELECT
 )
-SELECT l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name AS metric,
-  count(m.value) AS n,
-  avg(m.value) AS mean,
-  CASE WHEN count(m.value) > 1 THEN sqrt(max(0.0,
-    (sum(m.value * m.value) - sum(m.value) * sum(m.value) / count(m.value)) / (count(m.value) - 1)))
-    ELSE 0.0 END AS std,
-  min(m.value) AS min, max(m.value) AS max
-FROM latest l JOIN metrics m ON m.result_id = l.result_id
-GROUP BY l.suite, l.method, l.variant, l.dataset, l.model, l.tier, l.mode, m.name"""
 """``seed_summary`` from m004 on: m002's view with the latest rows taken from ``latest_ids``."""
 
 
