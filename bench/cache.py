@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,10 +110,11 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 
 def torch_load(path: Path) -> Any:
-    """A cached torch blob, on the CPU."""
+    """A cached torch blob, on the CPU: tensors and plain containers only (``weights_only``), so a
+    file planted in the cache cannot run code when it is read."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @contextlib.contextmanager
@@ -144,11 +146,23 @@ def cached(
     ``compute`` runs under ``isolated_rng``: a hit and a miss leave the caller's random
     streams in the same state, so whether a cell found the artefact cached (which depends on
     what ran before it, and where) never changes the cell's own numbers. ``compute`` must
-    seed whatever randomness it uses from its inputs.
+    seed whatever randomness it uses from its inputs. A file that does not load (truncated,
+    corrupted, or not what ``load`` accepts: torch blobs load with ``weights_only``) is named in
+    a warning, deleted and computed again.
     """
     with file_lock(path.with_suffix(path.suffix + ".lock")):
         if path.exists():
-            return load(path), True
+            try:
+                return load(path), True
+            except Exception as err:  # noqa: BLE001 - any unreadable file is rebuilt, never trusted
+                first_line = (str(err).splitlines() or [""])[0][:160]
+                warnings.warn(
+                    f"cache file {path} is unreadable ({type(err).__name__}: {first_line}); "
+                    "deleting it and computing it again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                path.unlink(missing_ok=True)
         with isolated_rng():
             value = compute()
         save(value, path)

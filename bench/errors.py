@@ -42,13 +42,15 @@ class DeviceUnavailable(BenchError, RuntimeError):
 
 
 class Diverged(BenchError, FloatingPointError):
-    """Training produced a non-finite loss; the cell is recorded as ``diverged``."""
+    """Training produced a non-finite loss, or the fitted model a non-finite evaluation score
+    (``step`` -1: a blow-up on the last steps); the cell is recorded as ``diverged``."""
 
     def __init__(self, step: int, value: float, stage: str = "train") -> None:
         self.step = step
         self.value = value
         self.stage = stage
-        super().__init__(f"non-finite loss {value!r} at step {step} of stage '{stage}'")
+        where = f"at step {step} of stage '{stage}'" if step >= 0 else f"in the {stage} after training"
+        super().__init__(f"non-finite loss {value!r} {where}")
 
 
 class SelectorError(BenchError, LookupError):

@@ -198,3 +198,20 @@ def test_xdist_workers_pinned_to_fake_gpus(pytester: pytest.Pytester, monkeypatc
     result.assert_outcomes(passed=2)
     seen = {p.stem: p.read_text() for p in pytester.path.glob("pin-*.txt")}
     assert seen == {"pin-gw0": "7", "pin-gw1": "9"}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--bench-seeds", "", "*InvalidGrid*--bench-seeds: cannot parse ''*"),
+        ("--bench-seeds", "5-1,0", "*InvalidGrid*range '5-1' runs backwards*"),
+        ("--bench-datasets", ",", "*InvalidGrid*--bench-datasets names no dataset*runs uci-digits*"),
+        ("--bench-device", "gpu", "*InvalidGrid*--bench-device 'gpu': valid forms: auto, cpu, cuda, cuda:N*"),
+    ],
+)
+def test_bad_options_fail_at_collection_and_write_nothing(suite: pytest.Pytester, option, value, message):
+    """Probe 3: these ran the defaults, only seed 0, zero cells (exit 0), or raised with no row."""
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "bad.db", option, value)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([message])
+    assert not (suite.path / "bad.db").exists()

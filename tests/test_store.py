@@ -188,7 +188,7 @@ def test_fresh_database_has_the_expected_schema(store: Store):
             "status",
             "started_at",
         )
-    }
+    } | {("cell_key", None, "started_at", "result_id")}  # m005's expression index (the window's order)
     assert [tuple(i.columns) for i in db["metrics"].indexes if i.name == "idx_metrics_name"] == [("name",)]
     assert set(db.view_names()) == {
         "results_wide",
@@ -204,6 +204,7 @@ def test_fresh_database_has_the_expected_schema(store: Store):
         ("archbench", "m002_tags_positions_claims_gates"),
         ("archbench", "m003_run_arithmetic"),
         ("archbench", "m004_latest_ids"),
+        ("archbench", "m005_latest_informative"),
     ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
@@ -238,6 +239,7 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         ("m002_tags_positions_claims_gates",),
         ("m003_run_arithmetic",),
         ("m004_latest_ids",),
+        ("m005_latest_informative",),
     ]
 
 
@@ -505,6 +507,31 @@ def test_m004_views_select_the_rows_m002_and_m001_selected(store: Store, run_id:
         store.path, f"SELECT * FROM ({SEED_SUMMARY_SQL})" + order
     )
     assert rows(store.path, "SELECT n FROM seed_summary WHERE metric = 'test_top1_pct'") == [(3,)]
+
+
+def test_a_skipped_row_never_hides_a_row_that_ran(store: Store, run_id: str):
+    """Probe: --bench-device cuda on a CPU machine wrote 48 skipped rows after 48 ok ones, and the
+    ok cells vanished from latest_results, seed_summary and bench report."""
+    later = store.start_run({})
+    day = "2026-01-0{}T00:00:00.000000+00:00"
+    store.write_result(run_id, result(spec(0), metrics={"test_top1_pct": 80.0}, started_at=day.format(1)))
+    store.write_result(later, result(spec(0), "skipped", metrics={}, started_at=day.format(2)))
+    store.write_result(run_id, result(spec(1), "failed", metrics={}, started_at=day.format(1)))
+    store.write_result(later, result(spec(1), "skipped", metrics={}, started_at=day.format(2)))
+    store.write_result(later, result(spec(2), "skipped", metrics={}, started_at=day.format(2)))  # only skipped
+    latest = dict(rows(store.path, "SELECT seed, status FROM latest_results"))
+    assert latest == {0: "ok", 1: "failed", 2: "skipped"}
+    assert rows(store.path, "SELECT n, mean FROM seed_summary WHERE metric = 'test_top1_pct'") == [(1, 80.0)]
+    # a newer row that ran does replace an older one, whatever its status
+    store.write_result(later, result(spec(0), "failed", metrics={}, started_at=day.format(3)))
+    assert dict(rows(store.path, "SELECT seed, status FROM latest_results"))[0] == "failed"
+
+
+def test_latest_results_is_one_window_pass_on_the_index(store: Store):
+    """Probe 5: the latest-row views ran a correlated subquery per row (quadratic at 100k rows)."""
+    plan = " ".join(str(r[-1]) for r in store.db.execute("EXPLAIN QUERY PLAN SELECT * FROM latest_ids").fetchall())
+    assert "CORRELATED" not in plan.upper()
+    assert "results_cell_latest" in plan and "TEMP B-TREE" not in plan.upper()
 
 
 def make_shard(path: Path, seeds: list[int], host: str) -> str:

@@ -43,7 +43,21 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "epochs",
+            "warmup_frac",
+            "final_lr_frac",
+            "label_smoothing",
+            "clip_grad_norm",
+        ):
+            value = getattr(self, name)
+            require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.steps >= 0 and self.epochs >= 0, "steps and epochs must be >= 0")
         require(self.steps > 0 or self.epochs > 0, "set steps > 0 or epochs > 0")
@@ -99,7 +113,7 @@ class TaskSettings:
 
     def __post_init__(self) -> None:
         require(self.input_size >= 8, f"input_size must be >= 8, got {self.input_size}")
-        require(self.width > 0, f"width must be > 0, got {self.width}")
+        require(math.isfinite(self.width) and self.width > 0, f"width must be a finite number > 0, got {self.width}")
         require(
             0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
             f"val_frac and test_frac must be in (0, 1) and sum below 1, got {self.val_frac}, {self.test_frac}",

@@ -11,6 +11,7 @@ valid, instead of failing cell by cell later.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,15 @@ class Grid:
         seeds = list(seeds if seeds is not None else (plan.seeds if plan.seeds is not None else self.seeds))
         datasets = tuple(plan.datasets if plan.datasets is not None else self.datasets)
         self._check_basics(seeds, plan, datasets)
+        check_device_name(device)
+        if mode not in MODES:
+            raise InvalidGrid(f"--bench-mode {mode!r}: valid modes: {', '.join(MODES)}")
         if only_datasets is not None:
+            if not only_datasets:
+                raise InvalidGrid(
+                    f"--bench-datasets names no dataset; suite '{self.suite}' at tier '{tier}' runs "
+                    f"{', '.join(datasets)}"
+                )
             unknown = [d for d in only_datasets if d not in datasets]
             if unknown:
                 raise InvalidGrid(
@@ -233,19 +242,42 @@ class Grid:
             )
 
 
+MODES = ("accuracy", "speed")
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name the runner cannot resolve (``gpu``, ``cuda:x``) before any cell runs.
+
+    Whether the named device exists is a property of the machine the cell runs on: a CUDA device
+    on a machine without one gives ``skipped`` rows, not a collection error."""
+    if not _DEVICE_NAME.match(name):
+        raise InvalidGrid(f"--bench-device {name!r}: valid forms: {', '.join(DEVICE_FORMS)}")
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"``, ``"0-4"`` or ``"3"`` (a single seed) into a list of seeds."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
             part = part.strip()
+            if not part:
+                raise ValueError("empty item")
             if "-" in part:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise InvalidGrid(f"--bench-seeds: range {part!r} runs backwards; write '{hi}-{lo}'")
+                seeds.extend(range(lo, hi + 1))
+            else:
                 seeds.append(int(part))
+    except InvalidGrid:
+        raise
     except ValueError:
-        raise InvalidGrid(f"--bench-seeds: cannot parse {text!r}; use e.g. '0,1,2' or '0-4'") from None
-    if not seeds:
-        raise InvalidGrid(f"--bench-seeds: no seeds in {text!r}")
+        raise InvalidGrid(
+            f"--bench-seeds: cannot parse {text!r}; use non-negative integers, e.g. '0,1,2' or '0-4'"
+        ) from None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise InvalidGrid(f"--bench-seeds: seed(s) {repeated} given more than once in {text!r}")
     return seeds

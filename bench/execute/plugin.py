@@ -176,8 +176,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             "GRID = bench.execute.grid.Grid(...)"
         )
     opt = metafunc.config.getoption
-    seeds = parse_seeds(opt("bench_seeds")) if opt("bench_seeds") else None
-    only = [d.strip() for d in opt("bench_datasets").split(",") if d.strip()] if opt("bench_datasets") else None
+    seeds = parse_seeds(opt("bench_seeds")) if opt("bench_seeds") is not None else None  # "" is an error
+    datasets = opt("bench_datasets")
+    only = [d.strip() for d in datasets.split(",") if d.strip()] if datasets is not None else None
     specs = grid.cells(
         opt("bench_budget"),
         seeds=seeds,

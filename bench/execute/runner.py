@@ -14,6 +14,7 @@ that does not exist here (``--bench-device cuda`` on a CPU machine) becomes ``sk
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -126,7 +127,7 @@ def run_cell(spec: CellSpec, *, progress: Callable[[str], None] | None = None) -
         arch = _fit_and_evaluate(cls(config), spec, settings, device, rec)
     except Diverged as err:
         status, error_type, error = "diverged", type(err).__name__, str(err)
-    except torch.cuda.OutOfMemoryError as err:
+    except (torch.cuda.OutOfMemoryError, MemoryError) as err:  # a CPU allocation failure is an oom too
         status, error_type = "oom", type(err).__name__
         error = _oom_message(err, rec, device)
     except Exception as err:  # noqa: BLE001 - a failing cell is a result, the grid goes on
@@ -174,6 +175,9 @@ def _fit_and_evaluate(method: Any, spec: CellSpec, settings: TaskSettings, devic
                 raise KeyError(f"{spec.method}.evaluate did not return {missing}")
             for key, value in scores.items():
                 rec.scalar(f"{split.name}_{key}", value)
+            for key in EVAL_KEYS:  # a blow-up on the last step shows only here, after training
+                if not math.isfinite(float(scores[key])):
+                    raise Diverged(-1, float(scores[key]), stage=f"evaluation of {split.name} ({key})")
     rec.scalar("total_params", count_params(fitted.model)[1])
     example, _ = task.test.batch(slice(0, 1))
     rec.scalar("infer_mflop_per_sample", inference_flops_per_sample(fitted.model, example) / 1e6)
@@ -199,6 +203,12 @@ def _describe(err: BaseException) -> str:
     return f"{err}{where}"
 
 
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _oom_message(err: BaseException, rec: Recorder, device: torch.device) -> str:
     batch = rec.info.get("batch_size", "?")
     if device.type == "cuda":
@@ -210,4 +220,5 @@ def _oom_message(err: BaseException, rec: Recorder, device: torch.device) -> str
             f"CUDA out of memory at batch size {batch}: {alloc:.0f} MiB allocated, "
             f"{peak:.0f} MiB peak at failure. {str(err).splitlines()[0]}"
         )
-    return f"out of memory at batch size {batch}: {err}"
+    rss = _rss_mib()
+    return f"out of memory on {device.type} at batch size {batch} ({rss:.0f} MiB resident): {err or type(err).__name__}"

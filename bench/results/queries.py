@@ -106,8 +106,8 @@ def latest_frames(db_path: str | Path, suite: str | None = None) -> tuple[pd.Dat
     )
     metrics = read_frame(
         db_path,
-        "SELECT m.result_id, m.name, m.value FROM metrics m JOIN latest_results r ON r.result_id = m.result_id"
-        + (" WHERE r.suite = ?" if suite else ""),
+        "SELECT m.result_id, m.name, m.value FROM metrics m JOIN latest_ids l ON l.result_id = m.result_id"
+        + (" JOIN results r ON r.result_id = m.result_id WHERE r.suite = ?" if suite else ""),
         (suite,) if suite else (),
     )
     return rows, metrics

@@ -18,6 +18,11 @@ database for writing.
 - ``m004_latest_ids``: the view ``latest_ids`` (``result_id``, ``cell_key`` of the row that
   counts for each cell: its newest), the one definition of "latest row"; ``latest_results``,
   ``seed_summary`` and the Datasette queries select through it.
+- ``m005_latest_informative``: ``latest_ids`` prefers the newest *informative* row: a ``skipped``
+  row (the cell could not run here, e.g. ``--bench-device cuda`` without a GPU) never hides an
+  earlier row that ran; a cell with only skipped rows shows its newest. One window function over
+  the index ``results_cell_latest`` (cell_key, skipped, started_at, result_id: the window's own
+  order, so no sort) instead of a correlated subquery per row: the latest-row views are linear.
 """
 
 from __future__ import annotations
@@ -267,3 +272,27 @@ def m004_latest_ids(db: sqlite_utils.Database) -> None:
         replace=True,
     )
     db.create_view("seed_summary", SEED_SUMMARY_V2_SQL, replace=True)
+
+
+LATEST_IDS_V2_SQL = """SELECT result_id, cell_key FROM (
+  SELECT r.result_id, r.cell_key, row_number() OVER (
+    PARTITION BY r.cell_key
+    ORDER BY r.status = 'skipped', r.started_at DESC, r.result_id DESC) AS pick
+  FROM results r)
+WHERE pick = 1"""
+"""The row that counts for each cell from m005 on: its newest row that is not ``skipped`` (by
+start time, then result_id); only where every row of the cell is skipped, its newest skipped
+row. A skipped row says the cell could not run here, not how it did."""
+
+
+@_migration
+def m005_latest_informative(db: sqlite_utils.Database) -> None:
+    """``latest_ids`` prefers informative rows and is one window pass (see the module docstring).
+
+    The views that select through ``latest_ids`` (``latest_results``, ``seed_summary``) and the
+    Datasette queries follow without being redefined."""
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS results_cell_latest"
+        " ON results (cell_key, (status = 'skipped'), started_at DESC, result_id DESC)"
+    )
+    db.create_view("latest_ids", LATEST_IDS_V2_SQL, replace=True)

@@ -86,6 +86,31 @@ def ensure_sqrt(conn: sqlite3.Connection) -> None:
         conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
 
 
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """One write transaction that takes the write lock first (``BEGIN IMMEDIATE``).
+
+    SQLite's default ``BEGIN`` defers the lock: a transaction that reads (sqlite-utils reads the
+    schema before an insert) and then writes must upgrade, and in WAL mode that upgrade fails
+    at once with SQLITE_BUSY when another writer committed meanwhile; the busy timeout never
+    applies. ``BEGIN IMMEDIATE`` waits for the lock (up to the connection's 60 s timeout) before
+    reading anything, so concurrent writers queue instead of crashing. Nested use becomes a
+    savepoint of the enclosing transaction.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
 def migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str], list[str]]:
     """(applied, pending, unknown): migrations applied to ``db``, known ones not applied, and
     applied ones this code lacks. The one place that works this out (store and ``bench serve``)."""
@@ -129,7 +154,9 @@ class Store:
                 )
             return
         self.db.enable_wal()
-        MIGRATIONS.apply(self.db)
+        if pending:
+            with write_transaction(self.db):  # a second opener waits here, then finds them applied
+                MIGRATIONS.apply(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -158,7 +185,7 @@ class Store:
         row = {k: _encode_json(v) if k in ("argv", "flags_json", "arith_json") else v for k, v in info.items()}
         row["run_id"] = uuid.uuid4().hex
         row.setdefault("started_at", utc_now())
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["runs"].insert(row)
         return row["run_id"]
 
@@ -167,7 +194,7 @@ class Store:
         self._require_writable()
         if status not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
-        with self.db.atomic():
+        with write_transaction(self.db):
             cursor = self.db.execute(
                 "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
                 [utc_now(), status, run_id],
@@ -180,7 +207,7 @@ class Store:
         now unless they already have an end; the number of runs changed."""
         self._require_writable()
         changed = 0
-        with self.db.atomic():
+        with write_transaction(self.db):
             for run_id in run_ids:
                 changed += self.db.execute(
                     "UPDATE runs SET status = 'failed', ended_at = coalesce(ended_at, ?) "
@@ -192,7 +219,7 @@ class Store:
     def write_gate_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
         """Append ``bench gate`` decisions to ``gate_decisions`` in one transaction; how many."""
         self._require_writable()
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["gate_decisions"].insert_all(rows)
         return len(rows)
 
@@ -221,7 +248,7 @@ class Store:
             for n, pts in _checked(result.series).items()
             for pt in pts
         ]
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db.execute("DELETE FROM metrics WHERE result_id = ?", [rid])
             self.db.execute("DELETE FROM series WHERE result_id = ?", [rid])
             self.db["results"].upsert(row, pk="result_id")
@@ -232,7 +259,7 @@ class Store:
     def write_claims(self, rows: Sequence[dict[str, Any]]) -> int:
         """Upsert claim verdicts (``bench.results.claims.ClaimRow.as_row``) keyed by (claim_id, tier)."""
         self._require_writable()
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["claims"].upsert_all(list(rows), pk=("claim_id", "tier"))
         return len(rows)
 
@@ -347,7 +374,7 @@ def _columns(db: sqlite_utils.Database, schema: str, table: str) -> list[str]:
 def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
     """Copy the rows of one shard that ``db`` lacks, in one transaction; counts per table."""
     counts: dict[str, int] = {}
-    with _attached(db, path) as src, db.atomic():
+    with _attached(db, path) as src, write_transaction(db):
         for table in TABLES:
             source_cols = set(_columns(db, src, table))
             # Target order; a column an older shard lacks is left NULL.

@@ -106,6 +106,12 @@ class Arch:
         return out
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts superscripts (which ``int`` refuses) and
+    other scripts' digits (which ``int`` reads, giving non-canonical encodings)."""
+    return text.isascii() and text.isdigit()
+
+
 def _fail(encoding: str, where: str, what: str) -> EncodingError:
     return EncodingError(
         f"bad ET-NAS encoding {encoding!r}: {where}: {what}. "
@@ -127,8 +133,8 @@ def parse_block(text: str, encoding: str | None = None) -> Block:
             f"{ops_text!r} has {len(ops_text)} digits; n operators take 2n-1 digits "
             "(op, ratio pairs; the last op has no ratio)",
         )
-    if not ops_text.isdigit():
-        bad = next(i for i, ch in enumerate(ops_text) if not ch.isdigit())
+    if not _digits(ops_text):
+        bad = next(i for i, ch in enumerate(ops_text) if not _digits(ch))
         raise _fail(enc, f"block ops, character {bad}", f"{ops_text[bad]!r} is not a digit")
     n = (len(ops_text) + 1) // 2
     if n > MAX_OPS:
@@ -158,7 +164,7 @@ def parse_block(text: str, encoding: str | None = None) -> Block:
         where = f"skip {triple!r} (skips character {j})"
         if triple[0] not in "ac":
             raise _fail(enc, where, f"kind {triple[0]!r}; use 'a' (add) or 'c' (concat)")
-        if not triple[1:].isdigit():
+        if not _digits(triple[1:]):
             raise _fail(enc, where, "source and target places must be digits")
         src, dst = int(triple[1]), int(triple[2])
         if not (0 <= src < dst <= n):
@@ -195,7 +201,7 @@ def parse_macro(text: str, encoding: str | None = None) -> tuple[tuple[int, ...]
         if not part:
             raise _fail(enc, f"macro stage {s + 1}", "empty stage; every stage needs at least one block")
         for i, ch in enumerate(part):
-            if not ch.isdigit() or int(ch) not in MACRO_DIGITS:
+            if not _digits(ch) or int(ch) not in MACRO_DIGITS:
                 raise _fail(
                     enc,
                     f"macro stage {s + 1}, block {i + 1}",
@@ -218,7 +224,7 @@ def parse(encoding: str) -> Arch:
         )
     block_text, first_text, macro_text = parts
     block = parse_block(block_text, encoding)
-    if not first_text.isdigit() or int(first_text) < 4 or int(first_text) % 4:
+    if not _digits(first_text) or int(first_text) < 4 or int(first_text) % 4:
         raise _fail(
             encoding,
             "first channels",

@@ -1,0 +1,176 @@
+"""Nothing lost, nothing silently accepted: each probe of a hostile user, in small form.
+
+Two writers on one database, planted and corrupted cache files, and the other ways a result
+could be lost or a bad input accepted. Each test names the probe it reproduces.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cache import cached
+from bench.contract.cell import CellResult, CellSpec
+from bench.results.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _result(seed: int) -> CellResult:
+    spec = CellSpec(suite="s", method="full_ft", variant="full_ft", dataset="uci-digits", model="resnet20", seed=seed)
+    return CellResult(spec=spec, status="ok", metrics={"test_top1_pct": 50.0 + seed})
+
+
+def _writer(path: Path, barrier: threading.Barrier, errors: list[BaseException], worker: int) -> None:
+    try:
+        barrier.wait()
+        with Store(path) as store:  # both open a fresh file at once: migrations race
+            run = store.start_run({"host": f"w{worker}"})
+            for seed in range(3):
+                store.write_result(run, _result(10 * worker + seed))
+            store.write_claims([])
+            store.finish_run(run)
+    except BaseException as err:  # noqa: BLE001 - collected and asserted below
+        errors.append(err)
+
+
+def test_two_writers_on_a_fresh_database_never_crash(tmp_path: Path) -> None:
+    """Probe 1: two openers of a fresh DB crashed in 40/40 trials ("database is locked",
+    "table runs already exists"). With BEGIN IMMEDIATE the second writer waits its turn."""
+    for trial in range(20):
+        path = tmp_path / f"t{trial}.db"
+        barrier, errors = threading.Barrier(2), []
+        threads = [threading.Thread(target=_writer, args=(path, barrier, errors, w)) for w in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"trial {trial}: {errors!r}"
+        with Store(path, readonly=True) as store:
+            assert store.db.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchone() == (2, 1)
+            assert store.db.execute("SELECT count(*) FROM results").fetchone() == (6,)
+
+
+# -- probe 7 and 10: planted and corrupted cache files ---------------------------------------------
+
+
+class _Payload:
+    ran = False
+
+    def __reduce__(self):  # what a planted pickle does: run code when loaded
+        return (_mark_ran, ())
+
+
+def _mark_ran() -> str:
+    _Payload.ran = True
+    return "pwned"
+
+
+def test_a_planted_pickle_in_the_cache_is_refused_and_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "trnas-reference" / "x.pt"
+    path.parent.mkdir()
+    torch.save({"acc": _Payload()}, path)  # a file that runs code under weights_only=False
+    with pytest.warns(RuntimeWarning, match=r"x\.pt is unreadable .*computing it again"):
+        value, hit = cached(path, lambda: {"acc": [1.0, 2.0]})
+    assert not _Payload.ran
+    assert (value, hit) == ({"acc": [1.0, 2.0]}, False)
+    assert cached(path, lambda: {"acc": []}) == ({"acc": [1.0, 2.0]}, True)  # the rebuilt file
+
+
+def test_a_corrupted_cache_file_is_named_and_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "sources" / "resnet20.pt"
+    path.parent.mkdir()
+    torch.save({"state": torch.ones(3)}, path)
+    path.write_bytes(path.read_bytes()[:40])  # truncated: a zip error that used to name no file
+    with pytest.warns(RuntimeWarning, match=str(path.name)):
+        value, hit = cached(path, lambda: {"state": torch.zeros(2)})
+    assert not hit and torch.equal(value["state"], torch.zeros(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again, hit = cached(path, lambda: {"state": torch.ones(1)})
+    assert hit and torch.equal(again["state"], torch.zeros(2))
+
+
+def test_nothing_loads_torch_files_with_weights_only_false() -> None:
+    """Probe 7: a planted file in $BENCH_CACHE_DIR/trnas-* ran its payload (weights_only=False)."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in ("bench", "methods", "suites", "benchmarks")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "weights_only=False" in line.replace(" ", "")
+    ]
+    assert offenders == []
+
+
+# -- probe 4: a blow-up on the last step ------------------------------------------------------------
+
+
+def test_a_blow_up_on_the_last_step_is_diverged_not_ok() -> None:
+    """steps = 1 at lr 1e30 used to give an ok row with test_top1_pct 10 and test_loss_nat NULL:
+    the only training loss is checked before its update. Evaluation scores are checked too."""
+    from bench.execute.runner import run_cell
+    from tests.conftest import tiny_spec
+
+    result = run_cell(tiny_spec("scratch", config={"train.steps": 1, "train.lr": 1e30, "train.log_every": 1}))
+    assert result.status == "diverged", (result.status, result.error, result.metrics.get("test_loss_nat"))
+    assert "non-finite loss" in result.error and "after training" in result.error
+
+
+# -- probe 3: bad input is refused where it is given --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"momentum": float("nan")}, "momentum must be a finite number"),
+        ({"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"epochs": float("inf")}, "epochs must be a finite number"),
+    ],
+)
+def test_train_config_refuses_non_finite_and_negative_values(overrides, message) -> None:
+    from bench.contract.settings import TrainConfig
+    from bench.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match=message):
+        TrainConfig(**overrides)
+
+
+def test_task_settings_refuse_an_infinite_width() -> None:
+    from bench.contract.settings import TaskSettings
+    from bench.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match="width must be a finite number > 0"):
+        TaskSettings(width=float("inf"))
+
+
+@pytest.mark.parametrize("text", ["", "5-1", "0,,1", "1,1", "a", "-1"])
+def test_seed_lists_that_mean_nothing_are_refused(text: str) -> None:
+    from bench.errors import InvalidGrid
+    from bench.execute.grid import parse_seeds
+
+    with pytest.raises(InvalidGrid, match="--bench-seeds"):
+        parse_seeds(text)
+    assert parse_seeds("0-2,5") == [0, 1, 2, 5]
+
+
+@pytest.mark.parametrize(
+    "digit", ["\u00b2", "\u0663", "\uff13"]
+)  # superscript two, Arabic-Indic three, fullwidth three
+def test_etnas_encodings_take_ascii_digits_only(digit: str) -> None:
+    """Probe 3: str.isdigit let superscripts through to int() (uncaught ValueError) and accepted
+    other scripts' digits as non-canonical encodings."""
+    from methods.nasoa.encoding import EncodingError, parse
+
+    valid = "02031-a02_64_111-2111-211-211"
+    parse(valid)
+    for i, ch in enumerate(valid):
+        if ch.isascii() and ch.isdigit():
+            with pytest.raises(EncodingError):
+                parse(valid[:i] + digit + valid[i + 1 :])
