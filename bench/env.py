@@ -15,6 +15,7 @@
   computation besides its inputs (torch version, device, threads, the CPU ISA that ATen,
   oneDNN and MKL use). Caches key on it (``bench.cache``) and ``bench gate`` reads it to
   tell a same-arithmetic rerun from a cross-arithmetic one.
+- ``pid``: this process, the run's writer (``Store.reap_dead_runs`` finds runs whose writer died).
 
 Nothing here initialises CUDA in a process that has no GPU, and nothing raises for a
 missing git or GPU: provenance is recorded as unknown (None), never guessed.
@@ -263,6 +264,7 @@ def collect(
         "cpu_threads": threads or torch.get_num_threads(),
         "flags_json": json.dumps(determinism_flags(), sort_keys=True),
         "arith_json": json.dumps(arithmetic(_arith_device(device), threads), sort_keys=True),
+        "pid": os.getpid(),
     }
 
 

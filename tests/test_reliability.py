@@ -174,3 +174,101 @@ def test_etnas_encodings_take_ascii_digits_only(digit: str) -> None:
         if ch.isascii() and ch.isdigit():
             with pytest.raises(EncodingError):
                 parse(valid[:i] + digit + valid[i + 1 :])
+
+
+# -- probe 6: merges that kept stale state or half-merged a damaged set -------------------------------
+
+
+def _shard(path: Path, status: str, acc: float, ended: str) -> str:
+    with Store(path) as store:
+        run = store.start_run({"host": "node"})
+        spec = _result(0).spec
+        store.write_result(run, CellResult(spec=spec, status="ok", metrics={"test_top1_pct": acc}, ended_at=ended))
+        if status != "running":
+            store.finish_run(run, status)
+    return run
+
+
+def test_merging_a_shard_again_after_its_task_finished_updates_run_and_rows(tmp_path: Path) -> None:
+    """INSERT OR IGNORE kept a run 'running' forever when its shard was merged before the task ended."""
+    import shutil
+
+    from bench.results.store import merge
+
+    shard, early, out = tmp_path / "shard.db", tmp_path / "early.db", tmp_path / "out.db"
+    run = _shard(shard, "running", 40.0, "2026-01-01T00:00:01+00:00")
+    shutil.copy(shard, early)  # what a merge during the task saw
+    with Store(shard) as store:  # the task goes on: re-writes its cell, then finishes
+        store.write_result(
+            run,
+            CellResult(
+                spec=_result(0).spec, status="ok", metrics={"test_top1_pct": 90.0}, ended_at="2026-01-01T00:00:09+00:00"
+            ),
+        )
+        store.finish_run(run, "finished")
+    merge([early], out)
+    counts = merge([shard], out)
+    assert counts["runs"] == 1 and counts["results"] == 1 and counts["metrics"] == 1
+    with Store(out, readonly=True) as store:
+        assert store.db.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+        assert store.db.execute("SELECT value FROM metrics WHERE name = 'test_top1_pct'").fetchall() == [(90.0,)]
+    assert merge([shard], out) == {"runs": 0, "results": 0, "metrics": 0, "series": 0}  # idempotent
+    merge([early], out)  # an older copy merged late changes nothing back
+    with Store(out, readonly=True) as store:
+        assert store.db.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+        assert store.db.execute("SELECT value FROM metrics WHERE name = 'test_top1_pct'").fetchall() == [(90.0,)]
+
+
+def test_a_damaged_shard_stops_the_merge_before_any_source_is_merged(tmp_path: Path) -> None:
+    """A damaged page was a raw DatabaseError after earlier sources were already committed."""
+    from bench.errors import StoreError
+    from bench.results.store import merge
+
+    good, bad, out = tmp_path / "good.db", tmp_path / "bad.db", tmp_path / "out.db"
+    _shard(good, "finished", 50.0, "2026-01-01T00:00:01+00:00")
+    _shard(bad, "finished", 60.0, "2026-01-01T00:00:01+00:00")
+    with Store(bad) as store:
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(bad.read_bytes())
+    page = 4096
+    for offset in range(2 * page + 8, 3 * page - 8):  # scribble over a b-tree page
+        data[offset] = 0xA5
+    bad.write_bytes(bytes(data))
+    with pytest.raises((StoreError,)) as err:
+        merge([good, bad], out)
+    assert "bad.db" in str(err.value)
+    assert not out.exists() or Store(out, readonly=True).db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+# -- probe 8: runs left 'running' by a writer that died ------------------------------------------------
+
+
+def test_a_run_whose_writer_died_is_marked_interrupted(tmp_path: Path) -> None:
+    """SIGTERM and SIGKILL left runs 'running' forever; the next writable open reaps them."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited: no process has this pid now (reuse within the test is vanishingly rare)
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        killed = store.start_run({"host": socket.gethostname(), "pid": dead_pid})
+        alive = store.start_run({"host": socket.gethostname(), "pid": __import__("os").getpid()})
+        elsewhere = store.start_run({"host": "another-node", "pid": dead_pid})
+        legacy = store.start_run({"host": socket.gethostname()})  # written before runs had a pid
+    with Store(path) as store:
+        status = dict(store.db.execute("SELECT run_id, status FROM runs").fetchall())
+        ended = dict(store.db.execute("SELECT run_id, ended_at FROM runs").fetchall())
+    assert status == {killed: "interrupted", alive: "running", elsewhere: "running", legacy: "running"}
+    assert ended[killed] is not None
+
+
+def test_open_run_records_the_writers_pid(tmp_path: Path) -> None:
+    import os
+
+    from bench.execute.run import open_run
+
+    with Store(tmp_path / "r.db") as store:
+        run = open_run(store, argv=["pytest"], tier="smoke", mode="accuracy", device="cpu", threads=1, tag=None)
+        assert store.db.execute("SELECT pid FROM runs WHERE run_id = ?", [run]).fetchone() == (os.getpid(),)

@@ -767,3 +767,50 @@ def test_serve_prints_url_answers_and_stops_on_ctrl_c(fixture_db: FixtureDB) -> 
     assert rows is not None and len(rows) == 4, out
     assert proc.returncode == 0, out
     assert f"at http://127.0.0.1:{port}/" in out and "/-/dashboards" in out and "bench serve: stopped" in out
+
+
+# -- hardening (issue "Nothing lost", probe 9) ------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_fts3_tokenizer_is_disabled(ds: Datasette) -> None:
+    """fts3_tokenizer('simple') returned a native pointer through the SQL page."""
+    response = await ds.client.get(f"/{DB}.json", params={"sql": "select fts3_tokenizer('simple') as p"})
+    assert response.status_code == 400
+    assert "user-defined function raised exception" in response.json()["error"]  # ours, not SQLite's
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.168.1.4", False),
+        ("::", False),
+        ("example.org", False),
+    ],
+)
+def test_non_loopback_hosts_are_told_apart(host: str, local: bool) -> None:
+    assert serve.is_loopback(host) is local
+
+
+def test_serving_on_a_non_loopback_host_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    db = build_fixture_db(tmp_path / "results.db").path
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)  # do not actually listen
+    lines: list[str] = []
+    serve.serve(db, host="0.0.0.0", port=free_port(), echo=lines.append)
+    assert lines[0].startswith("warning: --host 0.0.0.0 serves the database to every machine")
+    lines.clear()
+    serve.serve(db, host="127.0.0.1", port=free_port(), echo=lines.append)
+    assert not any("warning" in line for line in lines)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

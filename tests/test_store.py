@@ -51,6 +51,7 @@ RUNS_COLUMNS = [
     "flags_json",
     "tag",
     "arith_json",
+    "pid",
 ]
 RESULTS_COLUMNS = [
     "result_id",
@@ -205,6 +206,7 @@ def test_fresh_database_has_the_expected_schema(store: Store):
         ("archbench", "m003_run_arithmetic"),
         ("archbench", "m004_latest_ids"),
         ("archbench", "m005_latest_informative"),
+        ("archbench", "m006_run_pid"),
     ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
@@ -240,6 +242,7 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         ("m003_run_arithmetic",),
         ("m004_latest_ids",),
         ("m005_latest_informative",),
+        ("m006_run_pid",),
     ]
 
 

@@ -1,7 +1,8 @@
 """Opening a run: the one way a ``runs`` row is started (the pytest plugin and cluster shards).
 
 A run's row records the provenance every result of it shares (``bench.env.collect``: git,
-host, torch and CUDA, flags, threads) and the arithmetic its cells ran under. The flags are
+host and the writer's pid, torch and CUDA, flags, threads) and the arithmetic its cells ran
+under; the pid lets ``Store.reap_dead_runs`` find a run whose writer died. The flags are
 those of the mode its cells run in (``apply_mode``), not this process's defaults.
 """
 

@@ -266,7 +266,7 @@ def read_cell_rows(db: Any, path: str | Path = "") -> tuple[dict[str, Any], list
     contributing run id; raises SelectorError when the database has no such rows or the
     contributing runs differ in a comparability field or in their arithmetic.
     """
-    rows = _rows(db, exclude_skipped=True)
+    rows = _rows(db, exclude_skipped=True, latest_only=True)  # latest_ids: a skipped row never counts
     if not rows:
         raise SelectorError(f"{path} has no result rows other than skipped ones")
     ids = sorted({r.run_id for r in rows})
@@ -282,8 +282,8 @@ def read_cell_rows(db: Any, path: str | Path = "") -> tuple[dict[str, Any], list
     return {**newest, "runs": [r["run_id"] for r in runs]}, rows
 
 
-def _rows(db: Any, *, run_id: str | None = None, exclude_skipped: bool = False) -> list[Row]:
-    records, values = result_records(db.conn, run_id=run_id, exclude_skipped=exclude_skipped)
+def _rows(db: Any, *, run_id: str | None = None, exclude_skipped: bool = False, latest_only: bool = False) -> list[Row]:
+    records, values = result_records(db.conn, run_id=run_id, exclude_skipped=exclude_skipped, latest_only=latest_only)
     metrics: dict[str, dict[str, float]] = {}
     for rid, name, value in values:
         metrics.setdefault(rid, {})[name] = math.nan if value is None else float(value)

@@ -69,16 +69,19 @@ def runs_by_id(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[dict[st
 
 
 def result_records(
-    conn: sqlite3.Connection, *, run_id: str | None = None, exclude_skipped: bool = False
+    conn: sqlite3.Connection, *, run_id: str | None = None, exclude_skipped: bool = False, latest_only: bool = False
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, float | None]]]:
     """(rows, metrics): result rows oldest first and their ``(result_id, name, value)`` metrics,
-    of one run (``run_id``) or of every run, optionally without ``skipped`` rows."""
+    of one run (``run_id``) or of every run, optionally without ``skipped`` rows, and optionally
+    only the row that counts for each cell (``latest_ids``)."""
     clauses, params = [], []
     if run_id is not None:
         clauses.append("r.run_id = ?")
         params.append(run_id)
     if exclude_skipped:
         clauses.append("r.status != 'skipped'")
+    if latest_only:
+        clauses.append("r.result_id IN (SELECT result_id FROM latest_ids)")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     columns = ", ".join(f"r.{c.strip()}" for c in _RESULT_COLUMNS.split(","))
     rows = _dicts(conn.execute(f"SELECT {columns} FROM results r{where} ORDER BY r.started_at, r.result_id", params))

@@ -23,6 +23,9 @@ database for writing.
   earlier row that ran; a cell with only skipped rows shows its newest. One window function over
   the index ``results_cell_latest`` (cell_key, skipped, started_at, result_id: the window's own
   order, so no sort) instead of a correlated subquery per row: the latest-row views are linear.
+- ``m006_run_pid``: ``runs.pid``, the process that writes the run, so a run left ``running`` by
+  a process that died (SIGKILL, a crashed node) is found and marked ``interrupted``
+  (``Store.reap_dead_runs``, at every writable open on the same host).
 """
 
 from __future__ import annotations
@@ -296,3 +299,9 @@ def m005_latest_informative(db: sqlite_utils.Database) -> None:
         " ON results (cell_key, (status = 'skipped'), started_at DESC, result_id DESC)"
     )
     db.create_view("latest_ids", LATEST_IDS_V2_SQL, replace=True)
+
+
+@_migration
+def m006_run_pid(db: sqlite_utils.Database) -> None:
+    """``runs.pid``: the writer's process id, for finding runs whose writer died."""
+    db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -111,6 +113,19 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine (signal 0 probes without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
 def migration_state(db: sqlite_utils.Database) -> tuple[list[str], list[str], list[str]]:
     """(applied, pending, unknown): migrations applied to ``db``, known ones not applied, and
     applied ones this code lacks. The one place that works this out (store and ``bench serve``)."""
@@ -157,6 +172,7 @@ class Store:
         if pending:
             with write_transaction(self.db):  # a second opener waits here, then finds them applied
                 MIGRATIONS.apply(self.db)
+        self.reap_dead_runs()
 
     def close(self) -> None:
         self.db.close()
@@ -203,18 +219,42 @@ class Store:
                 raise StoreError(f"no run with run_id {run_id!r} in {str(self.path)!r}")
 
     def fail_running(self, run_ids: Sequence[str]) -> int:
-        """Mark those of ``run_ids`` still ``running`` as ``failed`` (a crashed shard's runs), ended
-        now unless they already have an end; the number of runs changed."""
+        """Mark those of ``run_ids`` not finished as ``failed`` (a crashed shard's runs: ``running``,
+        or ``interrupted`` once their dead writer was reaped), ended now unless they already have
+        an end; the number of runs changed."""
         self._require_writable()
         changed = 0
         with write_transaction(self.db):
             for run_id in run_ids:
                 changed += self.db.execute(
                     "UPDATE runs SET status = 'failed', ended_at = coalesce(ended_at, ?) "
-                    "WHERE run_id = ? AND status = 'running'",
+                    "WHERE run_id = ? AND status IN ('running', 'interrupted')",
                     [utc_now(), run_id],
                 ).rowcount
         return changed
+
+    def reap_dead_runs(self) -> list[str]:
+        """Mark ``interrupted`` the runs still ``running`` whose writer died: same host as this
+        process, and no process with their pid. Returns their run_ids.
+
+        A run's writer finishes it on every exit pytest sees; SIGKILL, an OOM kill or a lost node
+        leave it ``running``. Checked at every writable open (the next suite, merge or gate on
+        this machine); runs written on other hosts are left as they are (their pid means nothing
+        here). A reused pid keeps a dead run ``running``: the safe side."""
+        host = socket.gethostname()
+        candidates = self.db.execute(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL AND host = ?", [host]
+        ).fetchall()
+        dead = [run_id for run_id, pid in candidates if not _process_alive(int(pid))]
+        if dead:
+            with write_transaction(self.db):
+                for run_id in dead:
+                    self.db.execute(
+                        "UPDATE runs SET status = 'interrupted', ended_at = coalesce(ended_at, ?)"
+                        " WHERE run_id = ? AND status = 'running'",
+                        [utc_now(), run_id],
+                    )
+        return dead
 
     def write_gate_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
         """Append ``bench gate`` decisions to ``gate_decisions`` in one transaction; how many."""
@@ -353,8 +393,14 @@ def _check_source(path: Path) -> None:
             tables = set(db.table_names())
             applied = {m.name for m in MIGRATIONS.applied(db)}
             _, _, unknown = migration_state(db)
+            problems = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
     except sqlite3.DatabaseError as exc:
-        raise NotABenchDatabase(f"{str(path)!r} is not an SQLite database: {exc}") from exc
+        raise NotABenchDatabase(f"{str(path)!r} is not an SQLite database (or is unreadable): {exc}") from exc
+    if problems != ["ok"]:
+        raise StoreError(
+            f"{str(path)!r} is damaged (SQLite quick_check: {'; '.join(problems[:3])}); nothing was merged."
+            " Re-run the task that wrote it, or drop it from the merge"
+        )
     missing = [t for t in (MIGRATIONS_TABLE, *TABLES) if t not in tables]
     if missing or not applied:
         raise NotABenchDatabase(
@@ -372,23 +418,39 @@ def _columns(db: sqlite_utils.Database, schema: str, table: str) -> list[str]:
 
 
 def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
-    """Copy the rows of one shard that ``db`` lacks, in one transaction; counts per table."""
-    counts: dict[str, int] = {}
+    """Fold one shard into ``db`` in one transaction (the rule in ``merge``); rows written per table."""
+    counts: dict[str, int] = dict.fromkeys(TABLES, 0)
     with _attached(db, path) as src, write_transaction(db):
+        # A run still 'running' here takes the shard's ending (the shard's writer is the run's only one).
+        counts["runs"] += db.execute(
+            f"UPDATE main.runs SET status = s.status, ended_at = s.ended_at FROM {src}.runs s"
+            " WHERE main.runs.run_id = s.run_id AND main.runs.status = 'running' AND s.status != 'running'"
+        ).rowcount
+        # A result the shard re-wrote since (later ended_at) replaces ours, with its metrics and series.
+        db.execute(
+            f"DELETE FROM main.results WHERE result_id IN (SELECT s.result_id FROM {src}.results s"
+            " JOIN main.results m ON m.result_id = s.result_id"
+            " WHERE coalesce(s.ended_at, '') > coalesce(m.ended_at, ''))"
+        )
         for table in TABLES:
             source_cols = set(_columns(db, src, table))
             # Target order; a column an older shard lacks is left NULL.
             cols = ", ".join(f'"{c}"' for c in _columns(db, "main", table) if c in source_cols)
             cursor = db.execute(f'INSERT OR IGNORE INTO main."{table}" ({cols}) SELECT {cols} FROM {src}."{table}"')
-            counts[table] = cursor.rowcount
+            counts[table] += cursor.rowcount
     return counts
 
 
 def merge(sources: Sequence[str | Path], out: str | Path) -> dict[str, int]:
-    """Fold shard databases into ``out`` (created if missing); return rows inserted per table.
+    """Fold shard databases into ``out`` (created if missing); return rows written per table.
 
-    Rows already in ``out`` (same primary key) are kept as they are, so merging a
-    shard twice adds nothing. Every source is checked before any is merged.
+    The rule: a row ``out`` lacks is copied; a run ``out`` still has as ``running`` takes the
+    shard's status and end when the shard's is final (a shard merged before its task finished,
+    then again after); a result the shard holds with a later ``ended_at`` (re-written in the same
+    run) replaces ours with its metrics and series; everything else in ``out`` is kept, so
+    merging a shard twice writes nothing. Every source is checked first (schema, and SQLite's
+    ``quick_check`` for damaged pages): a bad one stops the merge before any source is merged,
+    and each source is merged in its own transaction.
     """
     paths = [Path(s) for s in sources]
     out_path = Path(out)
