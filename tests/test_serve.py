@@ -814,3 +814,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", [f"/{DB}/runs", f"/{DB}/latest_results", f"/{DB}", "/-/dashboards"])
+async def test_every_write_method_is_refused_with_405(ds: Datasette, path: str) -> None:
+    """A POST to a table page was an HTTP 500 (an assertion inside Datasette)."""
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        response = await ds.client.request(method, path)
+        assert response.status_code == 405, (method, path, response.status_code)
+        assert "read-only" in response.text
+    assert (await ds.client.get(f"/{DB}/runs.json")).status_code == 200

@@ -201,6 +201,34 @@ def migrate(path: str | Path) -> list[str]:
     return pending
 
 
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@hookimpl(specname="asgi_wrapper")
+def _read_only_methods(datasette: Any) -> Callable[[Any], Any]:
+    """Datasette hook: answer every request that is not a read with 405 (a POST to a table page
+    was an HTTP 500 from an assertion deep in Datasette). ``bench serve`` never writes."""
+
+    def wrap(app: Any) -> Any:
+        async def read_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") == "http" and scope.get("method", "GET").upper() not in READ_METHODS:
+                body = b"bench serve is read-only: only GET and HEAD requests are answered\n"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 405,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET, HEAD, OPTIONS")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        return read_only
+
+    return wrap
+
+
 def _refuse_fts3_tokenizer(*_args: Any) -> None:
     raise sqlite3.DatabaseError("fts3_tokenizer() is disabled in bench serve")
 
