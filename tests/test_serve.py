@@ -773,6 +773,7 @@ def test_serve_prints_url_answers_and_stops_on_ctrl_c(fixture_db: FixtureDB) -> 
 
 
 @pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # sqlite3 prints the refusal
 async def test_fts3_tokenizer_is_disabled(ds: Datasette) -> None:
     """fts3_tokenizer('simple') returned a native pointer through the SQL page."""
     response = await ds.client.get(f"/{DB}.json", params={"sql": "select fts3_tokenizer('simple') as p"})
