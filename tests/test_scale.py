@@ -394,3 +394,25 @@ def test_gpu_workflow_has_the_ci_steps():
     assert "gate.json" in upload["with"]["path"] and "gate.md" in upload["with"]["path"]
     assert any(s.get("uses", "").startswith("actions/cache@") for s in steps)
     assert "BENCH_CACHE_DIR" in job["env"] and "PIP_CACHE_DIR" in job["env"]
+
+
+def test_resume_runs_only_the_cells_without_an_ok_row(work: Path, serial: Path):
+    """bench run had no resume: a partly failed or interrupted sweep re-ran every cell."""
+    import shutil
+
+    db = work / "resume.db"
+    shutil.copy(serial, db)
+    common = ("--executor", "debug", "--cpus-per-task", 1, "--device", "cpu", "--db", db, "--resume")
+    rc, out, err = bench("run", work / "tiny.py", *common, "--shards", work / "shards-resume-1")
+    assert rc == 0 and "nothing to run" in out, out + err
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA foreign_keys=ON")
+        victim = con.execute("SELECT cell_key FROM results ORDER BY cell_key LIMIT 1").fetchone()[0]
+        con.execute("UPDATE results SET status = 'failed' WHERE cell_key = ?", [victim])
+    before = len(runs(db))
+    rc, out, err = bench("run", work / "tiny.py", *common, "--shards", work / "shards-resume-2")
+    assert rc == 0, out + err
+    assert "1 cells in 1 task(s)" in out
+    assert len(runs(db)) == before + 1
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT status FROM latest_results WHERE cell_key = ?", [victim]).fetchone() == ("ok",)

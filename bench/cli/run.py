@@ -61,6 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", default=None, help="label stored on every shard's run (e.g. main, nightly)")
     p.add_argument("--db", default="results.db", help="database the shards are merged into (default: results.db)")
     p.add_argument("--shards", default=None, help="folder for the shard databases (default: bench-shards/<UTC time>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="run only the cells without an ok row in --db (after an interrupted or partly failed run)",
+    )
     p.add_argument("--cells-per-task", type=int, default=1, help="cells run one after another by each task")
     p.add_argument("--partition", default=None, help="Slurm partition")
     p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per task (default 1; 0 for CPU tasks)")
@@ -112,23 +117,33 @@ def run(args: argparse.Namespace) -> int:
     from bench.execute.grid import parse_seeds
 
     grid = scale.load_grid(args.suite)
-    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # '' is an error, not the defaults
     shard_dir = Path(args.shards) if args.shards else _default_shards()
     if shard_dir.exists() and not shard_dir.is_dir():
         from bench.errors import InvalidConfig
 
         raise InvalidConfig(f"--shards {str(shard_dir)!r} is a file, not a folder")
     # Validate the grid before sizing the executor (which may look for GPUs).
+    done = _ok_cells(args.db) if args.resume else set()
     n_cells = len(
-        grid.cells(
-            args.budget,
-            seeds=seeds,
-            device=args.device,
-            mode=args.mode,
-            data_root=args.data_root,
-            download=args.download,
-        )
+        [
+            s
+            for s in grid.cells(
+                args.budget,
+                seeds=seeds,
+                device=args.device,
+                mode=args.mode,
+                data_root=args.data_root,
+                download=args.download,
+            )
+            if s.cell_key not in done
+        ]
     )
+    if args.resume:
+        print(f"bench run: --resume: {len(done)} cell(s) already ok in {args.db} are not run again")
+        if n_cells == 0:
+            print("bench run: nothing to run")
+            return 0
     n_tasks = -(-n_cells // max(1, args.cells_per_task))
     plan = scale.executor_plan(
         args.executor,
@@ -151,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         threads=plan.threads,
     )
+    specs = [s for s in specs if s.cell_key not in done]
     tasks = scale.plan_tasks(
         specs,
         cells_per_task=args.cells_per_task,
@@ -182,6 +198,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     return _fold_and_report(tasks, outcomes, args.db)
+
+
+def _ok_cells(db: str) -> set[str]:
+    """cell_keys with an ok row in ``db`` (none when it does not exist yet)."""
+    from bench.results.store import Store
+
+    if not Path(db).exists():
+        return set()
+    with Store(db, readonly=True) as store:
+        return store.ok_cell_keys()
 
 
 def _headline(suite: str, args: argparse.Namespace, plan: Any, n_cells: int, n_tasks: int) -> str:
