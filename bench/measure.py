@@ -25,7 +25,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import psutil
@@ -188,7 +188,15 @@ class MemoryMeter:
     ``result()`` returns ``peak_mem_mib`` (peak over the starting baseline, on whichever
     device is in use) plus the device-specific absolutes: ``peak_alloc_mib`` and
     ``peak_reserved_mib`` on CUDA, ``peak_rss_mib`` on CPU.
+
+    Meters nest: the runner meters a whole ``fit`` while a method meters each candidate inside
+    it. Entering a meter resets the device's peak counters (CUDA allocator stats, the kernel's
+    VmHWM), so before it does, every meter already open folds the peak so far into its own
+    (``_carry``); an outer meter's result is the peak of its whole region whatever ran inside.
+    Methods meter through this class, never by resetting the counters themselves.
     """
+
+    _open: ClassVar[list[MemoryMeter]] = []  # the meters entered and not yet exited, outermost first
 
     def __init__(self, device: torch.device | str, interval_s: float = 0.01) -> None:
         self.device = torch.device(device)
@@ -200,8 +208,22 @@ class MemoryMeter:
         self._process = psutil.Process()
         self._result: dict[str, float] = {}
         self._kernel_peak = False
+        self._carried_alloc = 0
+        self._carried_reserved = 0
+
+    def _carry(self) -> None:
+        """Fold the peak so far into this meter, before a nested meter resets the counters."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._carried_alloc = max(self._carried_alloc, torch.cuda.max_memory_allocated(self.device))
+            self._carried_reserved = max(self._carried_reserved, torch.cuda.max_memory_reserved(self.device))
+        elif self._kernel_peak:
+            self._peak = max(self._peak, (_status_kib("VmHWM") or 0) * 1024)
 
     def __enter__(self) -> MemoryMeter:
+        for outer in MemoryMeter._open:
+            outer._carry()
+        MemoryMeter._open.append(self)
         collect_garbage()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -224,13 +246,16 @@ class MemoryMeter:
                 self._peak = rss
 
     def __exit__(self, *exc: object) -> None:
+        if self in MemoryMeter._open:
+            MemoryMeter._open.remove(self)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            alloc = torch.cuda.max_memory_allocated(self.device)
+            alloc = max(self._carried_alloc, torch.cuda.max_memory_allocated(self.device))
+            reserved = max(self._carried_reserved, torch.cuda.max_memory_reserved(self.device))
             self._result = {
                 "peak_mem_mib": (alloc - self._baseline) / MIB,
                 "peak_alloc_mib": alloc / MIB,
-                "peak_reserved_mib": torch.cuda.max_memory_reserved(self.device) / MIB,
+                "peak_reserved_mib": reserved / MIB,
             }
         else:
             if self._kernel_peak:

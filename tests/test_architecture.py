@@ -244,6 +244,8 @@ def private_uses(path: Path) -> list[str]:
                     ["time", "monotonic"],
                 ):
                     bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use bench.measure.Stopwatch)")
+                if dotted[-1] in {"reset_peak_memory_stats", "max_memory_allocated", "max_memory_reserved"}:
+                    bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use bench.measure.MemoryMeter: it nests)")
                 if dotted[-1] in {"series", "timers"} and dotted[-2] == "rec":
                     bad.append(f"line {node.lineno}: {'.'.join(dotted)} (use rec.curve(name))")
                 if dotted[0] in {"bench", "engine"} and any(
@@ -264,10 +266,10 @@ def test_private_use_checker_catches_each_form(tmp_path: Path) -> None:
     src.write_text(
         "import time\nfrom bench.execute.runner import _resolve\nfrom bench.models._x import y\n"
         "import bench.data.registry\nt = time.perf_counter()\nbench.data.registry._LOADERS\n"
-        "from time import perf_counter\nrec.series['x']\n"
+        "from time import perf_counter\nrec.series['x']\ntorch.cuda.reset_peak_memory_stats(d)\n"
     )
     found = private_uses(src)
-    assert len(found) == 6, found
+    assert len(found) == 7, found
 
 
 @pytest.mark.parametrize("path", method_files(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -121,3 +121,23 @@ def test_collect_garbage_collects_cycles_and_freezes_the_first_survivors():
     del a, b
     collect_garbage()
     assert ref() is None
+
+
+def test_an_outer_memory_meter_keeps_the_peak_a_nested_meter_resets():
+    """The runner meters fit while methods meter candidates inside it; entering the inner meter
+    resets the kernel's peak counter (VmHWM), which used to leave the outer meter with the
+    peak since that reset instead of the peak of its whole region."""
+    import numpy as np
+
+    from bench.measure import MemoryMeter, reset_peak_rss
+
+    if not reset_peak_rss():
+        pytest.skip("needs /proc/self/clear_refs (the kernel's peak-RSS counter)")
+    with MemoryMeter("cpu") as outer:
+        block = np.ones(300 * 2**20 // 8)  # ~300 MiB, touched
+        block.sum()
+        del block
+        with MemoryMeter("cpu") as inner:
+            np.ones(1024).sum()
+    assert inner.result()["peak_mem_mib"] < 100
+    assert outer.result()["peak_mem_mib"] > 250, outer.result()

@@ -105,7 +105,7 @@ def pretrained_source(
         state, meta = _pretrain(model, width, source, input_size, recipe, seed, device)
         return {"state_dict": state, "meta": meta}
 
-    blob, hit = cached(path, compute, load=lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    blob, hit = cached(path, compute)  # torch_load: weights_only, on the CPU
     return blob["state_dict"], {**blob["meta"], "cache_hit": hit, "path": str(path)}
 
 

@@ -30,8 +30,22 @@ __all__ = [
 ]
 
 _RESULT_COLUMNS = (
-    "result_id, run_id, suite, method, variant, dataset, model, tier, mode, seed, status, error_type, error,"
-    " config_json, task_json, started_at"
+    "result_id",
+    "run_id",
+    "suite",
+    "method",
+    "variant",
+    "dataset",
+    "model",
+    "tier",
+    "mode",
+    "seed",
+    "status",
+    "error_type",
+    "error",
+    "config_json",
+    "task_json",
+    "started_at",
 )
 
 
@@ -83,7 +97,7 @@ def result_records(
     if latest_only:
         clauses.append("r.result_id IN (SELECT result_id FROM latest_ids)")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    columns = ", ".join(f"r.{c.strip()}" for c in _RESULT_COLUMNS.split(","))
+    columns = ", ".join(f"r.{c}" for c in _RESULT_COLUMNS)
     rows = _dicts(conn.execute(f"SELECT {columns} FROM results r{where} ORDER BY r.started_at, r.result_id", params))
     metrics = conn.execute(
         f"SELECT m.result_id, m.name, m.value FROM metrics m JOIN results r ON r.result_id = m.result_id{where}",

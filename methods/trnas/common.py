@@ -10,6 +10,7 @@ method's own; their width ``C`` defaults to B's stem width so Tr-Net-5-5 fits.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from bench.contract.config import require
 from bench.contract.interface import Split, Task
 from bench.contract.recorder import Recorder
 from bench.errors import InvalidConfig
-from bench.measure import Stopwatch
+from bench.measure import MemoryMeter, Stopwatch
 from bench.models.net import MappedNet
 from methods.trnas.network import (
     Count,
@@ -172,13 +173,11 @@ def train_candidate(
     x, y = train.batch(slice(0, n))
     act = saved_activation_bytes(net, x, y) / MIB
     quiet = Recorder(device, progress=lambda _m: None)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    with Stopwatch(device) as sw:
+    meter = MemoryMeter(device) if device.type == "cuda" else contextlib.nullcontext()
+    with meter, Stopwatch(device) as sw:
         engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
     train_s = sw.seconds
-    peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None
+    peak = meter.result()["peak_alloc_mib"] if isinstance(meter, MemoryMeter) else None
     acc = engine.evaluate(net, val)["top1_pct"]
     return Trained(arch, net, acc, train_s, act, peak)
 

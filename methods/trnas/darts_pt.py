@@ -38,6 +38,7 @@ from bench.contract.interface import Fitted, Split, Task
 from bench.contract.recorder import Recorder
 from bench.data.loader import DeviceLoader, iter_eval
 from bench.engine.method import BaseMethod
+from bench.measure import MemoryMeter
 from bench.registry import register_method
 from methods.trnas.common import (
     MIB,
@@ -234,9 +235,7 @@ class SearchRun:
         x, y = w_part.batch(slice(0, min(batch_size, len(w_part))))
         rec.scalar("search_act_mib", saved_activation_bytes(net, x, y) / MIB)
         self.cuda = task.device.type == "cuda"
-        if self.cuda:
-            torch.cuda.synchronize(task.device)
-            torch.cuda.reset_peak_memory_stats(task.device)
+        self.meter = MemoryMeter(task.device).__enter__() if self.cuda else None  # exited by finish()
         self.hook = AlphaStep(net, state, a_part, arch_opt, task.seed + 1)
         self.weights = [p for p in net.parameters() if p.requires_grad]
         self.quiet = Recorder(task.device, progress=lambda _m: None)
@@ -266,9 +265,9 @@ class SearchRun:
         )
 
     def finish(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            self.rec.scalar("search_peak_alloc_mib", torch.cuda.max_memory_allocated(self.device) / MIB)
+        if self.meter is not None:
+            self.meter.__exit__(None, None, None)
+            self.rec.scalar("search_peak_alloc_mib", self.meter.result()["peak_alloc_mib"])
 
 
 @register_method("trnas_dartspt")

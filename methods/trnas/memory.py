@@ -16,6 +16,7 @@ accuracy is meaningless and only satisfies the harness contract.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -27,6 +28,7 @@ from bench.contract.config import require
 from bench.contract.interface import Fitted, Split, Task
 from bench.contract.recorder import Recorder
 from bench.engine.method import BaseMethod
+from bench.measure import MemoryMeter
 from bench.registry import register_method
 from methods.trnas.common import MIB, Builder, TransferConfig
 from methods.trnas.network import saved_activation_bytes
@@ -96,13 +98,11 @@ class TrNasMemory(BaseMethod[MemoryConfig]):
                 net = builder.net(arch, seed=task.seed + k)
             x, y = data.batch(slice(0, cfg.train.batch_size))
             acts.append(saved_activation_bytes(net, x, y) / MIB)
-            if cuda:
-                torch.cuda.synchronize(task.device)
-                torch.cuda.reset_peak_memory_stats(task.device)
-            engine.fit(net, data, cfg.train, quiet if k else rec, stage="mem", seed=task.seed)
-            if cuda:
-                torch.cuda.synchronize(task.device)
-                peaks.append(torch.cuda.max_memory_allocated(task.device) / MIB)
+            meter = MemoryMeter(task.device) if cuda else contextlib.nullcontext()
+            with meter:
+                engine.fit(net, data, cfg.train, quiet if k else rec, stage="mem", seed=task.seed)
+            if isinstance(meter, MemoryMeter):
+                peaks.append(meter.result()["peak_alloc_mib"])
             rec.point("mem_act_mib", k, acts[-1])
         rec.scalar("mem_act_mib", float(np.mean(acts)))
         if peaks:
