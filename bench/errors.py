@@ -53,6 +53,16 @@ class Diverged(BenchError, FloatingPointError):
         super().__init__(f"non-finite loss {value!r} {where}")
 
 
+class InnerRunsDiverged(Diverged):
+    """Every inner run a method needed diverged (all search trials, every proxy evaluation), or the
+    one it cannot do without did, so the method cannot continue; the cell is recorded as
+    ``diverged``. A single diverged inner run is data, not this error (``bench.engine.inner``)."""
+
+    def __init__(self, message: str) -> None:
+        self.step, self.value, self.stage = -1, float("nan"), "inner runs"
+        BenchError.__init__(self, message)
+
+
 class SelectorError(BenchError, LookupError):
     """A selector that names no run, or more than one; the message lists the candidates."""
 

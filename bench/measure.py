@@ -5,12 +5,17 @@ Rules (DESIGN.md, "Measurement rules"):
   end (never a synchronise per step); ``perf_counter_ns`` on CPU. The first
   ``warmup`` steps are excluded; summaries are median, p10 and p90 in milliseconds.
 - Stage time (a search, a candidate's training): ``Stopwatch``, synchronised on CUDA.
-- Memory: on GPU the allocator's peak allocated/reserved bytes after a reset, absolute
-  and over the starting baseline; on CPU the peak resident set size over the starting
-  RSS (tracemalloc cannot see torch allocations). On Linux the kernel's own peak
-  (``VmHWM``) is reset through ``/proc/self/clear_refs`` and read back at the end: exact
-  and free. Elsewhere a background thread samples RSS, which costs step time and can
-  miss short peaks, so it is only the fallback.
+- Memory, measured (``MemoryMeter``): on GPU the allocator's peak allocated/reserved bytes
+  after a reset, absolute and over the starting baseline (``peak_mem_mib``); on CPU only the
+  absolute peak resident set size (``peak_rss_mib``, never gated): RSS growth over a region
+  depends on what the process ran before (freed pages the allocator keeps), so it is not a
+  figure of the region. On Linux the kernel's own peak (``VmHWM``) is reset through
+  ``/proc/self/clear_refs`` and read back at the end: exact and free. Elsewhere a background
+  thread samples RSS, which costs step time and can miss short peaks, so it is only the fallback.
+- Memory, counted (``SavedBytes``, ``storage_bytes``): the bytes of tensors a training step
+  holds (parameters, gradients, optimiser state, what autograd saves for backward), summed
+  over distinct storages. Exact and the same on any device and in any process history; the
+  engine records it as ``counted_mem_mib`` (``bench.engine.train``).
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2).
 - Garbage: meters start from a collected heap (``collect_garbage``). The objects alive at
   the first collection of a process (imported modules, the test session) are frozen out
@@ -24,7 +29,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -185,9 +191,12 @@ def reset_peak_rss() -> bool:
 class MemoryMeter:
     """Peak memory of a code region, as a context manager.
 
-    ``result()`` returns ``peak_mem_mib`` (peak over the starting baseline, on whichever
-    device is in use) plus the device-specific absolutes: ``peak_alloc_mib`` and
-    ``peak_reserved_mib`` on CUDA, ``peak_rss_mib`` on CPU.
+    ``result()`` returns, on CUDA, ``peak_mem_mib`` (the allocator's peak allocated bytes over
+    the starting baseline), ``peak_alloc_mib`` and ``peak_reserved_mib`` (absolute peaks); on
+    CPU only ``peak_rss_mib``, the process's absolute peak resident set. RSS growth over the
+    region is not reported on CPU: the same region reads 0 or 121 MiB depending on what the
+    process ran before, so it is no memory figure of the region. The CPU figure of training
+    memory is counted, not measured (``counted_mem_mib``, ``bench.engine.train``).
 
     Meters nest: the runner meters a whole ``fit`` while a method meters each candidate inside
     it. Entering a meter resets the device's peak counters (CUDA allocator stats, the kernel's
@@ -265,13 +274,86 @@ class MemoryMeter:
                 if self._thread is not None:
                     self._thread.join()
             self._peak = max(self._peak, self._process.memory_info().rss)
-            self._result = {
-                "peak_mem_mib": max(0, self._peak - self._baseline) / MIB,
-                "peak_rss_mib": self._peak / MIB,
-            }
+            self._result = {"peak_rss_mib": self._peak / MIB}
 
     def result(self) -> dict[str, float]:
         return dict(self._result)
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (a storage shared by views counts once).
+
+    Tensors without a storage of their own (e.g. some tensor subclasses) count 0."""
+    return sum(_storages(tensors).values())
+
+
+def _storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
+    """Data pointer -> bytes of each distinct storage behind ``tensors``."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
+            continue
+        ptr = storage.data_ptr()
+        if ptr:  # empty storages (and those without data) hold nothing
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+    return seen
+
+
+class SavedBytes:
+    """Bytes autograd saves for backward in a block, counted through ``saved_tensors_hooks``.
+
+    ``nbytes`` (set when the block exits) is the size of the distinct storages of the tensors
+    saved inside the block and still held when it exits, less those of ``exclude`` (pass the
+    parameters and buffers: they are model state, counted on their own). This is the
+    activation memory of a training forward, the same on any device: parts run under
+    ``no_grad`` (a frozen prefix) save nothing, a tensor saved by several ops (the input of a
+    conv and of its shortcut) counts once, and saves freed before the block ends (a branch whose
+    graph died) do not count, so the figure never depends on the allocator reusing an address.
+    Keep the output (the loss) alive until the block exits::
+
+        with SavedBytes(exclude=[*model.parameters(), *model.buffers()]) as saved:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        saved.nbytes
+
+    The hooks keep each saved tensor as a detached alias (no copy, no extra memory, the same
+    values and gradients); they cost a weak reference per save, so count one step, not every step.
+    """
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+        self.exclude = list(exclude)
+        self.nbytes = 0
+        self._refs: list[weakref.ref[torch.Tensor]] = []
+        self._hooks: Any = None
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        # A detached alias (same storage and version counter, no copy): packing ``t`` itself
+        # would make a saved output hold its own grad_fn, a cycle the collector cannot free,
+        # so a graph that died before backward would leak its saves. Unpacking gets the graph
+        # back from autograd (double backward included).
+        alias = t.detach()
+        self._refs.append(weakref.ref(alias))
+        return alias
+
+    def __enter__(self) -> SavedBytes:
+        self._refs = []
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+        self._hooks = None
+        saved = _storages(t for t in (ref() for ref in self._refs) if t is not None)
+        self._refs = []
+        excluded = _storages(self.exclude)
+        self.nbytes = sum(n for ptr, n in saved.items() if ptr not in excluded)
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -9,6 +9,9 @@ subpackage of ``methods`` is imported here, so adding one needs no other edit.
 import importlib
 import pkgutil
 
+# The claims (data) first: each method's module attaches checks to them, and a check for an
+# unregistered claim is refused (``bench.results.claims.register_check``).
+importlib.import_module(f"{__name__}.paper_claims")
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 del _module

@@ -91,11 +91,21 @@ class FineTune(BaseMethod[FineTuneConfig | LastKConfig]):  # fit reads train / t
 
 
 def record_target(rec: Recorder, stage: str, target: float) -> None:
-    """Record ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve when it reached ``target``."""
+    """Record ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve when it reached ``target``.
+
+    ``target_budget_steps`` (the last evaluated step) is recorded either way, and
+    ``target_missed_bool`` says whether the target was missed: a run that never reaches the target
+    is a censored observation (it would have needed more than its budget), which the claims count
+    at the budget instead of dropping (``bench.results.verdict``).
+    """
     if target <= 0:
         return
-    reached = first_step_reaching(rec.curve(f"{stage}_test_top1_pct"), target)
+    curve = rec.curve(f"{stage}_test_top1_pct")
+    reached = first_step_reaching(curve, target)
     rec.note("target_top1_pct", target)
+    if curve:
+        rec.scalar("target_budget_steps", max(step for step, _ in curve))
+        rec.scalar("target_missed_bool", float(reached is None))
     if reached is not None:
         rec.scalar("target_reached_steps", reached)
 

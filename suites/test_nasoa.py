@@ -13,7 +13,7 @@ Cells:
   predictor's errors (Table 3 layout for every
   predictor depth: ``t3_<predictor>_<segment>_mae``) and, for the generator, the Kendall
   tau between predicted and achieved accuracy over extra scored candidates.
-- ``nasoa_steptime:table2``: training step / inference ms and peak training memory.
+- ``nasoa_steptime:table2``: training step (the engine's, speed mode) / inference ms and training memory.
 
     pytest suites/test_nasoa.py --bench-db nasoa.db                           # smoke, CPU
     pytest suites/test_nasoa.py --bench-budget paper --bench-device cuda -k steptime   # Table 2 on the GPU

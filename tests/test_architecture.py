@@ -216,10 +216,16 @@ def method_files() -> list[Path]:
 
 
 def private_uses(path: Path) -> list[str]:
-    """Private bench names ``path`` imports or reaches, and wall-clock reads (``time.perf_counter``)."""
+    """Private bench names ``path`` imports or reaches, wall-clock reads (``time.perf_counter``) and
+    a ``Stopwatch()`` without a device (it would not synchronise CUDA)."""
     tree = ast.parse(path.read_text())
     bad: list[str] = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and not node.args and not node.keywords:
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name == "Stopwatch":
+                bad.append(f"line {node.lineno}: Stopwatch() without a device (pass it: it synchronises CUDA)")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bench":
             if any(part.startswith("_") for part in node.module.split(".")):
                 bad.append(f"line {node.lineno}: from {node.module}")
@@ -267,9 +273,10 @@ def test_private_use_checker_catches_each_form(tmp_path: Path) -> None:
         "import time\nfrom bench.execute.runner import _resolve\nfrom bench.models._x import y\n"
         "import bench.data.registry\nt = time.perf_counter()\nbench.data.registry._LOADERS\n"
         "from time import perf_counter\nrec.series['x']\ntorch.cuda.reset_peak_memory_stats(d)\n"
+        "w = Stopwatch().start()\nw = measure.Stopwatch()\nw = Stopwatch(device)\n"
     )
     found = private_uses(src)
-    assert len(found) == 7, found
+    assert len(found) == 9, found
 
 
 @pytest.mark.parametrize("path", method_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -374,3 +381,54 @@ def test_sql_literal_finder_sees_plain_and_f_strings(tmp_path: Path) -> None:
 def test_sql_is_written_only_in_the_results_store(name: str) -> None:
     """SQL text lives in results/schema (DDL, views), results/store (writes) and results/queries (reads)."""
     assert sql_literals(bench_modules()[name]) == []
+
+
+# -- one meter, one timer ----------------------------------------------------------------------------
+
+PEAK_COUNTERS = ("reset_peak_memory_stats", "clear_refs", "VmHWM")
+"""What resets or reads the peak-memory counters: only ``bench.measure`` may (its meters nest)."""
+
+
+def test_only_the_harness_touches_the_peak_memory_counters() -> None:
+    """Resetting the CUDA allocator's peak or the kernel's VmHWM (through /proc/self/clear_refs)
+    hides the peak from every meter already open; ``bench.measure.MemoryMeter`` nests, so code
+    outside ``bench/`` (methods, suites, benchmarks, tests) meters through it instead."""
+    here = Path(__file__).resolve()
+    bad = [
+        f"{path.relative_to(ROOT)}: {word}"
+        for top in ("methods", "suites", "benchmarks", "tests")
+        for path in sorted((ROOT / top).rglob("*.py"))
+        if path != here
+        for word in PEAK_COUNTERS
+        if word in path.read_text()
+    ]
+    assert bad == [], "meter through bench.measure.MemoryMeter instead: " + "; ".join(bad)
+
+
+def test_no_method_times_itself() -> None:
+    """No wall-clock read anywhere in methods/ (stages: ``rec.stage``/``Stopwatch``; steps: the engine)."""
+    bad = [
+        str(path.relative_to(ROOT)) for path in method_files() if re.search(r"\bperf_counter(_ns)?\b", path.read_text())
+    ]
+    assert bad == []
+
+
+def test_step_time_tables_use_the_engines_step() -> None:
+    """NASOA's step-time tables time ``engine.time_steps`` (fit's own step), never a loop of their own."""
+    path = ROOT / "methods" / "nasoa" / "steptime.py"
+    tree = ast.parse(path.read_text())
+    optim = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "optim"
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.optim"))
+    ]
+    assert optim == [], f"methods/nasoa/steptime.py builds an optimiser itself (lines {optim})"
+    calls = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+        if node.func.value.id == "engine"
+    }
+    assert "time_steps" in calls and "backward" not in path.read_text()

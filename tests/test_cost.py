@@ -80,6 +80,28 @@ def test_measured_plans_follow_the_measured_step_times(monkeypatch):
     assert fast.ok and slow.ok
     assert slow.metrics["budget_s"] == pytest.approx(2 * fast.metrics["budget_s"])
     assert fast.metrics["resnet18_planned_step_ms"] == 5.0 == fast.metrics["resnet18_measured_step_ms"]
+    for r in (fast, slow):  # the plan's promise is checked against the chosen plan's measured training
+        m = r.metrics
+        assert m["train_s_actual"] == m["chosen_train_s"] > 0
+        assert m["train_actual_to_budget_ratio"] == pytest.approx(m["train_s_actual"] / m["budget_s"])
+        assert m["train_actual_to_planned_ratio"] == pytest.approx(m["train_s_actual"] / m["chosen_planned_s"])
+        assert m["budget_overrun_bool"] == float(m["train_s_actual"] > m["budget_s"])
+
+
+def test_a_plan_that_overruns_its_budget_is_flagged():
+    import torch
+
+    from bench.contract.recorder import Recorder
+    from methods.nasoa.method import Nasoa
+
+    lines: list[str] = []
+    rec = Recorder(torch.device("cpu"), progress=lines.append)
+    Nasoa._check_budget(rec, budget=2.0, planned=1.5, actual=3.0, cost_kind="measured")
+    assert rec.metrics["budget_overrun_bool"] == 1.0 and rec.metrics["train_actual_to_budget_ratio"] == 1.5
+    assert rec.metrics["train_actual_to_planned_ratio"] == 2.0 and "against a budget of 2 s" in lines[-1]
+    rec = Recorder(torch.device("cpu"), progress=lines.append)
+    Nasoa._check_budget(rec, budget=2.0, planned=1.5, actual=1.0, cost_kind="measured")
+    assert rec.metrics["budget_overrun_bool"] == 0.0
 
 
 def test_no_plan_fits_is_a_recorded_outcome_not_a_failure():

@@ -333,6 +333,34 @@ def test_memory_rule(tmp_path, capsys, ref_mib, cand_mib, verdict):
     assert code == (1 if verdict == "regression" else 0)
 
 
+def test_counted_memory_is_gated_and_rss_is_not(tmp_path, capsys):
+    """``counted_mem_mib`` (every device) is gated like the CUDA peak; the CPU's RSS never is."""
+    a, b = two_dbs(
+        tmp_path,
+        _with(grid(), counted_mem_mib=1000.0, peak_rss_mib=500.0),
+        _with(grid(), counted_mem_mib=1100.0, peak_rss_mib=5000.0),
+    )
+    code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
+    found = verdicts(out)
+    assert found[("s/last_k/lfw-faces/resnet20", "counted_mem_mib")] == "regression" and code == 1
+    assert not any(metric == "peak_rss_mib" for _, metric in found)
+
+
+def test_memory_metrics_only_one_side_reports(tmp_path, capsys):
+    """A metric new in the candidate (``counted_mem_mib`` before ``make reference`` reran) is
+    ``new`` and passes; one the candidate stopped reporting (CPU ``peak_mem_mib``) is ``missing``."""
+    a, b = two_dbs(tmp_path, grid(), _with(grid(), counted_mem_mib=10.0))
+    code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
+    assert verdicts(out)[("s/last_k/lfw-faces/resnet20", "counted_mem_mib")] == "new" and code == 0
+    cand = grid()
+    for r in cand:
+        r.metrics.pop("peak_mem_mib")
+    (tmp_path / "lost").mkdir()
+    a, b = two_dbs(tmp_path / "lost", grid(), cand)
+    code, out, _ = gate(capsys, "--baseline", f"{a}:latest", "--candidate", f"{b}:latest")
+    assert verdicts(out)[("s/last_k/lfw-faces/resnet20", "peak_mem_mib")] == "missing" and code == 1
+
+
 def test_rank_correlations_are_gated(tmp_path, capsys):
     ref = _with(grid(), search_kendall_tau=0.60)
     cand = _with(grid(), search_kendall_tau=0.50)

@@ -46,6 +46,18 @@ def test_cuda_memory_meter_sees_known_allocation():
     assert 255 <= meter.result()["peak_mem_mib"] <= 260
 
 
+def test_an_outer_cuda_meter_keeps_the_peak_a_nested_meter_resets():
+    """A method meters a phase inside the runner's meter: the outer peak is still the whole fit's."""
+    with MemoryMeter("cuda") as outer:
+        block = torch.empty(256 * (1 << 20), dtype=torch.uint8, device="cuda")
+        del block
+        with MemoryMeter("cuda") as inner:
+            small = torch.empty(8 * (1 << 20), dtype=torch.uint8, device="cuda")
+            del small
+    assert inner.result()["peak_mem_mib"] < 16
+    assert outer.result()["peak_mem_mib"] >= 255, outer.result()
+
+
 def test_frozen_prefix_costs_no_activation_memory_on_gpu():
     def peak(freeze: bool) -> float:
         torch.manual_seed(0)

@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from torch import nn
@@ -40,23 +41,30 @@ def test_percentiles_exact():
     assert percentiles_ms([]) == {}
 
 
+def _rss_mib() -> float:
+    return psutil.Process().memory_info().rss / (1 << 20)
+
+
 def test_rss_of_known_allocation():
+    """On CPU the meter reports the absolute peak RSS only (RSS growth is no memory figure)."""
     size_mib = 256
     with MemoryMeter("cpu", interval_s=0.002) as meter:
+        start = _rss_mib()
         block = torch.ones(size_mib * (1 << 20) // 4, dtype=torch.float32)
         time.sleep(0.05)
         del block
-    peak = meter.result()["peak_mem_mib"]
-    assert size_mib * 0.9 <= peak <= size_mib * 1.25, peak
-    assert meter.result()["peak_rss_mib"] >= size_mib
+    assert set(meter.result()) == {"peak_rss_mib"}
+    peak = meter.result()["peak_rss_mib"]
+    assert start + size_mib * 0.9 <= peak <= start + size_mib * 1.25, (start, peak)
 
 
 def test_rss_peak_of_freed_allocation_is_seen():
     """A transient allocation freed before the region ends still counts (kernel peak)."""
     with MemoryMeter("cpu") as meter:
+        start = _rss_mib()
         block = torch.ones(128 * (1 << 20) // 4, dtype=torch.float32)
         del block
-    assert 128 * 0.9 <= meter.result()["peak_mem_mib"] <= 128 * 1.25
+    assert start + 128 * 0.9 <= meter.result()["peak_rss_mib"] <= start + 128 * 1.25
 
 
 def test_sampling_fallback(monkeypatch):
@@ -64,10 +72,12 @@ def test_sampling_fallback(monkeypatch):
 
     monkeypatch.setattr(measure, "reset_peak_rss", lambda: False)
     with MemoryMeter("cpu", interval_s=0.002) as meter:
+        start = _rss_mib()
         block = torch.ones(128 * (1 << 20) // 4, dtype=torch.float32)
         time.sleep(0.05)
         del block
-    assert meter._thread is not None and 128 * 0.9 <= meter.result()["peak_mem_mib"] <= 128 * 1.25
+    assert meter._thread is not None
+    assert start + 128 * 0.9 <= meter.result()["peak_rss_mib"] <= start + 128 * 1.25
 
 
 def test_count_params_shared_once():
@@ -125,19 +135,67 @@ def test_collect_garbage_collects_cycles_and_freezes_the_first_survivors():
 
 def test_an_outer_memory_meter_keeps_the_peak_a_nested_meter_resets():
     """The runner meters fit while methods meter candidates inside it; entering the inner meter
-    resets the kernel's peak counter (VmHWM), which used to leave the outer meter with the
-    peak since that reset instead of the peak of its whole region."""
+    resets the kernel's peak counter, which used to leave the outer meter with the peak since
+    that reset instead of the peak of its whole region."""
     import numpy as np
 
     from bench.measure import MemoryMeter, reset_peak_rss
 
     if not reset_peak_rss():
-        pytest.skip("needs /proc/self/clear_refs (the kernel's peak-RSS counter)")
+        pytest.skip("needs the kernel's resettable peak-RSS counter (Linux procfs)")
     with MemoryMeter("cpu") as outer:
+        start = _rss_mib()
         block = np.ones(300 * 2**20 // 8)  # ~300 MiB, touched
         block.sum()
         del block
         with MemoryMeter("cpu") as inner:
             np.ones(1024).sum()
-    assert inner.result()["peak_mem_mib"] < 100
-    assert outer.result()["peak_mem_mib"] > 250, outer.result()
+    assert inner.result()["peak_rss_mib"] < start + 100
+    assert outer.result()["peak_rss_mib"] > start + 250, (start, outer.result())
+
+
+# -- counted memory --------------------------------------------------------------------------------
+
+
+def test_saved_bytes_of_known_ops():
+    """A Linear saves its input (its weight is a parameter: model state, excluded); a ReLU saves
+    its output; ``x * x`` saves ``x`` twice, which counts once; a ``no_grad`` block saves nothing."""
+    from bench.measure import SavedBytes
+
+    lin = nn.Linear(10, 20)
+    x = torch.randn(8, 10)
+    with SavedBytes(exclude=list(lin.parameters())) as saved:
+        out = lin(x).sum()
+    assert saved.nbytes == 8 * 10 * 4
+    with SavedBytes(exclude=list(lin.parameters())) as saved:
+        hidden = lin(x).relu()
+        out = hidden.sum()
+    assert saved.nbytes == 8 * 10 * 4 + 8 * 20 * 4
+    leaf = torch.randn(16, 16, requires_grad=True)
+    with SavedBytes() as saved:
+        out = (leaf * leaf).sum()
+    assert saved.nbytes == 16 * 16 * 4
+    with SavedBytes() as saved, torch.no_grad():
+        out = lin(x).relu().sum()
+    assert saved.nbytes == 0
+    del out, hidden
+
+
+def test_saved_bytes_ignores_saves_freed_before_the_block_ends():
+    from bench.measure import SavedBytes
+
+    leaf = torch.randn(64, 64, requires_grad=True)
+    with SavedBytes() as saved:
+        dead = (leaf * 2.0).relu()  # relu saves its output; the graph dies on the next line
+        del dead
+        kept = (leaf * 3.0).sum()
+    assert saved.nbytes == 0  # a multiply by a constant and a sum save no tensor
+    del kept
+
+
+def test_storage_bytes_counts_each_storage_once():
+    from bench.measure import storage_bytes
+
+    a = torch.zeros(100)
+    assert storage_bytes([a, a[10:], a.view(10, 10)]) == 400
+    assert storage_bytes([a, torch.zeros(3, dtype=torch.float64), torch.zeros(0)]) == 400 + 24

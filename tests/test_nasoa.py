@@ -311,36 +311,116 @@ def test_plan_falls_back_to_part_of_an_epoch_of_the_fastest_model():
     assert plan(list(steps), steps, 0.05, train_size=128, batch=32) == []
 
 
-def test_zoo_vs_regnet_claim_reads_budgets_and_is_unmeasured_without_series_rows():
+def test_zoo_vs_regnet_claim_reads_every_budget_and_is_unmeasured_without_series_rows():
     import pandas as pd
 
     from bench.results.claims import CHECKS
 
     check = CHECKS["nasoa-zoo-vs-regnet"]
 
-    def row(variant, acc):
-        return {
-            "suite": "nasoa",
-            "variant": variant,
-            "method": "nasoa",
-            "dataset": "d",
-            "model": "m",
-            "status": "ok",
-            "tier": "smoke",
-            "test_top1_pct": acc,
-        }
-
-    zoo_only = pd.DataFrame([row("nasoa:gen-t0", 80.0), row("nasoa:gen-t2", 85.0)])
-    assert check(zoo_only).holds is None
-    both = pd.DataFrame(
-        [
-            *zoo_only.to_dict("records"),
-            row("nasoa:oa_regnet-t0", 70.0),
-            row("nasoa:oa_regnet-t2", 88.0),
-            row("nasoa:bohb_regnet-t0", 99.0),
+    def rows(variant, acc):
+        return [
+            {
+                "suite": "nasoa",
+                "variant": variant,
+                "method": "nasoa",
+                "dataset": "d",
+                "model": "m",
+                "seed": seed,
+                "status": "ok",
+                "tier": "smoke",
+                "test_top1_pct": acc + 0.3 * seed * (-1) ** len(variant),
+            }
+            for seed in range(4)
         ]
+
+    zoo = rows("nasoa:gen-t0", 80.0) + rows("nasoa:gen-t2", 85.0)
+    assert check(pd.DataFrame(zoo)).verdict is None
+    both = pd.DataFrame(zoo + rows("nasoa:oa_regnet-t0", 70.0) + rows("nasoa:oa_regnet-t2", 80.0))
+    out = check(both.assign(extra=rows("nasoa:bohb_regnet-t0", 99.0)[0]["test_top1_pct"]))
+    assert out.verdict == "reproduced" and out.n == 4 and "t0" in out.detail and "t2" in out.detail
+    # every budget, not the mean: a large win at t0 does not cover a loss at t2
+    mixed = pd.DataFrame(zoo + rows("nasoa:oa_regnet-t0", 60.0) + rows("nasoa:oa_regnet-t2", 90.0))
+    assert check(mixed).verdict == "not reproduced"
+
+
+# -- step-time tables: the engine's own step ---------------------------------------------------------
+
+
+def test_steptime_measure_times_the_engines_step(monkeypatch):
+    """``measure`` times ``engine.time_steps`` with the fine-tuning recipe (nesterov SGD, decay
+    groups, bf16/channels_last on CUDA), not a loop of its own; CPU has no measured peak."""
+    from bench import engine
+    from methods.nasoa import steptime
+
+    seen = []
+    real = engine.time_steps
+
+    def spy(model, cfg, **kw):
+        seen.append((cfg, kw))
+        return real(model, cfg, **kw)
+
+    monkeypatch.setattr(engine, "time_steps", spy)
+    torch.manual_seed(0)
+    t = steptime.measure(
+        build_model("resnet20", 10, width=0.25),
+        batch=4,
+        size=16,
+        device=torch.device("cpu"),
+        steps=2,
+        warmup=1,
+        num_classes=10,
     )
-    out = check(both)
-    assert out.holds is True and out.ours == pytest.approx(3.5) and out.n_seeds == 2
-    worse = pd.DataFrame([*zoo_only.to_dict("records"), row("nasoa:oa_regnet-t0", 90.0)])
-    assert check(worse).holds is False
+    assert [(cfg, kw["batch_size"], kw["image_size"], kw["steps"]) for cfg, kw in seen] == [
+        (steptime.FINETUNE, 4, 16, 2)
+    ]
+    assert steptime.FINETUNE.nesterov and steptime.FINETUNE.bf16 and steptime.FINETUNE.channels_last
+    assert t.step_ms > 0 and t.infer_ms > 0 and t.counted_mem_mib > 0
+    assert np.isnan(t.peak_mem_mib)
+
+
+def test_steptime_table_key_names_the_steps_arithmetic(monkeypatch, tmp_path):
+    import json
+
+    from methods.nasoa import steptime
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(steptime, "measure", lambda *a, **k: steptime.StepTimes(7.0, 1.0, float("nan"), 1.0))
+    cpu = torch.device("cpu")
+    assert steptime.step_table(["resnet20"], width=0.25, size=16, batch=4, device=cpu) == {"resnet20": 7.0}
+    table = json.loads(steptime._cache_file(cpu).read_text())
+    assert list(table) == [f"resnet20|w0.25|16px|bs4|{steptime.device_name(cpu)}|fp32|nchw"]
+    cuda = torch.device("cuda")
+    assert steptime.arithmetic_label(steptime.FINETUNE, cuda) == "bf16|cl"
+    assert steptime.arithmetic_label(dataclasses.replace(steptime.FINETUNE, bf16=False), cuda) == "fp32|cl"
+
+
+def test_frozen_plans_get_the_iterations_their_own_step_time_buys():
+    """A plan trains in its frozen state, so a faster frozen step buys more epochs in the same budget."""
+    steps = {"a": 10.0}
+    frozen = {("a", k): 10.0 / (k + 2) for k in (0, 1, 2, 3)}
+    plans = plan(["a"], steps, 1.0, train_size=320, batch=32, frozen_ms=frozen)  # 10 steps an epoch
+    by_k = {p.frozen: p for p in plans if p.lr == plans[0].lr}
+    assert by_k[-1].epochs == 10 and by_k[0].epochs == 20 and by_k[3].epochs == 50
+    assert all(p.planned_s <= 1.0 + 1e-12 for p in plans)
+    # no frozen table: every frozen count plans with the unfrozen step time
+    assert {p.epochs for p in plan(["a"], steps, 1.0, train_size=320, batch=32)} == {10}
+
+
+def test_steptime_table_times_the_frozen_state_the_plan_trains_in(monkeypatch, tmp_path):
+    from methods.nasoa import steptime
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    trainable = []
+
+    def fake(net, **k):
+        trainable.append(sum(p.numel() for p in net.parameters() if p.requires_grad))
+        return steptime.StepTimes(7.0 - len(trainable), 1.0, float("nan"), 1.0)
+
+    monkeypatch.setattr(steptime, "measure", fake)
+    cpu = torch.device("cpu")
+    free = steptime.step_table(["etnas_a"], width=0.25, size=16, batch=4, device=cpu)
+    frozen = steptime.step_table(["etnas_a"], width=0.25, size=16, batch=4, device=cpu, frozen=1)
+    assert free != frozen and trainable[1] < trainable[0]
+    assert steptime.step_table(["etnas_a"], width=0.25, size=16, batch=4, device=cpu, frozen=1) == frozen  # cached
+    assert len(trainable) == 2

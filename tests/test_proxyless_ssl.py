@@ -211,7 +211,7 @@ def test_simclr_learns_nt_xent_falls_below_chance():
 def _frame(adapted: float, original: float) -> pd.DataFrame:
     rows = []
     for seed in range(3):
-        for method, acc in (("simclr", original), ("simclr_adapt_cell", adapted)):
+        for method, acc in (("simclr", original), ("simclr_adapt_cell", adapted), ("simclr_adapt_full", adapted)):
             for model in ("resnet50_cifar", "darts_v2_8"):
                 rows.append(
                     {
@@ -232,6 +232,6 @@ def _frame(adapted: float, original: float) -> pd.DataFrame:
 def test_px_ssl_claim_check():
     check = CHECKS["px-ssl"]
     good = check(_frame(86.8, 82.39))
-    assert good.holds is True and good.ours == pytest.approx(86.9) and good.baseline == pytest.approx(82.49)
-    assert check(_frame(80.0, 82.39)).holds is False
-    assert check(_frame(86.8, 82.39)[lambda f: f["method"] == "simclr"]).holds is None
+    assert good.verdict == "reproduced" and good.ours == pytest.approx(86.9) and good.baseline == pytest.approx(82.49)
+    assert check(_frame(80.0, 82.39)).verdict == "not reproduced"
+    assert check(_frame(86.8, 82.39)[lambda f: f["method"] == "simclr"]).verdict is None

@@ -22,7 +22,7 @@ CORE = (
     "step_ms_median",
     "step_ms_p10",
     "step_ms_p90",
-    "peak_mem_mib",
+    "counted_mem_mib",
     "peak_rss_mib",
     "fit_s",
     "eval_s",
@@ -44,6 +44,7 @@ def test_ok_cell_has_core_metrics(ok_result):
     assert r.status == "ok" and r.error == "" and r.device == "cpu"
     missing = [k for k in CORE if k not in r.metrics]
     assert not missing, missing
+    assert "peak_mem_mib" not in r.metrics  # CPU: RSS growth is no memory figure (counted_mem_mib is)
     assert 0 <= r.metrics["test_top1_pct"] <= 100 and r.metrics["step_ms_median"] > 0
     assert r.metrics["trainable_params"] < r.metrics["total_params"]
     assert r.arch == "resnet20(num_classes=10,shortcut='A',width=0.125)"

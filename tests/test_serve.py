@@ -105,7 +105,7 @@ def _ok(spec: CellSpec, run: str, minute: int) -> CellResult:
         "test_top1_pct": acc(spec.suite, v, d, s, run),
         "val_top1_pct": acc(spec.suite, v, d, s, run) - 1,
         "step_ms_median": step_ms(v, s, run),
-        "peak_mem_mib": mem_mib(v, d, run),
+        "counted_mem_mib": mem_mib(v, d, run),
         "fit_s": 3.5,
         "trainable_params": 1000.0,
         "total_params": 5000.0,
@@ -318,7 +318,7 @@ def test_units_on_every_column_with_a_physical_unit(tmp_path: Path) -> None:
     got = {(t, c): tables[t].get("units", {}).get(c) for t, c in expected}
     assert got == expected
     assert expected[("results", "wall_s")] == "s" and expected[("latest_results", "step_ms_p90")] == "ms"
-    assert expected[("results_wide", "peak_mem_mib")] == "MiB" and len(expected) == 1 + 2 * 8 + 1
+    assert expected[("results_wide", "peak_mem_mib")] == "MiB" and len(expected) == 1 + 2 * 9 + 1
 
 
 def test_build_metadata_rekeys_database_and_dashboards() -> None:
@@ -468,7 +468,7 @@ async def test_leaderboard(ds: Datasette) -> None:
     assert top["test_top1_pct_mean"] == pytest.approx(98.0)  # run B: 90 + 5 + mean(0, 1, 2) + 2
     assert top["test_top1_pct_std"] == pytest.approx(1.0)
     assert top["step_ms_median_mean"] == pytest.approx(0.8 * 12.5)
-    assert top["peak_mem_mib_mean"] == pytest.approx(48.0)
+    assert top["counted_mem_mib_mean"] == pytest.approx(48.0)
     low = got[("last_k:k1", "lfw-faces")]
     assert (low["rank"], low["test_top1_pct_mean"], low["not_ok"]) == (2, pytest.approx(88.0), 0)
     everything = await get_json(ds, f"/{DB}/leaderboard.json", {"suite": ""})
@@ -492,7 +492,7 @@ async def test_compare_runs(ds: Datasette, fixture_db: FixtureDB, how: str) -> N
     for r in paired:
         assert r["delta_test_top1_pct"] == pytest.approx(2.0)
         assert r["step_ms_ratio"] == pytest.approx(0.8)
-        assert r["peak_mem_ratio"] == pytest.approx(0.75)
+        assert r["counted_mem_ratio"] == pytest.approx(0.75)
     new = [r for r in rows if r["base_status"] is None]
     assert [(r["variant"], r["seed"], r["cand_status"]) for r in new] == [("full_ft", 3, "failed")]
     assert len([r for r in rows if r["cand_status"] is None]) == 13  # search suite, not re-run in B
@@ -613,13 +613,13 @@ async def test_learning_curves(ds: Datasette) -> None:
 @pytest.mark.asyncio
 async def test_peak_memory_bars(ds: Datasette) -> None:
     rows = await chart_rows(ds, "peak-memory", "memory", {"suite": "baselines", "tier": "smoke"})
-    got = {(r["variant"], r["model"]): (r["peak_mem_mib"], r["cells"]) for r in rows}
+    got = {(r["variant"], r["model"]): (r["counted_mem_mib"], r["cells"]) for r in rows}
     assert got == {
         ("full_ft", "resnet20"): (pytest.approx(0.75 * 68.0), 6),
         ("last_k:k1", "resnet20"): (pytest.approx(0.75 * 20.0), 6),
     }
     rows = await chart_rows(ds, "peak-memory", "memory", {"dataset": "lfw-faces", "suite": "search"})
-    assert {(r["variant"], r["model"]): r["peak_mem_mib"] for r in rows} == {
+    assert {(r["variant"], r["model"]): r["counted_mem_mib"] for r in rows} == {
         ("full_ft", "resnet18"): pytest.approx(72.0),
         ("last_k:k1", "resnet18"): pytest.approx(24.0),
     }

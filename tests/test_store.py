@@ -89,6 +89,7 @@ WIDE_COLUMNS = RESULTS_COLUMNS + [
     "total_params",
     "fit_s",
     "train_step_gflop",
+    "counted_mem_mib",
 ]
 
 
@@ -207,6 +208,8 @@ def test_fresh_database_has_the_expected_schema(store: Store):
         ("archbench", "m004_latest_ids"),
         ("archbench", "m005_latest_informative"),
         ("archbench", "m006_run_pid"),
+        ("archbench", "m007_claim_statistics"),
+        ("archbench", "m008_counted_memory_column"),
     ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
@@ -243,6 +246,8 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         ("m004_latest_ids",),
         ("m005_latest_informative",),
         ("m006_run_pid",),
+        ("m007_claim_statistics",),
+        ("m008_counted_memory_column",),
     ]
 
 
@@ -669,3 +674,30 @@ def test_seed_summary_and_provenance_views(store: Store):
     assert (n, lo, hi) == (3, 90.0, 97.0) and mean == pytest.approx(93.0) and std == pytest.approx(3.605551, rel=1e-6)
     prov = store.db.execute("SELECT DISTINCT git_sha, run_tag FROM results_provenance").fetchall()
     assert prov == [("abc", "main")]
+
+
+def test_m007_keeps_earlier_claim_verdicts_mapping_not_yet_measured(tmp_path: Path):
+    """A database from before the verdict procedure keeps its claims rows, in the new vocabulary."""
+    import sqlite_utils
+
+    from bench.results.schema import MIGRATION_NAMES, MIGRATIONS
+
+    path = tmp_path / "old.db"
+    MIGRATIONS.apply(sqlite_utils.Database(path), stop_before="m007_claim_statistics")
+    con = sqlite3.connect(path)
+    con.executemany(
+        "INSERT INTO claims (claim_id, tier, verdict, ours_value, n_seeds) VALUES (?, ?, ?, ?, ?)",
+        [("a", "smoke", "reproduced", 1.5, 3), ("b", "any", "not yet measured", None, 0)],
+    )
+    con.commit()
+    con.close()
+    with Store(path) as store:
+        assert "m007_claim_statistics" in MIGRATION_NAMES
+        got = store.db.execute(
+            "SELECT claim_id, verdict, reason, ours_value, n_seeds FROM claims ORDER BY 1"
+        ).fetchall()
+    assert got == [("a", "reproduced", None, 1.5, 3), ("b", "inconclusive", "no data", None, 0)]
+    with pytest.raises(sqlite3.IntegrityError):
+        sqlite3.connect(path).execute(
+            "INSERT INTO claims (claim_id, tier, verdict) VALUES ('c', 'x', 'not yet measured')"
+        )

@@ -144,3 +144,92 @@ def test_periodic_callback_can_stop_early_and_curves_are_named_by_split(digits):
     assert [s for s, _ in rec.series["search_val_top1_pct"]] == [2, 4]
     assert [s for s, _ in rec.series["search_test_top1_pct"]] == [2, 4]
     assert [s for s, _ in rec.series["search_loss_nat"]] == [3, 4]
+
+
+# -- counted training memory and the engine's step timer ----------------------------------------------
+
+
+def _noise_split(n: int = 16, size: int = 32, classes: int = 10) -> Split:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, size, size, generator=gen)
+    return Split("synthetic", x, torch.randint(0, classes, (n,), generator=gen), classes, size)
+
+
+def _counted(model: nn.Module, batch: int = 8, size: int = 32, stage: str = "train") -> dict[str, float]:
+    rec = Recorder("cpu")
+    engine.fit(model, _noise_split(2 * batch, size), engine.TrainConfig(steps=2, batch_size=batch, log_every=10), rec)
+    return {k: v for k, v in rec.metrics.items() if k.endswith(("counted_mem_mib", "saved_act_mib"))}
+
+
+def test_counted_memory_is_params_grads_momentum_and_saved_activations():
+    """A linear model under SGD with momentum holds its weights three times over (weights,
+    gradients, momentum buffers) plus what the step saved: counted exactly, to the byte."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    m = _counted(model, batch=8, size=4)
+    weights = (48 * 10 + 10) * 4
+    assert (m["train_counted_mem_mib"] - m["train_saved_act_mib"]) * 2**20 == pytest.approx(3 * weights, abs=1e-6)
+    assert m["train_saved_act_mib"] * 2**20 >= 8 * 48 * 4  # at least the Linear's input
+    assert m["counted_mem_mib"] == m["train_counted_mem_mib"]
+
+
+def test_counted_memory_orders_models_and_frozen_prefixes():
+    torch.manual_seed(0)
+    r18 = _counted(build_model("resnet18", 10, width=0.25))
+    torch.manual_seed(0)
+    r50 = _counted(build_model("resnet50", 10, width=0.25))
+    assert r50["counted_mem_mib"] >= 1.5 * r18["counted_mem_mib"], (r18, r50)
+    torch.manual_seed(0)
+    frozen = _counted(build_model("resnet18", 10, width=0.25).set_frozen_prefix(5))  # stem + first block
+    assert frozen["counted_mem_mib"] < r18["counted_mem_mib"]
+    assert frozen["train_saved_act_mib"] < 0.8 * r18["train_saved_act_mib"]  # the prefix runs under no_grad
+
+
+def test_cell_counted_memory_is_the_largest_stage():
+    rec = Recorder("cpu")
+    cfg = engine.TrainConfig(steps=1, batch_size=8, log_every=10)
+    torch.manual_seed(0)
+    engine.fit(build_model("resnet50", 10, width=0.25), _noise_split(), cfg, rec, stage="search")
+    engine.fit(build_model("resnet18", 10, width=0.25), _noise_split(), cfg, rec, stage="final")
+    m = rec.metrics
+    assert m["final_counted_mem_mib"] < m["search_counted_mem_mib"] == m["counted_mem_mib"]
+
+
+def test_time_steps_times_the_engines_step(monkeypatch):
+    import bench.engine.train as train_module
+
+    made = []
+    real = train_module.make_optimizer
+
+    def spy(params, cfg):
+        opt = real(params, cfg)
+        made.append(opt)
+        return opt
+
+    monkeypatch.setattr(train_module, "make_optimizer", spy)
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, width=0.25).set_frozen_prefix(5)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    rng = torch.get_rng_state()
+    try:
+        timing = engine.time_steps(
+            model, engine.TrainConfig(steps=1), batch_size=4, image_size=16, num_classes=10, device="cpu", steps=3
+        )
+        assert torch.are_deterministic_algorithms_enabled()  # the caller's mode is back
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's random stream did not move
+    assert len(timing.times_ms) == 3 and all(math.isfinite(t) and t > 0 for t in timing.times_ms)
+    assert timing.p10_ms <= timing.median_ms <= timing.p90_ms
+    assert timing.counted_mem_mib > timing.saved_act_mib > 0
+    assert len(made) == 1 and made[0].param_groups[0]["nesterov"] is True  # the engine's optimiser ...
+    assert sum(p.numel() for g in made[0].param_groups for p in g["params"]) == trainable  # ... of the trained part
+    assert model.training
+
+
+def test_time_steps_refuses_a_fully_frozen_model():
+    model = nn.Linear(4, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        engine.time_steps(model, engine.TrainConfig(steps=1), batch_size=2, image_size=4, num_classes=2, device="cpu")

@@ -14,7 +14,7 @@ from bench.contract.recorder import Recorder
 from bench.contract.split import Split
 from bench.errors import InvalidConfig
 from bench.execute.runner import run_cell
-from bench.measure import count_params
+from bench.measure import MemoryMeter, count_params
 from bench.models.net import build_model
 from methods.trnas import space
 from methods.trnas.darts_pt import project
@@ -326,13 +326,9 @@ def test_gpu_memory_ratio_original_vs_tr_net_5_5():
     peaks = []
     for make in (lambda: nb201(ALL_3X3, 16, 5, 10), lambda: transfer(nb201(ALL_3X3, 16, 5, 10), _source(1.0), 5, 5)):
         net = make().to(dev)
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        torch.cuda.synchronize()
-        peaks.append(torch.cuda.max_memory_allocated() - base)
+        with MemoryMeter(dev) as meter:  # peak allocated over the baseline (the network's weights)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+        peaks.append(meter.result()["peak_mem_mib"])
         del net
     assert peaks[0] / peaks[1] > 1.6
 
@@ -340,16 +336,33 @@ def test_gpu_memory_ratio_original_vs_tr_net_5_5():
 def test_warmup_claim_reads_the_fig7_axis():
     import pandas as pd
 
-    from methods.trnas.claims import _warmup
+    from bench.results.claims import CHECKS
+
+    check = CHECKS["tr-warmup-peak"]
 
     def frame(points: dict[str, float]) -> pd.DataFrame:
-        return pd.DataFrame([{"status": "ok", "variant": f"trnas_rank:{v}", "krocc_tau": k} for v, k in points.items()])
+        return pd.DataFrame(
+            [
+                {
+                    "status": "ok",
+                    "variant": f"trnas_rank:{v}",
+                    "method": "trnas_rank",
+                    "dataset": "d",
+                    "model": "m",
+                    "seed": seed,
+                    "krocc_tau": k + 0.01 * ((seed * 7 + len(v)) % 3),
+                    "proxy_best_reference_top1_pct": 90.0,
+                }
+                for v, k in points.items()
+                for seed in range(4)
+            ]
+        )
 
     base = {"original": 0.5, "tr_5_5_w0": 0.4, "tr_5_5": 0.7}
-    out = _warmup(frame(base))
-    assert out.holds and "n=0: 0.400, n=13: 0.700" in out.detail
-    out = _warmup(frame({**base, "tr_5_5_w5": 0.6, "tr_5_5_w17": 0.65, "tr_10_10_w17": 0.9}))
-    assert out.holds and "peak at n=13" in out.detail and "n=17: 0.650" in out.detail  # tr_10_10 is not the axis
-    out = _warmup(frame({**base, "tr_5_5_w9": 0.75}))
-    assert out.holds is False and "peak at n=9" in out.detail
-    assert _warmup(frame({"original": 0.5})).holds is None
+    out = check(frame(base))
+    assert out.verdict == "reproduced" and "w0 < original" in out.detail and "w13 > original" in out.detail
+    out = check(frame({**base, "tr_5_5_w5": 0.6, "tr_5_5_w17": 0.65, "tr_10_10_w17": 0.9}))
+    assert out.verdict == "reproduced" and "w13 >= w17" in out.detail and "tr_10_10" not in out.detail
+    out = check(frame({**base, "tr_5_5_w9": 0.85}))  # the peak is at 9 epochs, not 13
+    assert out.verdict == "not reproduced" and "w13 >= w9" in out.detail
+    assert check(frame({"original": 0.5})).verdict is None

@@ -5,7 +5,8 @@ Methods never touch the store, pytest or the clock directly. They call:
 - ``point(name, step, value, position=None)`` for a curve or search telemetry (goes to
   ``series``; ``position`` makes it a (step, position) grid such as a heatmap);
 - ``note(key, value)`` for non-numeric facts (stored in the row's ``info_json``);
-- ``stage(name)`` around a phase, which records ``<name>_s`` wall seconds;
+- ``stage(name)`` around a phase, which records ``<name>_s`` wall seconds (it yields its
+  ``Stopwatch``: the one timer of that phase);
 - ``step_timer(stage)`` (used by the training engine) for per-step times;
 - ``progress(message)`` for human-readable progress on long runs.
 ``finalize()`` turns the step timers into ``<stage>_step_ms_*`` and overall
@@ -81,12 +82,16 @@ class Recorder:
         self.info[key] = value
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time a phase; repeated stages of the same name accumulate into ``<name>_s``."""
+    def stage(self, name: str) -> Iterator[Stopwatch]:
+        """Time a phase; repeated stages of the same name accumulate into ``<name>_s``.
+
+        It yields its ``Stopwatch`` (synchronised on CUDA), so a method that needs this span's
+        seconds under another name (``search_cost_s``) reads ``watch.total_s`` after the block
+        instead of timing the same phase a second time."""
         key = check_metric_name(f"{name}_s")
         watch = Stopwatch(self.device).start()
         try:
-            yield
+            yield watch
         finally:
             self.metrics[key] = self.metrics.get(key, 0.0) + watch.stop()
 

@@ -15,7 +15,12 @@ one that returns True ends the stage early (e.g. a search that has converged).
 Per step the engine times the step (``Recorder.step_timer``), keeps the loss on the
 device (no ``.item()`` in the timed region), and every ``log_every`` steps checks for a
 non-finite loss (raising ``Diverged``), records the mean loss as a curve and prints
-progress. FLOPs of one forward+backward are counted on the first (warm-up) step.
+progress. FLOPs of one forward+backward and the training memory (``counted_mem_mib``, see
+``fit``) are counted on the first (warm-up) step.
+
+``bench.engine.timing.time_steps`` times the same step (one step builder, ``TrainStep``,
+serves both) on synthetic tensors in speed mode: the step-time figure a planner should use for
+a training that ``fit`` will run.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from bench.contract.settings import TrainConfig
 from bench.contract.split import Split
 from bench.data.loader import DeviceLoader, iter_eval
 from bench.errors import Diverged
-from bench.measure import flop_counter
+from bench.measure import MIB, SavedBytes, flop_counter, storage_bytes
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -121,18 +126,24 @@ def fit(
     ``<stage>_step_gflop`` (counted in the first fit of a stage name only: searches that run
     many short fits of one stage, e.g. proxy trainings, pay the counting overhead once), the
     per-step timings, and ``<stage>_stopped_steps`` when a periodic callback ended the stage early.
+
+    Training memory, counted (in the same first fit of a stage name, on its first step: the
+    warm-up step, so timed steps pay nothing): ``<stage>_counted_mem_mib`` is the bytes of the
+    model's parameters and buffers (and of ``params``), the gradients of the trained parameters,
+    the optimiser state after that step (momentum buffers, Adam moments) and what autograd saved
+    for backward in that step's forward (``<stage>_saved_act_mib``, ``bench.measure.SavedBytes``),
+    each storage counted once; ``counted_mem_mib`` is the largest over the cell's stages. It is
+    exact and independent of the device and of what the process ran before, which a measured
+    RSS is not, so it is the memory figure on CPU (on CUDA beside the allocator's
+    ``peak_mem_mib``). It leaves out what is not a tensor a step keeps: allocator
+    fragmentation and caching, kernel workspaces, temporaries freed within the step (an
+    activation's gradient in backward), the data batch, and whatever ``after_step`` allocates.
     """
     hooks = hooks or StepHooks()
     device = train.device
-    cuda = device.type == "cuda"
-    params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"stage '{stage}': nothing to train (every parameter is frozen)")
+    params = trained_params(model, params, stage)
     rec.scalar("trainable_params", sum(p.numel() for p in params))
     rec.note("batch_size", cfg.batch_size)
-    channels_last = cuda and cfg.channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     total = cfg.total_steps(len(train))
     loader = DeviceLoader(
         train,
@@ -144,63 +155,124 @@ def fit(
         drop_last=True,
         seed=seed,
     )
-    opt = make_optimizer(params, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
-    loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and cfg.bf16 else contextlib.nullcontext
+    train_step = TrainStep(model, params, cfg, device, total, hooks)
     timer = rec.step_timer(stage)
     losses = torch.zeros(total, device=device)
     batches = _batches(loader)
     logged = 0
-    model.train()
     rec.progress(f"{stage}: {total} steps, batch {cfg.batch_size}, {len(train)} images, lr {cfg.lr:g}")
 
-    def step_fn(step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if hooks.before_step is not None:
-            hooks.before_step(step)
-        with autocast():
-            loss = loss_fn(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad_norm:
-            nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        opt.step()
-        sched.step()
-        if hooks.after_step is not None:
-            hooks.after_step(step, x, y)
-        return loss
-
-    flops_key = f"{stage}_step_gflop"
+    flops_key, mem_key = f"{stage}_step_gflop", f"{stage}_counted_mem_mib"
     for step in range(total):
         x, y = next(batches)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = train_step.layout(x)
+        # The warm-up step (untimed) of a stage's first fit counts its FLOPs and memory, once per stage.
+        counter = flop_counter() if step == 0 and flops_key not in rec.metrics else None
+        saved = train_step.saved_bytes() if step == 0 and mem_key not in rec.metrics else None
         timer.start()
-        if step == 0 and flops_key not in rec.metrics:  # warm-up step (untimed): count its FLOPs once per stage
-            counter = flop_counter()
-            with counter:
-                loss = step_fn(0, x, y)
-            rec.scalar(flops_key, counter.get_total_flops() / 1e9)
-        else:
-            loss = step_fn(step, x, y)
+        with counter if counter is not None else contextlib.nullcontext():
+            loss = train_step(step, x, y, saved)
         timer.stop()
+        if counter is not None:
+            rec.scalar(flops_key, counter.get_total_flops() / 1e9)
+        if saved is not None:
+            _record_memory(rec, stage, train_step.counted_bytes(saved), saved.nbytes)
         losses[step] = loss.detach()
         done = step + 1
         if done % cfg.log_every == 0 or done == total:
-            logged = _check_and_log(losses, logged, done, total, stage, rec, opt)
+            logged = _check_and_log(losses, logged, done, total, stage, rec, train_step.opt)
         stop = any([callback(done) for every, callback in hooks.periodic if done % every == 0])
         if cfg.eval_every and (done % cfg.eval_every == 0 or done == total or stop):
             for split in ([val] if val is not None else []) + list(curves):
                 rec.point(f"{stage}_{split.name}_top1_pct", done, evaluate(model, split)["top1_pct"])
         if stop and done < total:
             if done % cfg.log_every:
-                _check_and_log(losses, logged, done, total, stage, rec, opt)
+                _check_and_log(losses, logged, done, total, stage, rec, train_step.opt)
             rec.scalar(f"{stage}_stopped_steps", done)
             rec.progress(f"{stage}: stopped early at step {done}/{total}")
             return FitReport(
                 steps=done, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[done - 1])
             )
     return FitReport(steps=total, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[-1]))
+
+
+def trained_params(model: nn.Module, params: Sequence[nn.Parameter] | None, stage: str) -> list[nn.Parameter]:
+    """The parameters a stage optimises: ``params``, else every parameter that requires grad."""
+    out = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    if not out:
+        raise ValueError(f"stage '{stage}': nothing to train (every parameter is frozen)")
+    return out
+
+
+class TrainStep:
+    """The engine's one training step, built once per stage; ``fit`` and ``time_steps`` both call it.
+
+    Building it puts the model in train mode (and in channels_last on CUDA when ``cfg`` says so)
+    and makes the optimiser (``make_optimizer``: decay groups, nesterov) and the lr schedule over
+    ``total`` steps. A call runs ``before_step``, the loss under bf16 autocast (CUDA and
+    ``cfg.bf16``), backward, optional clipping, the optimiser and schedule steps, ``after_step``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: list[nn.Parameter],
+        cfg: TrainConfig,
+        device: torch.device,
+        total: int,
+        hooks: StepHooks,
+    ) -> None:
+        cuda = device.type == "cuda"
+        self.model, self.params, self.cfg, self.hooks = model, params, cfg, hooks
+        self.channels_last = cuda and cfg.channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.opt = make_optimizer(params, cfg)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, total, cfg))
+        self.loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
+        self.bf16 = cuda and cfg.bf16
+        model.train()
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format the step trains in (outside the timed region)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def saved_bytes(self) -> SavedBytes:
+        """A counter of the activations one step saves (model state excluded: counted apart)."""
+        return SavedBytes(exclude=[*self.model.parameters(), *self.model.buffers(), *self.params])
+
+    def __call__(self, step: int, x: torch.Tensor, y: torch.Tensor, saved: SavedBytes | None = None) -> torch.Tensor:
+        if self.hooks.before_step is not None:
+            self.hooks.before_step(step)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast, saved if saved is not None else contextlib.nullcontext():
+            loss = self.loss_fn(self.model, x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.clip_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        if self.hooks.after_step is not None:
+            self.hooks.after_step(step, x, y)
+        return loss
+
+    def counted_bytes(self, saved: SavedBytes) -> int:
+        """Training memory after a step that ``saved`` counted (see ``fit``): model state,
+        gradients, optimiser state and the saved activations, each storage once."""
+        weights = [*self.model.parameters(), *self.params]
+        grads = [p.grad for p in weights if p.grad is not None]
+        state = [t for st in self.opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+        return storage_bytes([*weights, *self.model.buffers(), *grads, *state]) + saved.nbytes
+
+
+def _record_memory(rec: Recorder, stage: str, counted: int, saved: int) -> None:
+    """``<stage>_counted_mem_mib``, ``<stage>_saved_act_mib``, and the cell's ``counted_mem_mib``
+    (the largest stage's count: a cell's stages run one after another)."""
+    mib = counted / MIB
+    rec.scalar(f"{stage}_counted_mem_mib", mib)
+    rec.scalar(f"{stage}_saved_act_mib", saved / MIB)
+    rec.scalar("counted_mem_mib", max(mib, rec.metrics.get("counted_mem_mib", 0.0)))
 
 
 def _check_and_log(

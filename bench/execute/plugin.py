@@ -128,12 +128,9 @@ class ResultWriter:
             f"{sum(self.statuses.values())} cells written to {self.db_path} (run {self.run_id}): {counts}"
         )
         if self.claims:
-            verdicts = [r.verdict for r in self.claims]
-            terminalreporter.write_line(
-                "claims: "
-                + ", ".join(f"{verdicts.count(v)} {v}" for v in ("reproduced", "not reproduced", "not yet measured"))
-                + f" (bench claims --db {self.db_path})"
-            )
+            from bench.results.claims import tally
+
+            terminalreporter.write_line(f"claims: {tally(self.claims)} (bench claims --db {self.db_path})")
         terminalreporter.write_line(f"summary: bench report --db {self.db_path}")
 
 

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.gate.settings import MEMORY_METRICS
+
 CLASSES = ("same", "cross")
 
 
@@ -140,8 +142,8 @@ def median(values: Sequence[float]) -> float:
 
 
 def statistic(metric: str) -> Callable[[Sequence[float]], float]:
-    """What the gate compares for a metric: the median for peak memory, the mean otherwise."""
-    return median if metric == "peak_mem_mib" else mean
+    """What the gate compares for a metric: the median for memory, the mean otherwise."""
+    return median if metric in MEMORY_METRICS else mean
 
 
 def cell_delta(

@@ -59,9 +59,11 @@ which a shared source checkpoint correlates, does not).
 ``regression``, below ``1 / time_tol`` ``improved``. Accuracy-mode rows run
 deterministic kernels, so their step time is reported ``not gated``.
 
-**Memory** (``peak_mem_mib``, medians over the seeds): a ``regression`` when the
-candidate exceeds the reference by more than ``mem_pct`` % (2) AND more than
-``mem_mib`` MiB (32); ``improved`` when it is smaller by both margins.
+**Memory** (``peak_mem_mib``: the CUDA allocator's peak over the fit's baseline, GPU rows only;
+``counted_mem_mib``: the training memory the engine counts, every device; medians over the
+seeds): a ``regression`` when the candidate exceeds the reference by more than ``mem_pct`` % (2)
+AND more than ``mem_mib`` MiB (32); ``improved`` when it is smaller by both margins. A CPU's RSS
+(``peak_rss_mib``) is not gated: it depends on what the worker process ran before.
 
 Time and memory verdicts over their tolerance with n < ``min_seeds`` are ``suspect``.
 
@@ -100,7 +102,7 @@ from bench.gate import noise as noise_model
 from bench.gate.decision import Decision, GateReport
 from bench.gate.reference import CellKey, Row, Side, comparability, config_differences
 from bench.gate.settings import (
-    MEMORY_METRIC,
+    MEMORY_METRICS,
     STATUS_METRIC,
     TIME_METRIC,
     GateSettings,
@@ -301,7 +303,7 @@ def _compare_cell(
         *settings.metrics,
         *sorted(m for m in present if is_rank_metric(m) and m not in settings.metrics),
         TIME_METRIC,
-        MEMORY_METRIC,
+        *MEMORY_METRICS,
     ]
     for metric in metrics:
         decision = _compare_metric(key, metric, ref_ok, cand_ok, settings, noise.get(metric))
@@ -374,7 +376,7 @@ def _compare_metric(
         return d
     if metric == TIME_METRIC:
         _time(d, rv, cv, settings)
-    elif metric == MEMORY_METRIC:
+    elif metric in MEMORY_METRICS:
         _memory(d, rv, cv, settings, calibrated)
     else:
         _accuracy(d, rv, cv, paired, settings, calibrated)

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 DEFAULT_ACCURACY_METRICS = ("test_top1_pct",)
 TIME_METRIC = "step_ms_median"
-MEMORY_METRIC = "peak_mem_mib"
+MEMORY_METRICS = ("peak_mem_mib", "counted_mem_mib")
+"""Memory the gate reads: the CUDA allocator's peak over the fit's baseline (GPU rows only) and the
+training memory the engine counts (every device). A CPU's RSS (``peak_rss_mib``) is never gated:
+it depends on what the worker process ran before."""
 STATUS_METRIC = "status"  # cell-level decisions: missing, new, rows not ok
 DEFAULT_ABS_TOL_BY_UNIT = {"pct": 1.0, "tau": 0.05, "rho": 0.05}
 
@@ -66,7 +69,7 @@ class GateSettings:
         return (
             name in self.metrics
             or is_rank_metric(name)
-            or name == MEMORY_METRIC
+            or name in MEMORY_METRICS
             or (name == TIME_METRIC and row.mode == "speed")
         )
 

@@ -23,7 +23,7 @@ from bench.results.queries import latest_frames
 from bench.results.stats import format_mean_std, seed_summary
 
 KEYS = GROUP_KEYS
-DEFAULT_METRICS = ("test_top1_pct", "val_top1_pct", "step_ms_median", "peak_mem_mib", "fit_s")
+DEFAULT_METRICS = ("test_top1_pct", "val_top1_pct", "step_ms_median", "counted_mem_mib", "peak_mem_mib", "fit_s")
 
 
 def load_latest(db: str | Path, suite: str | None = None) -> pd.DataFrame:

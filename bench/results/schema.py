@@ -26,6 +26,14 @@ database for writing.
 - ``m006_run_pid``: ``runs.pid``, the process that writes the run, so a run left ``running`` by
   a process that died (SIGKILL, a crashed node) is found and marked ``interrupted``
   (``Store.reap_dead_runs``, at every writable open on the same host).
+- ``m007_claim_statistics``: the ``claims`` table as the verdict procedure fills it
+  (``bench.results.verdict``): verdicts ``reproduced`` / ``not reproduced`` / ``inconclusive``
+  with ``reason``, ``effect``, ``ci_low``/``ci_high`` (95%), ``p_value``, ``test`` and
+  ``n_censored``. Earlier rows are kept: ``not yet measured`` becomes ``inconclusive`` with the
+  reason ``no data``.
+- ``m008_counted_memory_column``: ``results_wide`` (and so ``latest_results``) gains the column
+  ``counted_mem_mib``, the training memory the engine counts (parameters, gradients, optimiser
+  state, saved activations): the memory figure of every row, CPU ones included.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ MIGRATIONS_TABLE = MIGRATIONS.migrations_table
 MIGRATION_NAMES: list[str] = []  # in order; filled by ``_migration``
 
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-# Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them).
-WIDE_METRICS = (
+# Metrics pivoted into columns of ``results_wide`` by m001, as released.
+_M001_WIDE_METRICS = (
     "val_top1_pct",
     "test_top1_pct",
     "step_ms_median",
@@ -52,6 +60,8 @@ WIDE_METRICS = (
     "fit_s",
     "train_step_gflop",
 )
+# Metrics pivoted into columns of ``results_wide`` (NULL where a cell lacks them), from m008 on.
+WIDE_METRICS = (*_M001_WIDE_METRICS, "counted_mem_mib")
 # Merge order follows the foreign keys: parents before children.
 TABLES = ("runs", "results", "metrics", "series")
 RESULT_INDEXES = (
@@ -139,13 +149,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     _create_views(db)
 
 
-def _create_views(db: sqlite_utils.Database) -> None:
-    """``results_wide`` and ``latest_results`` (see the module docstring)."""
+def _create_wide_view(db: sqlite_utils.Database, metrics: tuple[str, ...]) -> None:
+    """``results_wide``: every results row with ``metrics`` pivoted into columns."""
     pivots = ",\n".join(
         f"  (SELECT m.value FROM metrics m WHERE m.result_id = r.result_id AND m.name = '{name}') AS {name}"
-        for name in WIDE_METRICS
+        for name in metrics
     )
     db.create_view("results_wide", f"SELECT r.*,\n{pivots}\nFROM results r", replace=True)
+
+
+def _create_views(db: sqlite_utils.Database) -> None:
+    """``results_wide`` and ``latest_results`` (see the module docstring)."""
+    _create_wide_view(db, _M001_WIDE_METRICS)
     db.create_view(
         "latest_results",
         """SELECT w.* FROM results_wide w
@@ -305,3 +320,42 @@ def m005_latest_informative(db: sqlite_utils.Database) -> None:
 def m006_run_pid(db: sqlite_utils.Database) -> None:
     """``runs.pid``: the writer's process id, for finding runs whose writer died."""
     db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+
+
+_M007_CLAIMS = """CREATE TABLE claims_new (
+  claim_id TEXT NOT NULL,
+  tier TEXT NOT NULL,
+  paper TEXT, method TEXT, baseline TEXT, source_ref TEXT, metric TEXT,
+  paper_value TEXT, paper_baseline_value TEXT, unit TEXT, setting TEXT, check_text TEXT,
+  ours_value REAL, ours_baseline_value REAL, ours_detail TEXT,
+  verdict TEXT NOT NULL CHECK (verdict IN ('reproduced', 'not reproduced', 'inconclusive')),
+  reason TEXT,
+  effect REAL, ci_low REAL, ci_high REAL, p_value REAL, test TEXT,
+  n_seeds INTEGER, n_censored INTEGER, evaluated_at TEXT,
+  PRIMARY KEY (claim_id, tier)
+)"""
+
+
+@_migration
+def m007_claim_statistics(db: sqlite_utils.Database) -> None:
+    """The claims table with the verdict procedure's statistics; old verdicts kept, mapped."""
+    strict = " STRICT" if db.supports_strict else ""
+    db.execute(_M007_CLAIMS + strict)
+    db.execute(
+        "INSERT INTO claims_new (claim_id, tier, paper, method, baseline, source_ref, metric, paper_value, "
+        "paper_baseline_value, unit, setting, check_text, ours_value, ours_baseline_value, ours_detail, verdict, "
+        "reason, n_seeds, evaluated_at) "
+        "SELECT claim_id, tier, paper, method, baseline, source_ref, metric, paper_value, paper_baseline_value, "
+        "unit, setting, check_text, ours_value, ours_baseline_value, ours_detail, "
+        "CASE verdict WHEN 'not yet measured' THEN 'inconclusive' ELSE verdict END, "
+        "CASE verdict WHEN 'not yet measured' THEN 'no data' END, n_seeds, evaluated_at FROM claims"
+    )
+    db.execute("DROP TABLE claims")
+    db.execute("ALTER TABLE claims_new RENAME TO claims")
+
+
+@_migration
+def m008_counted_memory_column(db: sqlite_utils.Database) -> None:
+    """``results_wide`` gains ``counted_mem_mib`` (``latest_results`` selects ``w.*`` from it, so it
+    follows): the training memory the engine counts, the memory figure of CPU rows."""
+    _create_wide_view(db, WIDE_METRICS)

@@ -297,10 +297,18 @@ class Store:
         return rid
 
     def write_claims(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Upsert claim verdicts (``bench.results.claims.ClaimRow.as_row``) keyed by (claim_id, tier)."""
+        """Replace the verdicts of the claims in ``rows`` (``bench.results.claims.ClaimRow.as_row``).
+
+        Every earlier row of those claims goes, at every tier: a claim now measured at ``smoke``
+        must not keep its earlier ``any`` (no data) row, nor a tier whose cells were since removed.
+        """
         self._require_writable()
+        rows = list(rows)
+        ids = sorted({r["claim_id"] for r in rows})
         with write_transaction(self.db):
-            self.db["claims"].upsert_all(list(rows), pk=("claim_id", "tier"))
+            for claim_id in ids:
+                self.db.execute("DELETE FROM claims WHERE claim_id = ?", [claim_id])
+            self.db["claims"].insert_all(rows, pk=("claim_id", "tier"))
         return len(rows)
 
     def ok_cell_keys(self, *, tier: str | None = None) -> set[str]:

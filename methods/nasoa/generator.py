@@ -23,13 +23,20 @@ Baselines spend ``cost_factor`` x T charged seconds (the paper: 40 device-second
   installed, and its ask/tell interface lets the harness's one training engine run the
   trials; HpBandSter is unmaintained and Syne Tune / SMAC3 are not installed.
 Selection always uses the val split; the test split is only read by the runner.
+
+A search trial (or a ranking run) whose training diverges is an inner run
+(``bench.engine.inner``): it is kept as a trial with ``diverged=True`` at chance accuracy, is
+charged what it spent, is told to BOHB's sampler as that bad value (seen as bad, not absent),
+and is never the trial a search returns. ``best_trial`` raises ``InnerRunsDiverged`` when every
+trial diverged. The chosen plan's final training is the cell's own: its divergence ends the cell.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,6 +44,7 @@ import torch
 from bench import engine
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
+from bench.errors import Diverged, InnerRunsDiverged
 from bench.measure import Stopwatch
 from bench.models.net import MappedNet
 from methods.nasoa.metadata import FROZEN, LRS, MetaConfig, SourceFeatures, ZooSpec, features, finetune
@@ -59,29 +67,43 @@ def max_epochs(budget_s: float, step_ms: float, steps_per_epoch: int) -> int:
     return max(0, math.floor(budget_s * 1000.0 / (step_ms * steps_per_epoch) + 1e-9))
 
 
-def plan(models: Sequence[str], step_ms: dict[str, float], budget_s: float, train_size: int, batch: int) -> list[Plan]:
+def plan(
+    models: Sequence[str],
+    step_ms: Mapping[str, float],
+    budget_s: float,
+    train_size: int,
+    batch: int,
+    frozen_ms: Mapping[tuple[str, int], float] | None = None,
+) -> list[Plan]:
     """Every feasible (model, lr, frozen) with the largest epoch count within ``budget_s``.
 
-    If no model fits one whole epoch (e.g. a slow series at the shortest budget), the
-    fastest model is planned with the largest number of iterations that fits (``epochs``
-    0), so a budget that fits one step always has a plan and no plan is ever over budget.
+    ``step_ms[model]`` is the step time with nothing frozen; ``frozen_ms[(model, k)]``, where
+    given, the step time with ``k`` frozen stages (a frozen prefix runs no backward, so the same
+    budget buys more epochs), as measured through the engine's step (``steptime.step_table``).
+    If no model fits one whole epoch (e.g. a slow series at the shortest budget), the fastest
+    model is planned with the largest number of iterations that fits (``epochs`` 0), so a budget
+    that fits one step always has a plan and no plan is ever over budget.
     """
     per_epoch = max(1, math.ceil(train_size / batch))
+
+    def ms(m: str, k: int) -> float:
+        return frozen_ms.get((m, k), step_ms[m]) if frozen_ms else step_ms[m]
+
     out = []
     for m in models:
-        e = max_epochs(budget_s, step_ms[m], per_epoch)
-        if e < 1:
-            continue
-        iters = e * per_epoch
-        for lr in LRS:
-            for k in FROZEN:
-                out.append(Plan(m, lr, k, e, iters, iters * step_ms[m] / 1000.0))
+        for k in FROZEN:
+            e = max_epochs(budget_s, ms(m, k), per_epoch)
+            if e < 1:
+                continue
+            iters = e * per_epoch
+            out += [Plan(m, lr, k, e, iters, iters * ms(m, k) / 1000.0) for lr in LRS]
     if not out and models:
         m = min(models, key=lambda name: step_ms[name])
-        iters = max_epochs(budget_s, step_ms[m], 1)
-        if iters >= 1:
-            out = [Plan(m, lr, k, 0, iters, iters * step_ms[m] / 1000.0) for lr in LRS for k in FROZEN]
-    return out
+        for k in FROZEN:
+            iters = max_epochs(budget_s, ms(m, k), 1)
+            if iters >= 1:
+                out += [Plan(m, lr, k, 0, iters, iters * ms(m, k) / 1000.0) for lr in LRS]
+    return sorted(out, key=lambda q: (models.index(q.model), LRS.index(q.lr), FROZEN.index(q.frozen)))
 
 
 def budget_seconds(index: int, low_s: float, high_s: float, count: int = 4) -> float:
@@ -125,7 +147,9 @@ def plan_features(p: Plan, info: DatasetInfo, source_acc: dict[str, float], mode
 
 @dataclass
 class Trial:
-    """One trained configuration of a search: measured ``train_s``, ``cost_s`` charged to the search."""
+    """One trained configuration of a search: measured ``train_s``, ``cost_s`` charged to the search.
+
+    ``diverged``: its training diverged; ``val_top1_pct`` is then chance and ``net`` None."""
 
     plan: Plan
     val_top1_pct: float
@@ -133,6 +157,7 @@ class Trial:
     net: MappedNet | None
     complete: bool = True
     cost_s: float = 0.0
+    diverged: bool = False
 
 
 def charge(t: Trial, iters_run: int, planned: bool) -> Trial:
@@ -154,10 +179,15 @@ def train_plan(
     hooks: engine.StepHooks | None = None,
 ) -> Trial:
     """Fine-tune plan ``p`` from its source weights and score it on ``val``: one search trial, the
-    final run of the chosen plan (``stage="final"``, into the cell's recorder) or a ranking run."""
+    final run of the chosen plan (``stage="final"``, into the cell's recorder) or a ranking run.
+
+    A trial or ranking run is an inner run: when it diverges the trial says so (module docstring).
+    """
     # Search trials train under their own recorder (their curves would collide in the cell's series).
     own = rec if stage == "final" else Recorder(device)
-    net, acc, secs = finetune(
+    watch = Stopwatch(device)
+    run = partial(
+        finetune,
         zoo,
         p.model,
         train,
@@ -170,7 +200,15 @@ def train_plan(
         rec=own,
         stage=stage,
         hooks=hooks,
+        watch=watch,
     )
+    if stage == "final":
+        net, acc, secs = run()
+        return Trial(p, acc, secs, net)
+    got = engine.inner_run(run, rec, stage=stage, what=f"{stage} trial {p.model} lr {p.lr:g} frozen {p.frozen}")
+    if isinstance(got, Diverged):
+        return Trial(p, engine.chance_pct(val.num_classes), watch.total_s, None, diverged=True)
+    net, acc, secs = got
     return Trial(p, acc, secs, net)
 
 
@@ -201,7 +239,7 @@ def random_search(
         spent += t.cost_s
         trials.append(t)
         rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
-        best = max(trials, key=lambda tr: tr.val_top1_pct)
+        best = _pick(trials)
         for tr in trials[:-1]:
             if tr is not best:
                 tr.net = None
@@ -267,14 +305,13 @@ def bohb_search(
         t = _train_captured(zoo, p, train, val, device, seed + len(trials), rec, hooks, net_box)
         t.complete = not state["pruned"]
         spent += charge(t, int(state["done"]), planned).cost_s
-        if t.complete:
+        if t.complete or t.diverged:  # a diverged trial is told as its chance value: bad, not absent
             study.tell(trial, t.val_top1_pct)
         else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         trials.append(t)
         rec.point("search_val_top1_pct", len(trials), t.val_top1_pct)
-        done = [tr for tr in trials if tr.complete]
-        best = max(done, key=lambda tr: tr.val_top1_pct) if done else None
+        best = _pick(trials)  # the trial best_trial will return: its network is kept
         for tr in trials:
             if tr is not best:
                 tr.net = None
@@ -297,7 +334,7 @@ def _train_captured(
     hooks: engine.StepHooks,
     box: _NetCapture,
 ) -> Trial:
-    """Like ``_train`` but exposes the network to the periodic callback before training starts."""
+    """Like ``train_plan`` but exposes the network to the periodic callback before training starts."""
     from methods.nasoa.builder import freeze_stages
 
     net = zoo.build(p.model, train.num_classes, device)
@@ -311,15 +348,37 @@ def _train_captured(
         batch_size=min(zoo.batch_size, len(train)),
         log_every=max(1, p.iters),
     )
-    with Stopwatch(device) as sw:
-        engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
-    secs = sw.seconds
-    return Trial(p, engine.evaluate(net, val)["top1_pct"], secs, net)
+    watch = Stopwatch(device)
+
+    def run() -> None:
+        with watch:
+            engine.fit(net, train, cfg, Recorder(device), stage="search", seed=seed, hooks=hooks)
+
+    what = f"search trial {p.model} lr {p.lr:g} frozen {p.frozen}"
+    if isinstance(engine.inner_run(run, rec, stage="search", what=what), Diverged):
+        return Trial(p, engine.chance_pct(val.num_classes), watch.total_s, None, diverged=True)
+    return Trial(p, engine.evaluate(net, val)["top1_pct"], watch.total_s, net)
+
+
+def _pick(trials: list[Trial]) -> Trial | None:
+    """The trial a search returns: the most accurate complete one, else (every trial pruned) the
+    most accurate pruned one; never a diverged one (None when every trial diverged)."""
+    alive = [t for t in trials if not t.diverged]
+    done = [t for t in alive if t.complete] or alive
+    return max(done, key=lambda t: t.val_top1_pct) if done else None
 
 
 def best_trial(trials: list[Trial]) -> Trial:
-    done = [t for t in trials if t.complete] or trials
-    return max(done, key=lambda t: t.val_top1_pct)
+    """The search's result (``_pick``); ``InnerRunsDiverged`` when every trial diverged."""
+    if not trials:
+        raise ValueError("the search ran no trial (its spend, cost_factor x budget_s, is 0)")
+    best = _pick(trials)
+    if best is None:
+        raise InnerRunsDiverged(
+            f"every one of the {len(trials)} search trials diverged (recorded at chance); "
+            "the search has no configuration to train"
+        )
+    return best
 
 
 def choose(predict: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> tuple[int, np.ndarray]:

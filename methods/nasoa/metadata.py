@@ -19,10 +19,12 @@ need the stream and the cells that generate it share one copy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,12 @@ from bench import engine
 from bench.cache import atomic_write_text, cache_file, cached
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
+from bench.errors import Diverged
 from bench.measure import Stopwatch
 from bench.models.net import MappedNet, build_model
 from bench.models.pretrain import PretrainRecipe, pretrained_source
 from methods.nasoa.builder import freeze_stages
+from methods.nasoa.steptime import FINETUNE
 
 LRS = (0.1, 0.01, 0.001, 0.0001)
 FROZEN = (-1, 0, 1, 2, 3)
@@ -137,6 +141,7 @@ class MetaRun:
     top1_pct: float
     train_s: float
     dataset: str = ""
+    diverged: bool = False  # its training diverged: top1_pct is chance (100 / num_classes), kept as data
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -248,24 +253,23 @@ def finetune(
     rec: Recorder | None = None,
     stage: str = "meta",
     hooks: engine.StepHooks | None = None,
+    watch: Stopwatch | None = None,
 ) -> tuple[MappedNet, float, float]:
-    """Fine-tune ``model`` from source weights: (network, val top-1 %, training seconds)."""
+    """Fine-tune ``model`` from source weights: (network, val top-1 %, training seconds).
+
+    The training is timed by ``watch`` (a new ``Stopwatch`` when None): a caller that runs this as
+    an inner run reads the seconds a diverged training spent from its own ``watch``."""
     net = zoo.build(model, train.num_classes, device)
     freeze_stages(net, frozen)
-    cfg = engine.TrainConfig(
-        steps=max(1, iters),
-        lr=lr,
-        momentum=0.9,
-        weight_decay=1e-4,
-        batch_size=min(zoo.batch_size, len(train)),
-        log_every=max(1, iters),
-        bf16=True,
+    # The one recipe: the step-time tables time exactly this step (``steptime.FINETUNE``).
+    cfg = dataclasses.replace(
+        FINETUNE, steps=max(1, iters), lr=lr, batch_size=min(zoo.batch_size, len(train)), log_every=max(1, iters)
     )
     rec = rec or Recorder(device)
-    with Stopwatch(device) as sw:
+    sw = watch if watch is not None else Stopwatch(device)
+    with sw:
         engine.fit(net, train, cfg, rec, stage=stage, seed=seed, hooks=hooks)
-    seconds = sw.seconds
-    return net, engine.evaluate(net, val)["top1_pct"], seconds
+    return net, engine.evaluate(net, val)["top1_pct"], sw.total_s
 
 
 class SourceFeatures:
@@ -297,8 +301,15 @@ def generate(
     rec: Recorder | None = None,
     runs: int | None = None,
 ) -> tuple[list[MetaRun], MappedNet | None]:
-    """``runs`` random fine-tuning runs on subsets of ``train`` (the last on all of it if ``full_last``)."""
+    """``runs`` random fine-tuning runs on subsets of ``train`` (the last on all of it if ``full_last``).
+
+    A run whose training diverges is kept (``diverged=True``, ``top1_pct`` at chance for its
+    subset's classes; ``bench.engine.inner``), so the stream is not biased towards the runs that
+    survived; ``rec`` (the cell's) counts it in ``inner_diverged_count``. The returned network is
+    the last run's when it used the whole split and did not diverge, else None.
+    """
     rng = np.random.default_rng(seed)
+    cell = rec if rec is not None else Recorder(device)
     src = SourceFeatures(zoo, cfg, device)
     source_acc = {m: float(zoo.source_weights(m, device)[1]["source_test_top1_pct"]) for m in zoo.models}
     out, last = [], None
@@ -313,9 +324,30 @@ def generate(
         counts = np.bincount(sub.y.cpu().numpy(), minlength=len(classes))
         sim = src.similarity(sub, cfg.emd_gamma)
         torch.manual_seed(seed * 100_003 + i)  # the new head: a run is the same whoever generates the shard
-        net, acc, secs = finetune(
-            zoo, model, sub, sub_val, lr=lr, frozen=frozen, iters=iters, device=device, seed=seed * 100_003 + i
+        watch = Stopwatch(device)
+        got = engine.inner_run(
+            partial(
+                finetune,
+                zoo,
+                model,
+                sub,
+                sub_val,
+                lr=lr,
+                frozen=frozen,
+                iters=iters,
+                device=device,
+                seed=seed * 100_003 + i,
+                watch=watch,
+            ),
+            cell,
+            stage="meta",
+            what=f"meta run {i + 1}/{n} ({model} lr {lr:g} frozen {frozen} iters {iters})",
         )
+        net: MappedNet | None
+        if isinstance(got, Diverged):
+            net, acc, secs, diverged = None, engine.chance_pct(len(classes)), watch.total_s, True
+        else:
+            (net, acc, secs), diverged = got, False
         out.append(
             MetaRun(
                 model,
@@ -330,12 +362,13 @@ def generate(
                 acc,
                 secs,
                 dataset,
+                diverged,
             )
         )
         if rec is not None:
             rec.progress(
                 f"meta run {i + 1}/{n}: {model} lr {lr:g} frozen {frozen} iters {iters} "
-                f"{len(classes)} classes -> {acc:.1f}%"
+                f"{len(classes)} classes -> {acc:.1f}%" + (" (diverged: chance)" if diverged else "")
             )
         last = net if full else None
     return out, last

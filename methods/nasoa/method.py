@@ -9,7 +9,8 @@
   prequential Table 3 errors of every predictor on the same meta-data stream.
 - ``nasoa_meta``: one meta-data shard (random fine-tuning runs on random subsets of the
   cell's dataset), recorded run by run and cached for the ``nasoa`` cells.
-- ``nasoa_steptime``: training-step / inference ms and peak training memory per model.
+- ``nasoa_steptime``: training-step / inference ms (the engine's step, speed mode) and training
+  memory (counted; on CUDA also the allocator's peak) per model.
 - ``nasoa_nsga``: the modified NSGA-II block-then-macro search at proxy scale.
 """
 
@@ -27,8 +28,7 @@ from bench import engine
 from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
 from bench.engine.method import BaseMethod
-from bench.errors import InvalidConfig
-from bench.measure import Stopwatch
+from bench.errors import InnerRunsDiverged, InvalidConfig
 from bench.models.cost import CostModel
 from bench.registry import register_method
 from bench.results.analysis import kendall_tau
@@ -100,6 +100,7 @@ def meta_stream(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> list[dict]:
                 generated += int(new)
     rec.scalar("meta_records_count", len(records))
     rec.scalar("meta_generated_count", generated)
+    rec.scalar("meta_diverged_count", sum(bool(r.get("diverged", False)) for r in records))
     return records
 
 
@@ -135,13 +136,13 @@ class Nasoa(BaseMethod[NasoaConfig]):
         high = steps[cfg.budget_high[0]] * per_epoch * cfg.budget_high[1] / 1000.0
         budget = gen.budget_seconds(cfg.budget_index, low, high, cfg.budget_count)
         rec.scalar("budget_s", budget)
-        plans = gen.plan(zoo.models, steps, budget, len(task.train), zoo.batch_size)
+        frozen_ms = None if cfg.cost.deterministic else self._frozen_step_costs(cfg, zoo, task, rec)
+        plans = gen.plan(zoo.models, steps, budget, len(task.train), zoo.batch_size, frozen_ms)
         rec.scalar("plan_feasible_bool", float(bool(plans)))
         rec.note("zoo_models", list(zoo.models))
         if not plans:
             return self._no_plan(zoo, task, rec, steps, budget)
         rec.scalar("fitting_models_count", len({p.model for p in plans}))
-        wall = Stopwatch(dev).start()
         if cfg.search == "generator":
             assert std is not None  # search == "generator" built the meta stream and its Standardizer above
             trial, cost = self._generate(cfg, zoo, task, rec, x, y, std, plans)
@@ -165,10 +166,10 @@ class Nasoa(BaseMethod[NasoaConfig]):
             cost = sum(t.cost_s for t in trials)
             rec.scalar("search_trials_count", len(trials))
             rec.scalar("search_pruned_count", sum(not t.complete for t in trials))
+            rec.scalar("search_diverged_count", sum(t.diverged for t in trials))
             rec.scalar("search_measured_train_s", sum(t.train_s for t in trials))
         rec.scalar("search_cost_s", cost)
         rec.scalar("search_cost_ratio", cost / budget)
-        rec.scalar("search_wall_s", wall.stop())
         p = trial.plan
         rec.note("chosen", {"model": p.model, "lr": p.lr, "frozen": p.frozen, "epochs": p.epochs, "iters": p.iters})
         rec.scalar("chosen_lr", p.lr)
@@ -176,12 +177,34 @@ class Nasoa(BaseMethod[NasoaConfig]):
         rec.scalar("chosen_iters", p.iters)
         rec.scalar("chosen_planned_s", p.planned_s)
         rec.scalar("chosen_train_s", trial.train_s)
+        self._check_budget(rec, budget, p.planned_s, trial.train_s, cfg.cost.kind)
         rec.scalar("chosen_val_top1_pct", trial.val_top1_pct)
         assert trial.net is not None  # best_trial picks the trial whose network the search kept (or _generate trained)
         rec.scalar("trainable_params", sum(q.numel() for q in trial.net.parameters() if q.requires_grad))
         return Fitted(
             trial.net, f"{p.model}(lr={p.lr:g},frozen={p.frozen},iters={p.iters})", info={"chosen_model": p.model}
         )
+
+    @staticmethod
+    def _check_budget(rec: Recorder, budget: float, planned: float, actual: float, cost_kind: str) -> None:
+        """The plan's promise against what its training took: ``train_s_actual`` beside ``budget_s``.
+
+        ``train_actual_to_budget_ratio`` above 1 means the chosen plan overran the budget it was
+        planned for (``budget_overrun_bool``, and a progress line says so); the ratio to the plan's
+        own ``chosen_planned_s`` says how good the step-time table was. With a counted cost model
+        (nominal rates, ``cost.kind="counted"``) the plan is in nominal seconds, so the ratio
+        measures the nominal rates, not the planner.
+        """
+        rec.scalar("train_s_actual", actual)
+        rec.scalar("train_actual_to_budget_ratio", actual / budget if budget > 0 else float("nan"))
+        rec.scalar("train_actual_to_planned_ratio", actual / planned if planned > 0 else float("nan"))
+        over = budget > 0 and actual > budget
+        rec.scalar("budget_overrun_bool", float(over))
+        if over:
+            rec.progress(
+                f"chosen plan trained {actual:.3g} s against a budget of {budget:.3g} s "
+                f"(x{actual / budget:.2f}; cost model {cost_kind})"
+            )
 
     @staticmethod
     def _step_costs(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> dict[str, float]:
@@ -217,6 +240,34 @@ class Nasoa(BaseMethod[NasoaConfig]):
         return planned
 
     @staticmethod
+    def _frozen_step_costs(cfg: NasoaConfig, zoo, task: Task, rec: Recorder) -> dict[tuple[str, int], float]:
+        """Measured ms per step of every zoo model with each count of frozen stages (measured plans only).
+
+        A plan trains in its frozen state, so its iterations come from that state's step time, not
+        the unfrozen one's (``<model>_frozen<k>_measured_step_ms``). A counted cost model plans from
+        counts, so it skips this measurement.
+        """
+        from methods.nasoa.metadata import FROZEN
+        from methods.nasoa.steptime import step_table
+
+        out: dict[tuple[str, int], float] = {}
+        with rec.stage("steptime_frozen"):
+            for k in (k for k in FROZEN if k >= 0):
+                table = step_table(
+                    list(zoo.models),
+                    width=zoo.width,
+                    size=zoo.input_size,
+                    batch=zoo.batch_size,
+                    device=task.device,
+                    steps=cfg.step_steps,
+                    frozen=k,
+                )
+                for m, ms in table.items():
+                    out[(m, k)] = ms
+                    rec.scalar(f"{metric_label(m)}_frozen{k}_measured_step_ms", ms)
+        return out
+
+    @staticmethod
     def _no_plan(zoo, task: Task, rec: Recorder, steps: dict[str, float], budget: float) -> Fitted:
         """No model fits one training step in the budget: the recorded outcome is no training at all.
 
@@ -230,7 +281,7 @@ class Nasoa(BaseMethod[NasoaConfig]):
             f"no model of {list(zoo.models)} fits one training step in {budget:.3g} s "
             f"(fastest: {fastest}, {steps[fastest]:.3g} ms per step)",
         )
-        for name in ("search_cost_s", "chosen_iters", "chosen_planned_s", "chosen_train_s"):
+        for name in ("search_cost_s", "chosen_iters", "chosen_planned_s", "chosen_train_s", "train_s_actual"):
             rec.scalar(name, 0.0)
         net = zoo.build(fastest, task.num_classes, task.device)
         rec.note("chosen", {"model": fastest, "lr": 0.0, "frozen": -1, "epochs": 0, "iters": 0})
@@ -254,15 +305,15 @@ class Nasoa(BaseMethod[NasoaConfig]):
             pre = prequential(predictor, x, y)
         rec.scalar("predictor_all_mae", pre.mae["all"])
         rec.scalar("predictor_80_100_mae", pre.mae["80_100"])
-        scoring = Stopwatch(task.device).start()
-        info = gen.dataset_info(zoo, cfg.meta, task.train, task.device)
-        source_acc = {m: float(zoo.source_weights(m, task.device)[1]["source_test_top1_pct"]) for m in zoo.models}
-        rng = np.random.default_rng(task.seed)
-        if cfg.num_configs and cfg.num_configs < len(plans):
-            plans = [plans[i] for i in sorted(rng.choice(len(plans), cfg.num_configs, replace=False))]
-        rows = std(np.array([gen.plan_features(p, info, source_acc, zoo.models) for p in plans]))
-        best, scores = gen.choose(predictor.predict, rows)
-        score_s = scoring.stop()
+        with rec.stage("scoring") as scoring:
+            info = gen.dataset_info(zoo, cfg.meta, task.train, task.device)
+            source_acc = {m: float(zoo.source_weights(m, task.device)[1]["source_test_top1_pct"]) for m in zoo.models}
+            rng = np.random.default_rng(task.seed)
+            if cfg.num_configs and cfg.num_configs < len(plans):
+                plans = [plans[i] for i in sorted(rng.choice(len(plans), cfg.num_configs, replace=False))]
+            rows = std(np.array([gen.plan_features(p, info, source_acc, zoo.models) for p in plans]))
+            best, scores = gen.choose(predictor.predict, rows)
+        score_s = scoring.total_s
         rec.scalar("similarity_ratio", info.similarity)
         rec.scalar("scored_count", len(plans))
         rec.scalar("predicted_top1_pct", 100 * scores[best])
@@ -323,6 +374,7 @@ SERIES = {
     "std_ipc": "meta_std_ipc_images",
     "source_top1_pct": "meta_source_top1_pct",
     "train_s": "meta_train_s",
+    "diverged": "meta_diverged_bool",
 }
 
 
@@ -374,8 +426,13 @@ class NasoaMeta(BaseMethod[NasoaMetaConfig]):
         rec.note("meta_runs", [dataclasses.asdict(r) for r in runs])
         rec.note("meta_models", list(zoo.models))
         rec.scalar("meta_records_count", len(runs))
+        rec.scalar("meta_diverged_count", sum(r.diverged for r in runs))
         rec.scalar("meta_mean_top1_pct", float(np.mean([r.top1_pct for r in runs])))
-        assert last is not None
+        if last is None:  # the shard (saved above) keeps the run; the cell has no model without it
+            raise InnerRunsDiverged(
+                f"the shard's last meta run ({runs[-1].model} lr {runs[-1].lr:g}, on the whole split) diverged; "
+                "it is the cell's model, so the cell has none (the shard's records are kept)"
+            )
         rec.scalar("trainable_params", sum(q.numel() for q in last.parameters() if q.requires_grad))
         return Fitted(last, f"{runs[-1].model}(lr={runs[-1].lr:g},frozen={runs[-1].frozen},iters={runs[-1].iters})")
 
@@ -417,10 +474,11 @@ class NasoaSteptime(BaseMethod[SteptimeConfig]):
     Config = SteptimeConfig
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
-        from methods.nasoa.steptime import device_name, measure
+        from methods.nasoa.steptime import FINETUNE, device_name, measure
 
         cfg = self.config
         rec.note("steptime_device", device_name(task.device))
+        timed = dataclasses.replace(FINETUNE, bf16=cfg.bf16)  # the fine-tuning step, in the table's dtype
         with rec.stage("steptime"):
             for i, m in enumerate(cfg.models):
                 torch.manual_seed(0)
@@ -430,14 +488,16 @@ class NasoaSteptime(BaseMethod[SteptimeConfig]):
                     batch=cfg.batch,
                     size=cfg.size,
                     device=task.device,
+                    train=timed,
                     steps=cfg.steps,
                     warmup=cfg.warmup,
-                    bf16=cfg.bf16,
                 )
                 label = metric_label(m)
                 rec.scalar(f"{label}_train_step_ms", t.step_ms)
                 rec.scalar(f"{label}_infer_ms", t.infer_ms)
-                rec.scalar(f"{label}_train_peak_mib", t.peak_mem_mib)
+                rec.scalar(f"{label}_train_counted_mem_mib", t.counted_mem_mib)
+                if task.device.type == "cuda":  # the allocator's peak; CPU has no measured figure
+                    rec.scalar(f"{label}_train_peak_mib", t.peak_mem_mib)
                 rec.scalar(f"{label}_params", sum(p.numel() for p in net.parameters()))
                 rec.point("table_train_step_ms", i, t.step_ms)
                 del net

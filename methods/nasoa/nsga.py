@@ -45,7 +45,7 @@ import torch
 from bench import engine
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
-from bench.errors import InvalidConfig
+from bench.errors import Diverged, InvalidConfig
 from bench.measure import Stopwatch
 from bench.models.cost import CostModel, count_train_step
 from methods.nasoa.builder import ETNet, scaled_first_channels
@@ -509,13 +509,20 @@ class ProxyEvaluator:
     cost model the counted ms of the same shape (``bench.models.cost``), so the Pareto fronts, the
     cap's re-draws and the zoo do not depend on machine load. Either way the measured ms of
     every architecture is kept in ``measured_ms`` (by encoding) and recorded beside.
+
+    A proxy training that diverges is an inner run (``bench.engine.inner``): it scores chance,
+    its encoding goes to ``diverged`` and the count to ``rec`` (the cell's recorder).
     """
 
-    def __init__(self, cfg: ProxyConfig, train: Split, val: Split, device: torch.device, seed: int) -> None:
+    def __init__(
+        self, cfg: ProxyConfig, train: Split, val: Split, device: torch.device, seed: int, rec: Recorder | None = None
+    ) -> None:
         self.cfg, self.train, self.val, self.device, self.seed = cfg, train, val, device, seed
+        self.rec = rec if rec is not None else Recorder(device)
         self.train_s = 0.0
         self.time_s = 0.0
         self.measured_ms: dict[str, float] = {}
+        self.diverged: set[str] = set()
 
     def check(self, arch: Arch) -> None:
         parse(format_arch(arch))  # the full validation of the encoding string
@@ -525,7 +532,7 @@ class ProxyEvaluator:
     def step_ms(self, arch: Arch) -> float:
         from methods.nasoa.steptime import measure
 
-        with Stopwatch() as sw:
+        with Stopwatch(self.device) as sw:
             torch.manual_seed(0)
             net = ETNet(arch, num_classes=self.train.num_classes, width=self.cfg.time_width)
             ms = measure(
@@ -551,9 +558,15 @@ class ProxyEvaluator:
         return self.cfg.cost.step_ms(count)
 
     def accuracy(self, arch: Arch, index: int) -> float:
-        net, acc = self.train_net(arch, self.seed + index)
-        del net
-        return acc
+        """Proxy val top-1 % of ``arch``; chance when its proxy training diverged."""
+        enc = format_arch(arch)
+        got = engine.inner_run(
+            lambda: self.train_net(arch, self.seed + index)[1], self.rec, stage="proxy", what=f"proxy of {enc}"
+        )
+        if isinstance(got, Diverged):
+            self.diverged.add(enc)
+            return engine.chance_pct(self.val.num_classes)
+        return got
 
     def train_net(
         self,
@@ -567,13 +580,16 @@ class ProxyEvaluator:
         """Train ``arch`` at the proxy width from scratch; (net, val top-1 %)."""
         train, val = train or self.train, val or self.val
         tcfg = tcfg or self.cfg.train
-        with Stopwatch() as sw:
-            torch.manual_seed(seed)
-            net = ETNet(arch, num_classes=train.num_classes, width=self.cfg.width).to(self.device)
-            tcfg = dataclasses.replace(tcfg, batch_size=min(tcfg.batch_size, len(train)))
-            engine.fit(net, train, tcfg, rec or Recorder(self.device), stage="proxy", seed=seed)
-            acc = engine.evaluate(net, val)["top1_pct"]
-        self.train_s += sw.seconds
+        sw = Stopwatch(self.device)
+        try:
+            with sw:
+                torch.manual_seed(seed)
+                net = ETNet(arch, num_classes=train.num_classes, width=self.cfg.width).to(self.device)
+                tcfg = dataclasses.replace(tcfg, batch_size=min(tcfg.batch_size, len(train)))
+                engine.fit(net, train, tcfg, rec or Recorder(self.device), stage="proxy", seed=seed)
+                acc = engine.evaluate(net, val)["top1_pct"]
+        finally:  # a diverged proxy training spent its seconds too
+            self.train_s += sw.total_s
         return net, float(acc)
 
 

@@ -168,7 +168,7 @@ class ArchSearch:
         self.every = max(1, arch_steps // cfg.record_points)
         self.bf16 = bf16
         self.done = False
-        self.clock = Stopwatch().start()
+        self.clock = Stopwatch(rec.device).start()  # synchronised on CUDA: queued theta steps count here
         self.record(0)
 
     def after_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:

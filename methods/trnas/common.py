@@ -25,7 +25,7 @@ from bench.cache import cache_file, cached
 from bench.contract.config import require
 from bench.contract.interface import Split, Task
 from bench.contract.recorder import Recorder
-from bench.errors import InvalidConfig
+from bench.errors import Diverged, InvalidConfig
 from bench.measure import MemoryMeter, Stopwatch
 from bench.models.net import MappedNet
 from methods.trnas.network import (
@@ -150,7 +150,8 @@ def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
 
 @dataclass
 class Trained:
-    """One candidate trained with a protocol."""
+    """One candidate trained with a protocol; ``diverged``: its training diverged, so
+    ``val_top1_pct`` is chance (100 / classes) and ``model`` holds non-finite weights."""
 
     arch: Arch
     model: nn.Module
@@ -158,15 +159,26 @@ class Trained:
     train_s: float
     act_mib: float
     peak_alloc_mib: float | None = None
+    diverged: bool = False
 
 
 def train_candidate(
-    net: nn.Module, arch: Arch, train: Split, val: Split, cfg: engine.TrainConfig, seed: int, stage: str
+    net: nn.Module,
+    arch: Arch,
+    train: Split,
+    val: Split,
+    cfg: engine.TrainConfig,
+    seed: int,
+    stage: str,
+    *,
+    rec: Recorder,
 ) -> Trained:
     """Train ``net`` with ``cfg`` through the engine (a quiet recorder) and score it on ``val``.
 
     Activation memory is the saved-tensor bytes of one training batch (any device); on
-    CUDA the allocator's peak of the whole training is recorded too.
+    CUDA the allocator's peak of the whole training is recorded too. The training is an inner
+    run (``bench.engine.inner``): when it diverges the result says so, at chance accuracy, and
+    ``rec`` (the cell's recorder) counts it in ``inner_diverged_count``.
     """
     device = train.device
     n = min(cfg.batch_size, len(train))
@@ -174,12 +186,18 @@ def train_candidate(
     act = saved_activation_bytes(net, x, y) / MIB
     quiet = Recorder(device, progress=lambda _m: None)
     meter = MemoryMeter(device) if device.type == "cuda" else contextlib.nullcontext()
-    with meter, Stopwatch(device) as sw:
-        engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
-    train_s = sw.seconds
+    watch = Stopwatch(device)
+
+    def run() -> None:
+        with meter, watch:
+            engine.fit(net, train, cfg, quiet, stage=stage, seed=seed)
+
+    got = engine.inner_run(run, rec, stage=stage, what=f"{stage} training of {format_arch(arch)}")
     peak = meter.result()["peak_alloc_mib"] if isinstance(meter, MemoryMeter) else None
+    if isinstance(got, Diverged):
+        return Trained(arch, net, engine.chance_pct(val.num_classes), watch.total_s, act, peak, diverged=True)
     acc = engine.evaluate(net, val)["top1_pct"]
-    return Trained(arch, net, acc, train_s, act, peak)
+    return Trained(arch, net, acc, watch.total_s, act, peak)
 
 
 # ------------------------------------------------------------------ harness reference cache

@@ -19,7 +19,6 @@ anything is built; a mismatch raises ``InvalidConfig`` listing the (i, j) pairs 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Literal
 
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidConfig
+from bench.measure import SavedBytes
 from bench.models.net import MappedNet, StructuralMap
 from methods.trnas.space import EDGES, OPS, Arch, check_arch, format_arch
 
@@ -302,34 +302,20 @@ def transfer(net: NB201Net, source: MappedNet, i: int, j: int, count: Count = "m
 
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes of tensors autograd saves for backward in one training forward (a counting hook).
+    """Bytes of tensors autograd saves for backward in one training forward (``bench.measure.SavedBytes``).
 
     This is the activation memory of a training step, measured the same on any device:
     parts run under ``no_grad`` (a frozen prefix) save nothing. Tensors shared by several
-    saves (e.g. the input of a conv and of its shortcut) are counted once. Only saves still
-    held when the forward ends count: a branch whose graph died mid-forward freed its saves,
-    and counting those by address made the figure depend on the allocator's reuse.
+    saves (e.g. the input of a conv and of its shortcut) are counted once, parameters and
+    buffers not at all. Only saves still held when the forward ends count: a branch whose
+    graph died mid-forward freed its saves.
     """
-    saved: list[weakref.ref] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.append(weakref.ref(t))
-        return t
-
     was_training = model.training
     model.train()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with SavedBytes(exclude=[*model.parameters(), *model.buffers()]) as saved:
             loss = nn.functional.cross_entropy(model(x), y)
-        seen: dict[int, int] = {}
-        for ref in saved:
-            t = ref()
-            if t is not None:
-                storage = t.untyped_storage()
-                seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
         del loss
     finally:
         model.train(was_training)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    params |= {b.untyped_storage().data_ptr() for b in model.buffers()}
-    return sum(v for k, v in seen.items() if k not in params)
+    return saved.nbytes

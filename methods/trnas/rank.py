@@ -23,6 +23,13 @@ activations of one training batch) and, on CUDA, ``proxy_peak_alloc_mib``.
 The returned model is the proxy's best architecture as the proxy trained it (its
 ``test_top1_pct`` is that network's, not the reference's); the table or reference
 accuracy of that architecture is ``proxy_best_reference_top1_pct``.
+
+A proxy (or reference) training that diverges is an inner run (``bench.engine.inner``): its
+score is chance (100 / classes, which ranks it at or below every network that learned
+anything), it stays in the correlations, it is counted (``inner_diverged_count``;
+``proxy_diverged_count`` with the note ``proxy_diverged_archs``, ``reference_diverged_count``)
+and it is never the returned architecture. When every proxy training diverged the cell fails
+with ``InnerRunsDiverged``.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from bench.contract.config import require
 from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
 from bench.engine.method import BaseMethod
-from bench.errors import InvalidConfig
+from bench.errors import InnerRunsDiverged, InvalidConfig
 from bench.registry import register_method
 from bench.results.analysis import (
     DegenerateRanking,
@@ -148,6 +155,7 @@ class TrNasRank(BaseMethod[RankConfig]):
         with rec.stage("reference"):
             reference = self._reference(task, archs, builder, table, rec)
         proxy_acc, times, acts, peaks = [], [], [], []
+        diverged: list[int] = []  # architectures whose proxy training diverged: scored chance, never best
         best_model, best_acc = None, -1.0
         with rec.stage("proxy"):
             for k, arch in enumerate(archs):
@@ -155,15 +163,26 @@ class TrNasRank(BaseMethod[RankConfig]):
                     proxy_acc.append(table.accuracy(arch, "12", "valid-accuracy"))
                     continue
                 net = builder.net(arch, seed=task.seed * 100_003 + k)
-                got = train_candidate(net, arch, task.train, task.val, proxy_cfg, seed=task.seed + k, stage="proxy")
+                got = train_candidate(
+                    net, arch, task.train, task.val, proxy_cfg, seed=task.seed + k, stage="proxy", rec=rec
+                )
                 proxy_acc.append(got.val_top1_pct)
-                if got.val_top1_pct > best_acc:
+                if got.diverged:
+                    diverged.append(k)
+                elif got.val_top1_pct > best_acc:
                     best_model, best_acc = got.model, got.val_top1_pct
                 times.append(got.train_s)
                 acts.append(got.act_mib)
                 if got.peak_alloc_mib is not None:
                     peaks.append(got.peak_alloc_mib)
                 rec.progress(f"proxy {k + 1}/{len(archs)} {format_arch(arch)}: val {got.val_top1_pct:.2f}%")
+        rec.scalar("proxy_diverged_count", len(diverged))
+        rec.note("proxy_diverged_archs", [format_arch(archs[k]) for k in diverged])
+        if len(diverged) == len(archs):
+            raise InnerRunsDiverged(
+                f"every one of the {len(archs)} proxy trainings diverged (recorded at chance); "
+                "there is no ranking to correlate and no architecture to return"
+            )
         for k, (p, r) in enumerate(zip(proxy_acc, reference)):
             rec.point("rank_proxy_val_top1_pct", k, p)
             rec.point("rank_reference_top1_pct", k, r)
@@ -177,7 +196,7 @@ class TrNasRank(BaseMethod[RankConfig]):
         top = np.argsort(reference)[::-1][: min(cfg.top_k, len(archs))]
         rec.scalar("topk_archs_count", len(top))
         correlations([proxy_acc[t] for t in top], [reference[t] for t in top], rec, "topk", cfg, task.seed)
-        best = int(np.argmax(proxy_acc))
+        best = max((k for k in range(len(archs)) if k not in diverged), key=lambda k: proxy_acc[k])
         rec.note("proxy_best_arch", format_arch(archs[best]))
         rec.scalar("proxy_best_reference_top1_pct", reference[best])
         model = best_model if best_model is not None else builder.net(archs[best], seed=task.seed)
@@ -195,7 +214,7 @@ class TrNasRank(BaseMethod[RankConfig]):
 
         def compute() -> dict:
             devices = [task.device] if task.device.type == "cuda" else []
-            out: dict = {"acc": []}
+            out: dict = {"acc": [], "diverged": []}
             with torch.random.fork_rng(devices=devices):
                 for k, arch in enumerate(archs):
                     torch.manual_seed(task.seed * 7919 + k)
@@ -208,11 +227,14 @@ class TrNasRank(BaseMethod[RankConfig]):
                         cfg.reference_train,
                         seed=task.seed + 10_000 + k,
                         stage="reference",
+                        rec=rec,
                     )
                     out["acc"].append(got.val_top1_pct)
+                    out["diverged"].append(got.diverged)
                     rec.progress(f"reference {k + 1}/{len(archs)}: test {got.val_top1_pct:.2f}%")
             return out
 
         blob, hit = cached(path, compute)
         rec.scalar("reference_cache_hit_bool", float(hit))
+        rec.scalar("reference_diverged_count", sum(blob.get("diverged", ())))
         return [float(a) for a in blob["acc"]]

@@ -15,6 +15,12 @@ is also recorded as ``found_table_test_top1_pct``. Series per evaluation (Fig. 4
 ``rea_eval_act_mib`` (saved activations of one training batch) and on CUDA
 ``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
 ``search_peak_alloc_mib`` (CUDA) summarise the search cost.
+
+A proxy training that diverges is an inner run (``bench.engine.inner``): its fitness is
+chance, so the tournaments see it as bad; it is counted (``inner_diverged_count``, and
+``search_diverged_count`` distinct architectures) and never the architecture found (nor in
+``rea_best_val_top1_pct``). When every evaluation diverged the cell fails with
+``InnerRunsDiverged``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from bench.contract.config import require
 from bench.contract.interface import Fitted, Task
 from bench.contract.recorder import Recorder
 from bench.engine.method import BaseMethod
+from bench.errors import InnerRunsDiverged
 from bench.registry import register_method
 from methods.trnas.common import (
     Builder,
@@ -141,6 +148,8 @@ class TrNasRea(BaseMethod[ReaConfig]):
         acts: list[float]
         peaks: list[float]
         acts, peaks = [], []
+        diverged: set[Arch] = set()
+        survivors: list[Individual] = []  # the best-so-far among evaluations that did not diverge
 
         def fitness(arch: Arch) -> float:
             k = len(acts)
@@ -152,27 +161,42 @@ class TrNasRea(BaseMethod[ReaConfig]):
                 proxy_cfg,
                 seed=task.seed + k,
                 stage="proxy",
+                rec=rec,
             )
             acts.append(got.act_mib)
             rec.point("rea_eval_act_mib", len(acts), got.act_mib)
             if got.peak_alloc_mib is not None:
                 peaks.append(got.peak_alloc_mib)
                 rec.point("rea_eval_peak_alloc_mib", len(acts), got.peak_alloc_mib)
+            if got.diverged:
+                diverged.add(arch)
             return got.val_top1_pct
 
-        def on_eval(ind: Individual, best: Individual) -> None:
+        def on_eval(ind: Individual, _best: Individual) -> None:
             step = ind.born + 1
+            if ind.arch not in diverged and (not survivors or ind.fitness > survivors[-1].fitness):
+                survivors.append(ind)
             rec.point("rea_fitness_val_top1_pct", step, ind.fitness)
-            rec.point("rea_best_val_top1_pct", step, best.fitness)
+            if survivors:  # no point until one evaluation has not diverged
+                rec.point("rea_best_val_top1_pct", step, survivors[-1].fitness)
             rec.progress(
-                f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}% (best {best.fitness:.2f}%)"
+                f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}%"
+                + (" (diverged: chance)" if ind.arch in diverged else "")
+                + (f" (best {survivors[-1].fitness:.2f}%)" if survivors else "")
             )
 
         with rec.stage("search"):
             rea = RegularizedEvolution(fitness, cfg.population, cfg.tournament, cfg.evaluations, task.seed)
-            best = rea.run(on_eval)
+            rea.run(on_eval)
+        if not survivors:
+            raise InnerRunsDiverged(
+                f"every one of the {len(acts)} REA proxy trainings diverged (recorded at chance); "
+                "there is no architecture to train"
+            )
+        best = survivors[-1]
         rec.scalar("search_evals_count", len(rea.history))
         rec.scalar("search_trained_count", len(acts))
+        rec.scalar("search_diverged_count", len(diverged))
         rec.scalar("search_act_mib", float(np.mean(acts)))
         if peaks:
             rec.scalar("search_peak_alloc_mib", float(np.mean(peaks)))
