@@ -10,6 +10,7 @@ curves; two cells carry a positional series (5 controller updates x 4 layers).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -826,3 +827,35 @@ async def test_every_write_method_is_refused_with_405(ds: Datasette, path: str) 
         assert response.status_code == 405, (method, path, response.status_code)
         assert "read-only" in response.text
     assert (await ds.client.get(f"/{DB}/runs.json")).status_code == 200
+
+
+SLOW_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"  # never ends
+
+
+@pytest.mark.asyncio
+async def test_a_row_page_stays_fast_while_six_queries_run_to_their_time_limit(
+    ds: Datasette, fixture_db: FixtureDB
+) -> None:
+    """Six concurrent 5-second queries stalled a one-row page to 9.5 s: Datasette's 3 SQL threads
+    were all busy and the page's queries waited behind them (2 s each here, by ``_timelimit``; with
+    3 threads the page took about 3.7 s). With ``num_sql_threads`` 12 the page finds a free thread."""
+    limit_s = 2.0
+    row_page = f"/{DB}/runs/{fixture_db.run_a}"
+    assert (await ds.client.get(row_page)).status_code == 200  # warm: connections, metadata, templates
+
+    async def slow() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        response = await ds.client.get(f"/{DB}.json", params={"sql": SLOW_SQL, "_timelimit": int(limit_s * 1000)})
+        return time.perf_counter() - t0, response.status_code
+
+    async def page() -> tuple[float, int]:
+        await asyncio.sleep(0.3)  # the slow queries hold their threads by now
+        t0 = time.perf_counter()
+        response = await ds.client.get(row_page)
+        return time.perf_counter() - t0, response.status_code
+
+    *slow_ones, (page_s, page_status) = await asyncio.gather(*(slow() for _ in range(6)), page())
+    assert [status for _, status in slow_ones] == [400] * 6  # each ran to its limit and was stopped
+    assert min(seconds for seconds, _ in slow_ones) >= limit_s * 0.9
+    assert page_status == 200
+    assert page_s < limit_s * 0.75, f"the row page took {page_s:.2f} s behind six slow queries"

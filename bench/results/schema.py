@@ -34,6 +34,11 @@ database for writing.
 - ``m008_counted_memory_column``: ``results_wide`` (and so ``latest_results``) gains the column
   ``counted_mem_mib``, the training memory the engine counts (parameters, gradients, optimiser
   state, saved activations): the memory figure of every row, CPU ones included.
+- ``m009_latest_ids_per_cell``: ``latest_ids`` selects the same rows as m005's window (the
+  reference definition, ``LATEST_IDS_V2_SQL``) by one seek per cell: the distinct cells from the
+  ``cell_key`` index, then the first entry of each in ``results_cell_latest``. The window numbered
+  every row, about 70 ms at 100k rows and once per query of a page (a page with 6 facets runs 8);
+  the seeks take about 5 ms at 2,000 runs x 50 cells, and 0.20 s (the window 0.35 s) at 100k cells.
 """
 
 from __future__ import annotations
@@ -359,3 +364,18 @@ def m008_counted_memory_column(db: sqlite_utils.Database) -> None:
     """``results_wide`` gains ``counted_mem_mib`` (``latest_results`` selects ``w.*`` from it, so it
     follows): the training memory the engine counts, the memory figure of CPU rows."""
     _create_wide_view(db, WIDE_METRICS)
+
+
+LATEST_IDS_V3_SQL = """SELECT (
+  SELECT r.result_id FROM results r WHERE r.cell_key = k.cell_key
+  ORDER BY r.status = 'skipped', r.started_at DESC, r.result_id DESC LIMIT 1) AS result_id, k.cell_key
+FROM (SELECT DISTINCT cell_key FROM results) k"""
+"""The row that counts for each cell from m009 on: ``LATEST_IDS_V2_SQL``'s rule (the newest row
+that is not skipped; the newest skipped one only where all are), as one seek per cell on
+``results_cell_latest``, whose order is the ORDER BY here, instead of a window over every row."""
+
+
+@_migration
+def m009_latest_ids_per_cell(db: sqlite_utils.Database) -> None:
+    """``latest_ids`` as one index seek per cell (see the module docstring); same rows and columns."""
+    db.create_view("latest_ids", LATEST_IDS_V3_SQL, replace=True)
