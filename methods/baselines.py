@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from bench import engine
 from bench.contract.config import require
-from bench.contract.interface import Fitted, Task
+from bench.contract.interface import CellFacts, Fitted, Task
 from bench.contract.recorder import Recorder
 from bench.engine.method import BaseMethod
 from bench.errors import InvalidConfig
@@ -64,6 +64,8 @@ class LastKConfig:
 
 class FineTune(BaseMethod[FineTuneConfig | LastKConfig]):  # fit reads train / target_top1_pct, which both have
     """Shared fit/evaluate of the baselines; subclasses choose init and what trains."""
+
+    target_train_fields = ("train",)  # trains on the whole train split (checked at collection)
 
     Config: ClassVar[type] = FineTuneConfig
     pretrained: ClassVar[bool] = True
@@ -128,6 +130,16 @@ class LastK(FineTune):
 
     Config = LastKConfig
     config: LastKConfig
+
+    @classmethod
+    def check_cell(cls, config: LastKConfig, facts: CellFacts) -> None:
+        """Also refuse a ``k`` larger than the model's blocks, at collection (``prepare`` checks
+        again at run time, for the models that cannot be built on the meta device)."""
+        super().check_cell(config, facts)
+        structure = facts.structure()
+        if structure is not None and config.scope is None and config.k > len(structure.blocks):
+            blocks = len(structure.blocks)
+            raise InvalidConfig(f"last_k: k={config.k} but {facts.model} has {blocks} blocks; valid k: 0..{blocks}")
 
     def prepare(self, model: MappedNet) -> None:
         blocks = len(model.structure.blocks)

@@ -434,3 +434,42 @@ def test_iter_eval_covers_all_samples_in_order():
     assert [len(y) for _, y in batches] == [4, 4, 2]
     assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(10))
     assert torch.equal(torch.cat([x for x, _ in batches]), split.x)
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "uci-digits", "lfw-faces"])
+@pytest.mark.parametrize(
+    ("val_frac", "test_frac", "train_limit"), [(0.2, 0.2, 0), (0.1, 0.3, 0), (0.15, 0.15, 50), (0.2, 0.2, 10**6)]
+)
+def test_train_images_is_the_size_of_the_train_split_load_splits_draws(name, val_frac, test_frac, train_limit):
+    """The grid sizes the train split at collection from arithmetic alone; it must equal the real split."""
+    from bench.contract.settings import TaskSettings
+    from bench.data.registry import train_images
+
+    settings = TaskSettings(val_frac=val_frac, test_frac=test_frac, train_limit=train_limit)
+    train, _, _ = data.load_splits(
+        name, seed=3, input_size=8, val_frac=val_frac, test_frac=test_frac, train_limit=train_limit
+    )
+    assert train_images(name, settings) == len(train)
+
+
+@pytest.mark.parametrize("pool", [50, 1020, 3334])
+@pytest.mark.parametrize(("scheme", "val_frac"), [("carve_val", 0.2), ("carve_val", 0.07), ("official_val", 0.2)])
+def test_train_count_matches_the_torchvision_splitter(pool, scheme, val_frac):
+    """The torchvision path: val carved from the official train split, or an official val split."""
+    import numpy as np
+
+    from bench.data.policy import carve, train_count
+
+    y = np.arange(pool) % 10
+    expected = len(carve(np.arange(pool), y, val_frac, 0)[0]) if scheme == "carve_val" else pool
+    assert train_count(pool, scheme, val_frac=val_frac, test_frac=0.3) == expected
+    assert train_count(pool, scheme, val_frac=val_frac, train_limit=7) == 7
+
+
+def test_every_dataset_says_how_many_images_its_train_split_comes_from():
+    from bench.data.embedded import EMBEDDED
+    from bench.data.registry import dataset_info, list_datasets
+
+    assert all(dataset_info(n).train_pool for n in list_datasets())
+    for name, *_, raw in EMBEDDED:
+        assert dataset_info(name).train_pool == len(raw()[1])

@@ -55,7 +55,7 @@ def test_collect_returns_every_runs_column(tmp_path: Path):
     assert list(info) == [
         c
         for c in columns  # tag is the caller's label, not provenance
-        if c not in ("run_id", "started_at", "ended_at", "status", "tag")
+        if c not in ("run_id", "started_at", "ended_at", "status", "tag", "heartbeat_at")  # the writer stamps it
     ]
     assert {k: stored[k] for k in info} == info
     assert (info["tier"], info["mode"], info["device"], info["cpu_threads"]) == ("smoke", "speed", "cpu", 3)

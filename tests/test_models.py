@@ -402,3 +402,17 @@ def test_arch_string_canonical_form_and_errors():
         build_from_arch_string("resnet18(width=1.0)")
     with pytest.raises(UnknownName, match="Valid models"):
         build_from_arch_string("vgg16(num_classes=10)")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenetv2_cifar", "etnas_a", "darts_v2_8"])
+def test_the_meta_built_structure_is_the_real_models(name):
+    """Collection checks read the structure of a model built on the meta device: the same blocks."""
+    from bench.models.net import structure_of
+
+    assert structure_of(name, 0.25) == build_model(name, num_classes=10, width=0.25).structure
+
+
+def test_a_model_that_cannot_be_built_on_meta_leaves_the_check_to_run_time():
+    from bench.models.net import structure_of
+
+    assert structure_of("regnet_y_400mf", 0.25) is None

@@ -140,6 +140,27 @@ def test_bad_grid_fails_at_collection(suite: pytest.Pytester):
     assert not (suite.path / "bad.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            '"full_ft": {"train.batch_size": 100000}',
+            "*InvalidGrid*'full_ft': train.batch_size=100000 but the train split on uci-digits with resnet20 holds 128"
+            " images*valid batch sizes: 1..128*",
+        ),
+        ('"last_k": {"k": 1000}', "*InvalidGrid*'last_k': last_k: k=1000 but resnet20 has 9 blocks; valid k: 0..9*"),
+    ],
+)
+def test_a_batch_or_k_the_cell_cannot_hold_fails_at_collection(suite: pytest.Pytester, entry, message):
+    """Probe 3: batch 100000 trained on one batch of the whole split and wrote an ok row recording
+    100000; k = 1000 became a failed row at run time. Both are refused before anything runs."""
+    suite.makepyfile(test_tiny=SUITE.replace('"full_ft": {}', entry))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "bad.db")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([message])
+    assert not (suite.path / "bad.db").exists()
+
+
 def test_seeds_option_and_benchmark_json(suite: pytest.Pytester):
     result = suite.runpytest_subprocess(
         "-p", "no:cacheprovider", "--bench-db", "b.db", "--bench-seeds", "5", "--benchmark-json", "bm.json", "-q"

@@ -7,6 +7,7 @@ could be lost or a bad input accepted. Each test names the probe it reproduces.
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from bench.cache import cached
 from bench.contract.cell import CellResult, CellSpec
+from bench.contract.split import Split
 from bench.results.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +124,23 @@ def test_a_blow_up_on_the_last_step_is_diverged_not_ok() -> None:
 
 
 # -- probe 3: bad input is refused where it is given --------------------------------------------------
+
+
+def test_a_stage_whose_batch_exceeds_its_split_fails_and_records_nothing_false() -> None:
+    """A stage the grid cannot size (an inner split, a model built only at run time) is refused by
+    the engine: a failed row naming the split's size, never an ok row recording a batch it never ran."""
+    from bench import engine
+    from bench.contract.recorder import Recorder
+    from bench.errors import InvalidConfig
+    from bench.models.net import build_model
+
+    x, y = torch.randn(20, 3, 8, 8), torch.arange(20) % 10
+    split = Split("train", x, y, 10, 8)
+    net = build_model("resnet20", num_classes=10, width=0.25)
+    with pytest.raises(
+        InvalidConfig, match=r"batch_size=64 but the split it trains on holds 20 images; valid batch sizes: 1..20"
+    ):
+        engine.fit(net, split, engine.TrainConfig(batch_size=64, steps=2), Recorder(torch.device("cpu")), stage="proxy")
 
 
 @pytest.mark.parametrize(
@@ -272,3 +291,66 @@ def test_open_run_records_the_writers_pid(tmp_path: Path) -> None:
     with Store(tmp_path / "r.db") as store:
         run = open_run(store, argv=["pytest"], tier="smoke", mode="accuracy", device="cpu", threads=1, tag=None)
         assert store.db.execute("SELECT pid FROM runs WHERE run_id = ?", [run]).fetchone() == (os.getpid(),)
+
+
+def test_a_run_from_another_host_with_a_stale_heartbeat_is_marked_interrupted(tmp_path: Path) -> None:
+    """Another host's pid means nothing here; its heartbeat does: 15 missed minutes and it is reaped."""
+    from datetime import datetime, timedelta, timezone
+
+    def ago(seconds: float) -> str:
+        return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        lost = store.start_run({"host": "node-a", "pid": 1, "heartbeat_at": ago(Store.STALE_S + 60)})
+        beating = store.start_run({"host": "node-b", "pid": 1, "heartbeat_at": ago(Store.STALE_S - 300)})
+        fresh = store.start_run({"host": "node-c", "pid": 1})  # stamped at its start
+        legacy = store.start_run({"host": "node-d", "pid": 1})
+        store.db.execute("UPDATE runs SET heartbeat_at = NULL WHERE run_id = ?", [legacy])  # before m010
+        store.db.conn.commit()
+    with Store(path) as store:
+        status = dict(store.db.execute("SELECT run_id, status FROM runs").fetchall())
+        assert store.reap_dead_runs(stale_after_s=0.0) == [beating, fresh]  # a stricter reaper takes the rest
+    assert status == {lost: "interrupted", beating: "running", fresh: "running", legacy: "running"}
+
+
+def test_the_heartbeat_stamps_its_run_until_stopped(tmp_path: Path) -> None:
+    from bench.execute.heartbeat import Heartbeat
+
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        run = store.start_run({"host": "h"})
+        started = store.db.execute("SELECT heartbeat_at FROM runs").fetchone()[0]
+        published: list[int] = []
+        with Heartbeat(path, run, every_s=0.05, on_beat=lambda conn: published.append(1)) as beat:
+            deadline = time.monotonic() + 10
+            while beat.beats < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert beat.beats >= 2 and len(published) == beat.beats
+        stamped = store.db.execute("SELECT heartbeat_at FROM runs").fetchone()[0]
+        assert stamped > started
+        after = beat.beats
+        time.sleep(0.2)
+        assert beat.beats == after  # stopped
+        store.finish_run(run)
+        assert store.beat(run) is False  # a finished run is never stamped again
+
+
+def test_merging_a_finished_shard_restores_a_run_reaped_while_it_ran(tmp_path: Path) -> None:
+    """A shard merged mid-task, its run reaped as stale, then merged again once finished: finished."""
+    from bench.results.store import merge
+
+    shard, out = tmp_path / "shard.db", tmp_path / "out.db"
+    with Store(shard) as store:
+        run = store.start_run({"host": "node-a"})
+    merge([shard], out)
+    with Store(out) as store:
+        store.db.execute("UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00+00:00'")
+        store.db.conn.commit()
+    with Store(out) as store:
+        assert store.db.execute("SELECT status FROM runs").fetchone() == ("interrupted",)
+    with Store(shard) as store:
+        store.finish_run(run)
+    merge([shard], out)
+    with Store(out) as store:
+        assert store.db.execute("SELECT status FROM runs").fetchone() == ("finished",)

@@ -53,6 +53,7 @@ RUNS_COLUMNS = [
     "tag",
     "arith_json",
     "pid",
+    "heartbeat_at",
 ]
 RESULTS_COLUMNS = [
     "result_id",
@@ -212,6 +213,7 @@ def test_fresh_database_has_the_expected_schema(store: Store):
         ("archbench", "m007_claim_statistics"),
         ("archbench", "m008_counted_memory_column"),
         ("archbench", "m009_latest_ids_per_cell"),
+        ("archbench", "m010_run_heartbeat"),
     ]
     not_null = {c.name for c in db["results"].columns if c.notnull}
     assert {"result_id", "run_id", "cell_key", "status", "seed"} <= not_null
@@ -251,6 +253,7 @@ def test_applying_migrations_again_changes_nothing(db_path: Path):
         ("m007_claim_statistics",),
         ("m008_counted_memory_column",),
         ("m009_latest_ids_per_cell",),
+        ("m010_run_heartbeat",),
     ]
 
 

@@ -7,6 +7,11 @@ weights, seed, tier, device), hands the method a ``Recorder`` for everything it 
 report, and turns the returned ``Fitted`` into val/test metrics. Nothing else: no
 optional hooks, no mode flags.
 
+One optional classmethod, ``check_cell(config, facts)``, lets a method refuse at collection a
+config that cannot run on a cell (a batch larger than the train split, a ``k`` larger than the
+model's blocks), so the error names what is valid before anything runs or is written;
+``bench.engine.method.BaseMethod`` provides it. ``facts`` is a ``CellFacts``.
+
 ``evaluate`` returns split-agnostic names (``top1_pct``, ``loss_nat``); the runner
 prefixes them with the split (``val_top1_pct``, ``test_top1_pct``).
 """
@@ -26,7 +31,7 @@ if TYPE_CHECKING:
     from bench.contract.recorder import Recorder
     from bench.models.net import MappedNet
 
-__all__ = ["EVAL_KEYS", "Fitted", "Method", "Split", "Task", "TaskSettings"]
+__all__ = ["EVAL_KEYS", "CellFacts", "Fitted", "Method", "Split", "Task", "TaskSettings"]
 
 
 @dataclass(eq=False)
@@ -65,6 +70,29 @@ class Fitted:
     model: torch.nn.Module
     arch: str
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellFacts:
+    """What the grid knows about a cell at collection, without loading data or weights.
+
+    ``train_images``: the size of the train split (``bench.data.registry.train_images``), None
+    where the dataset does not say. ``structure()``: the model's ``StructuralMap`` built on the
+    meta device, None where the model cannot be built there (the check waits for run time)."""
+
+    dataset: str
+    model: str
+    settings: TaskSettings
+    train_images: int | None
+
+    def structure(self) -> Any:
+        from bench.models.net import structure_of
+
+        return structure_of(self.model, self.settings.width)
+
+    def where(self) -> str:
+        """The cell's dataset and model in words, for error messages."""
+        return f"on {self.dataset} with {self.model}"
 
 
 @runtime_checkable

@@ -49,3 +49,13 @@ def check_metric_name(name: str) -> str:
             f"metric name {name!r} has no unit token; end it with one of: " + ", ".join(f"_{u}" for u in UNITS)
         )
     return name
+
+
+def chance_pct(num_classes: int) -> float:
+    """Top-1 accuracy (%) of a constant guess among ``num_classes`` balanced classes: 100 / k.
+
+    The one definition of chance: a diverged inner run is recorded at it (``bench.engine``)
+    and the verdict floor is built on it (``bench.results.claims``)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return 100.0 / num_classes

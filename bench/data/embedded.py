@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["EMBEDDED"]
+__all__ = ["EMBEDDED", "EMBEDDED_IMAGES"]
 
 
 @functools.cache
@@ -52,3 +52,7 @@ EMBEDDED: list[tuple[str, int, bool, str, Callable[[], tuple[np.ndarray, np.ndar
     ("uci-digits", 10, False, "1,797 UCI handwritten digits 8x8 shipped in scikit-learn", _raw_uci_digits),
     ("lfw-faces", 2, True, "200 LFW crops 25x25, 100 faces (1) / 100 non-faces (0), from scikit-image", _raw_lfw_faces),
 ]
+
+# Images in each set (what ``load_splits`` draws its splits from); the grid sizes the train
+# split from it at collection without loading anything. A test checks it against the loaders.
+EMBEDDED_IMAGES: dict[str, int] = {"mnist5k": 5000, "uci-digits": 1797, "lfw-faces": 200}

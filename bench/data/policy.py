@@ -20,7 +20,7 @@ def carve(idx: np.ndarray, y: np.ndarray, take: float | int, seed: int) -> tuple
     from sklearn.model_selection import train_test_split
 
     n = len(idx)
-    n_take = take if isinstance(take, int) else math.ceil(take * n)
+    n_take = take_count(take, n)
     if n_take <= 0:
         return np.sort(idx), idx[:0]
     if n_take >= n:
@@ -29,6 +29,38 @@ def carve(idx: np.ndarray, y: np.ndarray, take: float | int, seed: int) -> tuple
     can_stratify = counts.min() >= 2 and min(n_take, n - n_take) >= len(counts)
     rest, taken = train_test_split(idx, test_size=n_take, random_state=seed, stratify=y[idx] if can_stratify else None)
     return np.sort(rest), np.sort(taken)
+
+
+def take_count(take: float | int, n: int) -> int:
+    """How many of ``n`` images ``carve`` takes for ``take`` (a count, or a fraction rounded up)."""
+    return take if isinstance(take, int) else math.ceil(take * n)
+
+
+SCHEMES = ("all", "carve_val", "official_val")
+
+
+def train_count(pool: int, scheme: str, *, val_frac: float = 0.2, test_frac: float = 0.2, train_limit: int = 0) -> int:
+    """The size of the train split the policy draws from ``pool`` images, without drawing it.
+
+    ``scheme``: ``all`` (no official split: test, val and train carved from the pool, as
+    ``split_indices``), ``carve_val`` (an official test split elsewhere; val carved from the
+    pool, the official train split), ``official_val`` (official val and test: the pool is train).
+    The same arithmetic as the splitters, so the grid can refuse a batch larger than the train
+    split at collection without loading any images (a test checks it against them)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+
+    def rest(n: int, take: float) -> int:
+        return max(0, n - min(n, take_count(take, n)))
+
+    if scheme == "all":
+        left = rest(pool, test_frac)
+        train = rest(left, val_frac / (1.0 - test_frac))
+    elif scheme == "carve_val":
+        train = rest(pool, val_frac)
+    else:
+        train = pool
+    return train if train_limit <= 0 else min(train, int(train_limit))
 
 
 def split_indices(

@@ -78,10 +78,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench.contract.settings import TaskSettings
 from bench.contract.split import SPLIT_NAMES, Split
-from bench.data.embedded import EMBEDDED
-from bench.data.policy import split_indices
-from bench.data.torchvision_sets import TORCHVISION, check_folder, open_parts, splits_from_datasets
+from bench.data.embedded import EMBEDDED, EMBEDDED_IMAGES
+from bench.data.policy import split_indices, train_count
+from bench.data.torchvision_sets import TORCHVISION, TRAIN_POOLS, check_folder, open_parts, splits_from_datasets
 from bench.errors import UnknownName
 from bench.registry import DATASETS
 
@@ -94,6 +95,8 @@ class DatasetInfo:
 
     ``folder`` is the folder expected under the data root (torchvision sets only) and
     ``layout`` the files inside it that must exist, used for the not-found message.
+    ``train_pool`` is how many images the train split is drawn from and ``split_scheme`` how
+    (``bench.data.policy.train_count``); ``train_images`` sizes the train split from them.
     """
 
     name: str
@@ -103,6 +106,8 @@ class DatasetInfo:
     folder: str | None
     description: str
     layout: tuple[str, ...] = ()
+    train_pool: int | None = None
+    split_scheme: str = "all"
     _loader: Callable[..., Any] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
 
@@ -120,10 +125,28 @@ def list_datasets(kind: str | None = None) -> list[str]:
 
 def _register_all() -> None:
     for name, classes, flip_ok, desc, loader in EMBEDDED:
-        DATASETS.register(name, DatasetInfo(name, "embedded", classes, flip_ok, None, desc, (), loader))
+        info = DatasetInfo(name, "embedded", classes, flip_ok, None, desc, (), EMBEDDED_IMAGES[name], "all", loader)
+        DATASETS.register(name, info)
     for name, cls_name, classes, folder, layout, tv_loader in TORCHVISION:
         desc = f"torchvision.datasets.{cls_name} read from <data_root>/{folder}"
-        DATASETS.register(name, DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, tv_loader))
+        pool, scheme = TRAIN_POOLS[name]
+        info = DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, pool, scheme, tv_loader)
+        DATASETS.register(name, info)
+
+
+def train_images(name: str, settings: TaskSettings) -> int | None:
+    """Images in the train split of ``name`` under ``settings`` (fractions, ``train_limit``),
+    worked out without loading anything; None when the dataset does not say its size."""
+    info = dataset_info(name)
+    if info.train_pool is None:
+        return None
+    return train_count(
+        info.train_pool,
+        info.split_scheme,
+        val_frac=settings.val_frac,
+        test_frac=settings.test_frac,
+        train_limit=settings.train_limit,
+    )
 
 
 _register_all()

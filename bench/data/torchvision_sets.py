@@ -36,6 +36,23 @@ _TRAIN_TEST = {"train": {"split": "train"}, "test": {"split": "test"}}
 _TRAIN_VAL_TEST = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
 
 
+# The official split the harness's train split comes from, in images, and how val is made
+# (``bench.data.policy.train_count``): the grid refuses a batch larger than the train split at
+# collection. Flowers102, FGVC-Aircraft and DTD (partition 1) have an official val split.
+TRAIN_POOLS: dict[str, tuple[int, str]] = {
+    "cifar10": (50_000, "carve_val"),
+    "cifar100": (50_000, "carve_val"),
+    "flowers102": (1_020, "official_val"),
+    "fgvc-aircraft": (3_334, "official_val"),
+    "stanford-cars": (8_144, "carve_val"),
+    "dtd": (1_880, "official_val"),
+    "oxford-pets": (3_680, "carve_val"),
+    "food101": (75_750, "carve_val"),
+    "caltech101": (8_677, "all"),
+    "tiny-imagenet": (100_000, "carve_val"),
+}
+
+
 class _TinyImageNetVal:
     """Tiny-ImageNet's official val part (``val/images`` + ``val_annotations.txt``), labelled by ``classes``."""
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bench.contract.recorder import Recorder
+from bench.contract.units import chance_pct
 from bench.errors import Diverged
 
 T = TypeVar("T")
@@ -44,13 +45,6 @@ RUNS = "inner_runs_count"
 DIVERGED = "inner_diverged_count"
 
 __all__ = ["DIVERGED", "RUNS", "chance_pct", "inner_run"]
-
-
-def chance_pct(num_classes: int) -> float:
-    """Top-1 accuracy (%) of a constant guess among ``num_classes`` balanced classes: 100 / k."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return 100.0 / num_classes
 
 
 def inner_run(fn: Callable[[], T], rec: Recorder, *, stage: str, what: str) -> T | Diverged:

@@ -38,7 +38,7 @@ from bench.contract.recorder import Recorder
 from bench.contract.settings import TrainConfig
 from bench.contract.split import Split
 from bench.data.loader import DeviceLoader, iter_eval
-from bench.errors import Diverged
+from bench.errors import Diverged, InvalidConfig
 from bench.measure import MIB, SavedBytes, flop_counter, storage_bytes
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -143,6 +143,11 @@ def fit(
     device = train.device
     params = trained_params(model, params, stage)
     rec.scalar("trainable_params", sum(p.numel() for p in params))
+    if cfg.batch_size > len(train):  # the loader would train on one batch of the whole split
+        raise InvalidConfig(
+            f"{stage}: batch_size={cfg.batch_size} but the split it trains on holds {len(train)} images;"
+            f" valid batch sizes: 1..{len(train)}"
+        )
     rec.note("batch_size", cfg.batch_size)
     total = cfg.total_steps(len(train))
     loader = DeviceLoader(

@@ -5,8 +5,9 @@ A suite declares one ``Grid``: method entries (a label, ``"last_k"`` or
 and a ``TierPlan`` per budget tier with the overrides that make that tier smoke-,
 short- or paper-sized. ``Grid.cells(tier, ...)`` resolves every config and task
 setting now, so an unknown method/model/dataset, a bad config key, a missing dataset
-folder or an impossible source fails at collection with a message that lists what is
-valid, instead of failing cell by cell later.
+folder, an impossible source, a batch larger than the train split or a ``k`` larger than
+the model's blocks (the method's ``check_cell``) fails at collection with a message that lists
+what is valid, instead of failing cell by cell later.
 """
 
 from __future__ import annotations
@@ -128,9 +129,11 @@ class Grid:
         specs = []
         for model in self.models:
             MODELS.get(model)
-            task_jsons = {d: self._task_json(model, plan, datasets, d) for d in datasets}
-            for label, config_json in configs.items():
+            tasks = {d: self._task_settings(model, plan, datasets, d) for d in datasets}
+            task_jsons = {d: canonical_json(config_dict(t)) for d, t in tasks.items()}
+            for label, (config, config_json) in configs.items():
                 for dataset in datasets:
+                    self._check_cell(label, config, dataset, model, tasks[dataset])
                     task_json = task_jsons[dataset]
                     for seed in seeds:
                         specs.append(
@@ -199,17 +202,31 @@ class Grid:
                 f"does not run ({', '.join(datasets)})"
             )
 
-    def _resolve_config(self, label: str, plan: TierPlan) -> str:
+    def _resolve_config(self, label: str, plan: TierPlan) -> tuple[Any, str]:
         cls = METHODS.get(label.split(":", 1)[0])
         overrides = {**plan.config, **self.methods[label], **plan.methods.get(label, {})}
-        return canonical_json(config_dict(make_config(cls.Config, overrides)))
+        config = make_config(cls.Config, overrides)
+        return config, canonical_json(config_dict(config))
 
-    def _task_json(self, model: str, plan: TierPlan, datasets: tuple[str, ...], dataset: str) -> str:
+    def _task_settings(self, model: str, plan: TierPlan, datasets: tuple[str, ...], dataset: str) -> TaskSettings:
         settings = make_config(
             TaskSettings, {**self.task, **plan.task, **plan.models.get(model, {}), **plan.dataset_task.get(dataset, {})}
         )
         self._check_source(settings, model, datasets)
-        return canonical_json(config_dict(settings))
+        return settings
+
+    def _check_cell(self, label: str, config: Any, dataset: str, model: str, settings: TaskSettings) -> None:
+        """The method's own collection-time check (``check_cell``: batch vs train split, k vs blocks)."""
+        check = getattr(METHODS.get(label.split(":", 1)[0]), "check_cell", None)
+        if check is None:
+            return
+        from bench.contract.interface import CellFacts
+        from bench.data.registry import train_images
+
+        try:
+            check(config, CellFacts(dataset, model, settings, train_images(dataset, settings)))
+        except BenchError as err:
+            raise InvalidGrid(f"suite '{self.suite}', method entry '{label}': {err}") from err
 
     def _check_source(self, settings: TaskSettings, model: str, datasets: tuple[str, ...]) -> None:
         source = settings.source

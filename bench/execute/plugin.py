@@ -79,6 +79,7 @@ class ResultWriter:
         self.db_path = Path(config.getoption("bench_db"))
         self.store: Any = None
         self.run_id: str | None = None
+        self.heartbeat: Any = None
         self.statuses: dict[str, int] = {}
         self.claims: list = []
 
@@ -99,6 +100,9 @@ class ResultWriter:
                 tag=opt("bench_tag"),
                 arith_json=result.info.get("arithmetic"),
             )
+            from bench.execute.heartbeat import Heartbeat
+
+            self.heartbeat = Heartbeat(self.db_path, self.run_id).start()
         self.store.write_result(self.run_id, result)
         self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
 
@@ -110,6 +114,8 @@ class ResultWriter:
                 self.write(CellResult.from_json(value))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.store is not None:
             interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
             self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")

@@ -17,7 +17,9 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ from types import ModuleType
 from bench.cache import atomic_write
 from bench.contract.cell import CellResult, CellSpec, short_hash
 from bench.errors import BenchError, InvalidGrid
+from bench.execute.heartbeat import Heartbeat
 
 __all__ = ["ShardReport", "ShardTask", "load_suite", "local_scratch_dir", "publish", "run_shard"]
 
@@ -101,6 +104,11 @@ def publish(conn: sqlite3.Connection, dest: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _locked(lock: threading.Lock, fn: Callable[..., None], *args: object) -> None:
+    with lock:
+        fn(*args)
+
+
 def _run_one(spec: CellSpec) -> CellResult:
     """``run_cell``; an error that escapes it (bad input on this node) becomes a failed row."""
     from bench.env import utc_now
@@ -131,6 +139,8 @@ def run_shard(task: ShardTask) -> ShardReport:
     scratch = Path(tempfile.mkdtemp(prefix="bench-shard-", dir=local_scratch_dir()))
     store = Store(scratch / task.shard_name)
     run_id, status, statuses = None, "failed", {}
+    heartbeat: Heartbeat | None = None
+    publishing = threading.Lock()
     try:
         run_id = open_run(
             store,
@@ -142,11 +152,15 @@ def run_shard(task: ShardTask) -> ShardReport:
             tag=task.tag,
         )
         publish(store.db.conn, task.shard_path)
+        heartbeat = Heartbeat(
+            store.path, run_id, on_beat=lambda conn: _locked(publishing, publish, conn, task.shard_path)
+        ).start()
         for n, spec in enumerate(task.specs, 1):
             t0 = time.perf_counter()
             result = _run_one(spec)
-            store.write_result(run_id, result)
-            publish(store.db.conn, task.shard_path)
+            with publishing:  # a beat's publish never lands after this newer one
+                store.write_result(run_id, result)
+                publish(store.db.conn, task.shard_path)
             statuses[spec.cell_key] = result.status
             print(
                 f"[task {task.index}] cell {n}/{len(task.specs)} {spec.test_id}: {result.status} "
@@ -158,6 +172,8 @@ def run_shard(task: ShardTask) -> ShardReport:
         status = "interrupted"
         raise
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if run_id is not None:
             store.finish_run(run_id, status)
             publish(store.db.conn, task.shard_path)

@@ -42,6 +42,7 @@ A new family subclasses ``MappedNet``, builds its parts as attributes and calls
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -314,6 +315,20 @@ def build_model(name: str, num_classes: int, width: float = 1.0, **kwargs: Any) 
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
         raise InvalidConfig(f"width must be a number > 0, got {width!r}")
     return info.builder(num_classes=num_classes, width=float(width), **kwargs)
+
+
+@functools.cache
+def structure_of(name: str, width: float = 1.0) -> StructuralMap | None:
+    """The block structure of model ``name``, built on the meta device: no weights, no memory.
+
+    For checks at collection (a ``k`` larger than the model's blocks). None where the model
+    cannot be built on meta (the RegNets copy weights while building): the caller then leaves
+    the check to run time."""
+    try:
+        with torch.device("meta"):
+            return build_model(name, num_classes=2, width=width).structure
+    except (NotImplementedError, RuntimeError):
+        return None
 
 
 def build_from_arch_string(s: str) -> MappedNet:

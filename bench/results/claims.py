@@ -550,11 +550,12 @@ def register_check(claim_id: str, check: Check) -> None:
 
 def chance_pct(dataset: str) -> float:
     """Chance top-1 accuracy (100 / classes) of a registered dataset; NaN for an unknown one."""
+    from bench.contract import units
     from bench.data.registry import dataset_info
     from bench.errors import UnknownName
 
     try:
-        return 100.0 / dataset_info(dataset).num_classes
+        return units.chance_pct(dataset_info(dataset).num_classes)
     except UnknownName:
         return math.nan
 

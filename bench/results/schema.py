@@ -39,6 +39,10 @@ database for writing.
   ``cell_key`` index, then the first entry of each in ``results_cell_latest``. The window numbered
   every row, about 70 ms at 100k rows and once per query of a page (a page with 6 facets runs 8);
   the seeks take about 5 ms at 2,000 runs x 50 cells, and 0.20 s (the window 0.35 s) at 100k cells.
+- ``m010_run_heartbeat``: ``runs.heartbeat_at``, stamped by the writer every minute while the run
+  is open (``bench.execute.heartbeat``), so a ``running`` run written on another host whose writer
+  is gone (its pid means nothing here) is found by its stale stamp and marked ``interrupted``
+  (``Store.reap_dead_runs``).
 """
 
 from __future__ import annotations
@@ -379,3 +383,9 @@ that is not skipped; the newest skipped one only where all are), as one seek per
 def m009_latest_ids_per_cell(db: sqlite_utils.Database) -> None:
     """``latest_ids`` as one index seek per cell (see the module docstring); same rows and columns."""
     db.create_view("latest_ids", LATEST_IDS_V3_SQL, replace=True)
+
+
+@_migration
+def m010_run_heartbeat(db: sqlite_utils.Database) -> None:
+    """``runs.heartbeat_at``: the writer's last sign of life (UTC ISO 8601, like ``started_at``)."""
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat_at TEXT")

@@ -88,6 +88,28 @@ def ensure_sqrt(conn: sqlite3.Connection) -> None:
         conn.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> None:
+    """Put the database in WAL mode, waiting for a concurrent opener instead of failing.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers SQLITE_BUSY there
+    without calling the busy handler, so two processes opening a fresh file at once could crash
+    one of them (1 in ~20 trials). Retried with backoff up to the connection's 60 s; the first
+    opener's change is seen by the second, which then has nothing to do."""
+    import time
+
+    deadline, pause = time.monotonic() + timeout_s, 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+
 @contextmanager
 def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     """One write transaction that takes the write lock first (``BEGIN IMMEDIATE``).
@@ -168,7 +190,7 @@ class Store:
                     " to create or migrate the schema"
                 )
             return
-        self.db.enable_wal()
+        _enable_wal(self.db.conn)
         if pending:
             with write_transaction(self.db):  # a second opener waits here, then finds them applied
                 MIGRATIONS.apply(self.db)
@@ -201,9 +223,24 @@ class Store:
         row = {k: _encode_json(v) if k in ("argv", "flags_json", "arith_json") else v for k, v in info.items()}
         row["run_id"] = uuid.uuid4().hex
         row.setdefault("started_at", utc_now())
+        row.setdefault("heartbeat_at", row["started_at"])
         with write_transaction(self.db):
             self.db["runs"].insert(row)
         return row["run_id"]
+
+    def beat(self, run_id: str) -> bool:
+        """Stamp ``run_id``'s ``heartbeat_at`` now, if it is still ``running``; whether it was.
+
+        Called every ``bench.execute.heartbeat.HEARTBEAT_S`` by the run's writer, so a run
+        whose writer is gone is found by its stale stamp from any host (``reap_dead_runs``)."""
+        self._require_writable()
+        with write_transaction(self.db):
+            return (
+                self.db.execute(
+                    "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'", [utc_now(), run_id]
+                ).rowcount
+                == 1
+            )
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         """Mark a run ended now with ``status`` (finished, interrupted or failed)."""
@@ -233,19 +270,41 @@ class Store:
                 ).rowcount
         return changed
 
-    def reap_dead_runs(self) -> list[str]:
-        """Mark ``interrupted`` the runs still ``running`` whose writer died: same host as this
-        process, and no process with their pid. Returns their run_ids.
+    # A live writer stamps its run every HEARTBEAT_S (60 s); 15 missed beats mean it is gone.
+    STALE_S = 900.0
 
-        A run's writer finishes it on every exit pytest sees; SIGKILL, an OOM kill or a lost node
-        leave it ``running``. Checked at every writable open (the next suite, merge or gate on
-        this machine); runs written on other hosts are left as they are (their pid means nothing
-        here). A reused pid keeps a dead run ``running``: the safe side."""
+    def reap_dead_runs(self, *, stale_after_s: float | None = None) -> list[str]:
+        """Mark ``interrupted`` the runs still ``running`` whose writer is gone; their run_ids.
+
+        Two signs, checked at every writable open (the next suite, merge or gate):
+
+        - same host as this process, and no process with the run's pid (SIGKILL, an OOM kill);
+          a reused pid keeps a dead run ``running``, the safe side;
+        - another host, and a ``heartbeat_at`` older than ``stale_after_s`` (default
+          ``STALE_S``, 15 minutes: 15 missed beats of ``bench.execute.heartbeat``); a run with
+          no stamp (written before m010) is left as it is.
+
+        A run's writer finishes it on every exit pytest sees, so these catch only what it cannot:
+        a killed process or a lost node. A writer that was merely cut off and comes back finds
+        its run ``interrupted`` and keeps writing rows to it; merging its shard later restores the
+        shard's final status (``merge``)."""
+        from datetime import datetime, timedelta, timezone
+
         host = socket.gethostname()
+        stale = self.STALE_S if stale_after_s is None else float(stale_after_s)
+        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=stale)).isoformat(timespec="microseconds")
         candidates = self.db.execute(
             "SELECT run_id, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL AND host = ?", [host]
         ).fetchall()
         dead = [run_id for run_id, pid in candidates if not _process_alive(int(pid))]
+        dead += [
+            r[0]
+            for r in self.db.execute(
+                "SELECT run_id FROM runs WHERE status = 'running' AND host IS NOT ? "
+                "AND heartbeat_at IS NOT NULL AND heartbeat_at < ?",
+                [host, cutoff],
+            ).fetchall()
+        ]
         if dead:
             with write_transaction(self.db):
                 for run_id in dead:
@@ -429,10 +488,14 @@ def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
     """Fold one shard into ``db`` in one transaction (the rule in ``merge``); rows written per table."""
     counts: dict[str, int] = dict.fromkeys(TABLES, 0)
     with _attached(db, path) as src, write_transaction(db):
-        # A run still 'running' here takes the shard's ending (the shard's writer is the run's only one).
+        # A run still 'running' here, or 'interrupted' (reaped here while its shard went on),
+        # takes the shard's ending: the shard's writer is the run's only one.
+        beat = ", heartbeat_at = s.heartbeat_at" if "heartbeat_at" in _columns(db, src, "runs") else ""
         counts["runs"] += db.execute(
-            f"UPDATE main.runs SET status = s.status, ended_at = s.ended_at FROM {src}.runs s"
-            " WHERE main.runs.run_id = s.run_id AND main.runs.status = 'running' AND s.status != 'running'"
+            f"UPDATE main.runs SET status = s.status, ended_at = s.ended_at{beat}"
+            f" FROM {src}.runs s WHERE main.runs.run_id = s.run_id"
+            " AND main.runs.status IN ('running', 'interrupted') AND s.status != 'running'"
+            " AND (main.runs.status != s.status OR main.runs.ended_at IS NOT s.ended_at)"
         ).rowcount
         # A result the shard re-wrote since (later ended_at) replaces ours, with its metrics and series.
         db.execute(
@@ -452,10 +515,11 @@ def _merge_one(db: sqlite_utils.Database, path: Path) -> dict[str, int]:
 def merge(sources: Sequence[str | Path], out: str | Path) -> dict[str, int]:
     """Fold shard databases into ``out`` (created if missing); return rows written per table.
 
-    The rule: a row ``out`` lacks is copied; a run ``out`` still has as ``running`` takes the
-    shard's status and end when the shard's is final (a shard merged before its task finished,
-    then again after); a result the shard holds with a later ``ended_at`` (re-written in the same
-    run) replaces ours with its metrics and series; everything else in ``out`` is kept, so
+    The rule: a row ``out`` lacks is copied; a run ``out`` still has as ``running`` (or as
+    ``interrupted``, reaped while its shard went on) takes the shard's status and end when the
+    shard's is final (a shard merged before its task finished, then again after); a result the
+    shard holds with a later ``ended_at`` (re-written in the same run) replaces ours with its
+    metrics and series; everything else in ``out`` is kept, so
     merging a shard twice writes nothing. Every source is checked first (schema, and SQLite's
     ``quick_check`` for damaged pages): a bad one stops the merge before any source is merged,
     and each source is merged in its own transaction.

@@ -226,7 +226,8 @@ def difference(
     shared = [k for k in a_by if k in b_by]
     a_vals, b_vals = [o.value for o in a_obs], [o.value for o in b_obs]
     constant = max(a_vals) == min(a_vals) and max(b_vals) == min(b_vals)
-    out = _back = math.exp if ratio else _identity
+    # Back from the test's scale (log for ratios) to the reported one: effect, CI and means alike.
+    back = math.exp if ratio else _identity
     if exact and constant:
         effect, se, df, n, test = a_vals[0] - b_vals[0], 0.0, math.inf, min(len(a_vals), len(b_vals)), "exact"
     elif len(shared) >= MIN_N:
@@ -245,9 +246,9 @@ def difference(
             f"{n} {'paired ' if shared else ''}value(s); the test needs {MIN_N}",
             n=n,
             n_censored=censored,
-            effect=out(_mean(a_vals) - _mean(b_vals)),
-            ours=_back(_mean(a_vals)),
-            baseline=_back(_mean(b_vals)),
+            effect=back(_mean(a_vals) - _mean(b_vals)),
+            ours=back(_mean(a_vals)),
+            baseline=back(_mean(b_vals)),
         )
     if test == "exact":
         holds = _exact_holds(effect, op, bound_margin, bound_tol)
@@ -259,16 +260,16 @@ def difference(
     return Outcome(
         verdict,
         reason="" if verdict != "inconclusive" else f"p={p_for:.3g} (needs < {ALPHA})",
-        effect=out(effect),
-        ci_low=out(lo),
-        ci_high=out(hi),
+        effect=back(effect),
+        ci_low=back(lo),
+        ci_high=back(hi),
         n=n,
         n_censored=censored,
         p_value=p_for,
         p_against=p_against,
         test=test,
-        ours=_back(_mean(a_vals)),
-        baseline=_back(_mean(b_vals)),
+        ours=back(_mean(a_vals)),
+        baseline=back(_mean(b_vals)),
     )
 
 

@@ -471,6 +471,8 @@ class NasoaSteptime(BaseMethod[SteptimeConfig]):
     """Table 2 columns for a list of models on the cell's device; the cell's model is then fine-tuned briefly
     (``train``) so the row carries an accuracy like every other row."""
 
+    target_train_fields = ("train",)  # trains on the whole train split (checked at collection)
+
     Config = SteptimeConfig
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:

@@ -76,6 +76,8 @@ def proxy_splits(cfg: NsgaConfig, task: Task) -> tuple[Split, Split]:
 class NasoaNsga(BaseMethod[NasoaNsgaConfig]):
     """Block-then-macro NSGA-II (exactly N children per generation, step-time cap), then the chosen net."""
 
+    target_train_fields = ("final",)  # trains on the whole train split (checked at collection)
+
     Config = NasoaNsgaConfig
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:

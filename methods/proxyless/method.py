@@ -213,6 +213,7 @@ class ArchSearch:
 
 
 class _CellTrainer(BaseMethod[OriginalConfig | AdaptConfig]):  # Original's config, or _Adapt's (below)
+    target_train_fields = ("train",)  # trains on the whole train split (checked at collection)
     Config: ClassVar[type] = OriginalConfig
     mode: ClassVar[str | None] = None
     name: ClassVar[str]

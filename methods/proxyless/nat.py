@@ -243,6 +243,8 @@ def set_supernet(model: nn.Module, choices: list[str]) -> None:
 class NAT(BaseMethod[NATConfig]):
     """NAT: supernet + GCN policy by REINFORCE, best of samples, retrain; see the module docstring."""
 
+    target_train_fields = ("train",)  # trains on the whole train split (checked at collection)
+
     Config: ClassVar[type] = NATConfig
     name: ClassVar[str]
 

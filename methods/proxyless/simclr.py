@@ -210,6 +210,7 @@ class KnnMonitor:
 
 
 class _SimCLR(BaseMethod[SimCLRConfig]):
+    target_train_fields = ("train",)  # trains on the whole train split (checked at collection)
     Config: ClassVar[type] = SimCLRConfig
     mode: ClassVar[str | None] = None
     name: ClassVar[str]

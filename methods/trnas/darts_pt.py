@@ -274,6 +274,8 @@ class SearchRun:
 class TrNasDartsPt(BaseMethod[DartsPtConfig]):
     """DARTS+PT on NB201 with or without the transferred prefix; see the module docstring."""
 
+    target_train_fields = ("final",)  # trains on the whole train split (checked at collection)
+
     Config: ClassVar[type] = DartsPtConfig
     name: ClassVar[str]
 

@@ -708,6 +708,8 @@ def source_network(task: Task, cfg: DartsSpaceConfig, *, pretrained: bool = True
 class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
     """DARTS+PT in the DARTS space with or without the ResNet-20 prefix; see the module docstring."""
 
+    target_train_fields = ("final",)  # trains on the whole train split (checked at collection)
+
     Config: ClassVar[type] = DartsSpaceConfig
     name: ClassVar[str]
 

@@ -138,6 +138,8 @@ class ReaConfig:
 class TrNasRea(BaseMethod[ReaConfig]):
     """Regularized evolution with Original or Tr-Net evaluations; see the module docstring."""
 
+    target_train_fields = ("final",)  # trains on the whole train split (checked at collection)
+
     Config: ClassVar[type] = ReaConfig
     name: ClassVar[str]
 

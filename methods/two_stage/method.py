@@ -145,6 +145,8 @@ def hold_out(train: Split, frac: float, seed: int) -> tuple[Split, Split]:
 class TwoStage(BaseMethod[TwoStageConfig]):
     """Two-stage architectural fine-tuning; see the module docstring."""
 
+    target_train_fields = ("finetune",)  # trains on the whole train split (checked at collection)
+
     Config: ClassVar[type] = TwoStageConfig
     name: ClassVar[str]
 
