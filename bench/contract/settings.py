@@ -14,12 +14,25 @@ from typing import Literal
 
 from bench.contract.config import require
 
-__all__ = ["RECIPE_VERSION", "PretrainRecipe", "TaskSettings", "TrainConfig"]
+__all__ = ["OPTIMIZER_IMPLS", "RECIPE_VERSION", "PretrainRecipe", "TaskSettings", "TrainConfig"]
+
+#: ``TrainConfig.optimizer_impl`` values: how the optimiser's update runs over the parameters.
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation recipe of one training stage. Budget: ``steps`` if > 0, else ``epochs``."""
+    """Optimisation recipe of one training stage. Budget: ``steps`` if > 0, else ``epochs``.
+
+    Speed options (at their defaults a CPU training is bit for bit what it was before they
+    existed; on CUDA ``"auto"`` picks the fused update): ``compile`` runs the
+    step's forward and loss through ``torch.compile`` (off by default; the compiling warm-up
+    step is left out of the step times, see ``bench.engine.train.fit``). ``optimizer_impl``
+    picks the optimiser's update: ``"fused"`` (one kernel), ``"foreach"`` (batched over
+    tensors), ``"loop"`` (one parameter at a time) or ``"auto"``: on CUDA fused where every
+    parameter is a floating CUDA tensor and torch has a fused SGD/AdamW, else foreach; off
+    CUDA torch's default (the loop on CPU). An explicit one torch cannot run raises torch's error.
+    """
 
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.05
@@ -41,6 +54,8 @@ class TrainConfig:
     channels_last: bool = True
     eval_every: int = 0
     log_every: int = 50
+    compile: bool = False
+    optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
 
     def __post_init__(self) -> None:
         for name in (
@@ -68,6 +83,11 @@ class TrainConfig:
         require(
             self.crop_pad >= 0 and self.cutout >= 0 and self.eval_every >= 0 and self.log_every >= 1,
             "crop_pad, cutout and eval_every must be >= 0, log_every >= 1",
+        )
+        require(isinstance(self.compile, bool), f"compile must be True or False, got {self.compile!r}")
+        require(
+            self.optimizer_impl in OPTIMIZER_IMPLS,
+            f"optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}, got {self.optimizer_impl!r}",
         )
 
     def total_steps(self, train_size: int) -> int:

@@ -22,11 +22,17 @@ from bench.measure import MIB, StepTimer, percentiles_ms
 
 @dataclass(frozen=True)
 class StepTiming:
-    """What ``time_steps`` measured: the timed steps' ms (warm-up dropped) and the counted memory."""
+    """What ``time_steps`` measured: the timed steps' ms (warm-up dropped) and the counted memory.
+
+    With ``cfg.compile``, ``compile_s`` is the wall seconds of the (untimed) compile step and
+    ``recompiles_count`` the frames compiled after it (a timed step that recompiled); NaN and 0
+    without compilation (and ``recompiles_count`` 0 where torch keeps no count)."""
 
     times_ms: tuple[float, ...]
     counted_mem_mib: float
     saved_act_mib: float
+    compile_s: float = float("nan")
+    recompiles_count: int = 0
 
     @property
     def median_ms(self) -> float:
@@ -84,7 +90,9 @@ def time_steps(
     ``bench.measure.StepTimer`` (CUDA events, one synchronise) after ``warmup`` untimed ones, in
     speed mode (cuDNN autotune on, deterministic algorithms off; the caller's flags are restored
     afterwards, also on error). The first warm-up step also counts the training memory as
-    ``fit`` does (``counted_mem_mib``, ``saved_act_mib``; NaN with ``warmup=0``).
+    ``fit`` does (``counted_mem_mib``, ``saved_act_mib``; NaN with ``warmup=0``). With
+    ``cfg.compile`` one more untimed step runs first among the compiled ones, the compile step
+    (``TrainStep.compile_step``): ``steps`` timed steps follow ``warmup`` untimed ones all the same.
 
     It trains: the model's weights, BatchNorm statistics and memory format change, so pass a
     throwaway copy. The caller's random streams are left as they were (``isolated_rng``). The
@@ -100,12 +108,16 @@ def time_steps(
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(batch_size, 3, image_size, image_size, generator=gen).to(device)
         y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
-        train_step = TrainStep(model, trained, cfg, device, warmup + steps, StepHooks())
+        total = warmup + steps + int(cfg.compile)
+        train_step = TrainStep(model, trained, cfg, device, total, StepHooks())
         x = train_step.layout(x)
         timer = StepTimer(device, warmup=warmup)
         try:
-            for step in range(warmup + steps):
+            for step in range(total):
                 saved = train_step.saved_bytes() if step == 0 and warmup else None
+                if train_step.compiles_next(saved is not None):
+                    train_step.compile_step(step, x, y)
+                    continue
                 timer.start()
                 train_step(step, x, y, saved)
                 timer.stop()
@@ -114,4 +126,5 @@ def time_steps(
         finally:
             model.train(was_training)
         times = timer.times_ms()
-    return StepTiming(tuple(times), counted, saved_mib)
+    compile_s = train_step.compile_s if train_step.warmed else float("nan")
+    return StepTiming(tuple(times), counted, saved_mib, compile_s, train_step.recompiles() or 0)

@@ -16,7 +16,17 @@ Per step the engine times the step (``Recorder.step_timer``), keeps the loss on 
 device (no ``.item()`` in the timed region), and every ``log_every`` steps checks for a
 non-finite loss (raising ``Diverged``), records the mean loss as a curve and prints
 progress. FLOPs of one forward+backward and the training memory (``counted_mem_mib``, see
-``fit``) are counted on the first (warm-up) step.
+``fit``) are counted on the first (warm-up) step, which runs eagerly.
+
+Speed options (``TrainConfig``; at their defaults a CPU training is what it always was):
+``compile`` runs forward and loss through ``torch.compile(model)``, a wrapper used only inside
+the step, so the model object, its state_dict keys, frozen prefix and evaluation stay eager. The
+first compiled step of each fit compiles; it is left out of the step times and its wall seconds
+are ``<stage>_compile_s``. Frames compiled after it (a failed guard: a subnet sampled in
+``before_step``, a changed frozen prefix) stay in the timed steps and are counted as
+``<stage>_compile_recompiles_count``. ``optimizer_impl`` is the optimiser's implementation
+(``"auto"``: fused on CUDA where it can be, else foreach; torch's default loop on CPU); the
+one that ran is the note ``optimizer_impl``.
 
 ``bench.engine.timing.time_steps`` times the same step (one step builder, ``TrainStep``,
 serves both) on synthetic tensors in speed mode: the step-time figure a planner should use for
@@ -38,8 +48,9 @@ from bench.contract.recorder import Recorder
 from bench.contract.settings import TrainConfig
 from bench.contract.split import Split
 from bench.data.loader import DeviceLoader, iter_eval
+from bench.engine.speed import compiled_frames, impl_kwargs, optimizer_impl
 from bench.errors import Diverged, InvalidConfig
-from bench.measure import MIB, SavedBytes, flop_counter, storage_bytes
+from bench.measure import MIB, SavedBytes, Stopwatch, flop_counter, storage_bytes
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -64,15 +75,22 @@ class FitReport:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser named by ``cfg``; weight decay skips 1-D tensors (BN, biases)."""
+    """The optimiser named by ``cfg``; weight decay skips 1-D tensors (BN, biases).
+
+    Its update runs as ``bench.engine.speed.optimizer_impl(params, cfg)`` says; ``"auto"`` off CUDA passes torch
+    nothing, so a CPU training is exactly what it was before the option existed.
+    """
     params = list(params)
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    impl = impl_kwargs(optimizer_impl(params, cfg), cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **impl
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, **impl)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -126,6 +144,9 @@ def fit(
     ``<stage>_step_gflop`` (counted in the first fit of a stage name only: searches that run
     many short fits of one stage, e.g. proxy trainings, pay the counting overhead once), the
     per-step timings, and ``<stage>_stopped_steps`` when a periodic callback ended the stage early.
+    With ``cfg.compile``: ``<stage>_compile_s`` (wall seconds of each fit's untimed compile
+    step) and ``<stage>_compile_recompiles_count`` (frames compiled after it, process-wide:
+    dynamo's counter), both summed over the stage's fits.
 
     Training memory, counted (in the same first fit of a stage name, on its first step: the
     warm-up step, so timed steps pay nothing): ``<stage>_counted_mem_mib`` is the bytes of the
@@ -161,6 +182,7 @@ def fit(
         seed=seed,
     )
     train_step = TrainStep(model, params, cfg, device, total, hooks)
+    rec.note("optimizer_impl", train_step.optimizer_impl)
     timer = rec.step_timer(stage)
     losses = torch.zeros(total, device=device)
     batches = _batches(loader)
@@ -174,10 +196,14 @@ def fit(
         # The warm-up step (untimed) of a stage's first fit counts its FLOPs and memory, once per stage.
         counter = flop_counter() if step == 0 and flops_key not in rec.metrics else None
         saved = train_step.saved_bytes() if step == 0 and mem_key not in rec.metrics else None
-        timer.start()
-        with counter if counter is not None else contextlib.nullcontext():
-            loss = train_step(step, x, y, saved)
-        timer.stop()
+        eager = counter is not None or saved is not None
+        if train_step.compiles_next(eager):
+            loss = train_step.compile_step(step, x, y)  # untimed: compiling is no step time
+        else:
+            timer.start()
+            with counter if counter is not None else contextlib.nullcontext():
+                loss = train_step(step, x, y, saved, eager=eager)
+            timer.stop()
         if counter is not None:
             rec.scalar(flops_key, counter.get_total_flops() / 1e9)
         if saved is not None:
@@ -194,10 +220,12 @@ def fit(
             if done % cfg.log_every:
                 _check_and_log(losses, logged, done, total, stage, rec, train_step.opt)
             rec.scalar(f"{stage}_stopped_steps", done)
+            _record_compile(rec, stage, train_step)
             rec.progress(f"{stage}: stopped early at step {done}/{total}")
             return FitReport(
                 steps=done, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[done - 1])
             )
+    _record_compile(rec, stage, train_step)
     return FitReport(steps=total, trainable_params=sum(p.numel() for p in params), final_loss_nat=float(losses[-1]))
 
 
@@ -213,9 +241,17 @@ class TrainStep:
     """The engine's one training step, built once per stage; ``fit`` and ``time_steps`` both call it.
 
     Building it puts the model in train mode (and in channels_last on CUDA when ``cfg`` says so)
-    and makes the optimiser (``make_optimizer``: decay groups, nesterov) and the lr schedule over
-    ``total`` steps. A call runs ``before_step``, the loss under bf16 autocast (CUDA and
-    ``cfg.bf16``), backward, optional clipping, the optimiser and schedule steps, ``after_step``.
+    and makes the optimiser (``make_optimizer``: decay groups, nesterov, ``optimizer_impl``) and
+    the lr schedule over ``total`` steps. A call runs ``before_step``, the loss under bf16
+    autocast (CUDA and ``cfg.bf16``), backward, optional clipping, the optimiser and schedule
+    steps, ``after_step``.
+
+    With ``cfg.compile`` it wraps the model once, ``torch.compile(model)``, and the loss (the
+    default one or ``hooks.loss_fn``) gets that wrapper; the model object itself is unchanged
+    (its state_dict keys, frozen prefix and evaluation are the eager module's). A counting call
+    (``eager=True`` or ``saved``) runs the eager module: FLOPs and saved activations are those
+    of the model's own ops. The first compiled call is the compile step, ``compile_step``:
+    its callers run it untimed, and frames compiled after it count as ``recompiles()``.
     """
 
     def __init__(
@@ -228,11 +264,16 @@ class TrainStep:
         hooks: StepHooks,
     ) -> None:
         cuda = device.type == "cuda"
-        self.model, self.params, self.cfg, self.hooks = model, params, cfg, hooks
+        self.model, self.params, self.cfg, self.hooks, self.device = model, params, cfg, hooks, device
         self.channels_last = cuda and cfg.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.opt = make_optimizer(params, cfg)
+        self.optimizer_impl = optimizer_impl(params, cfg)
+        self.compiled: nn.Module | None = torch.compile(model) if cfg.compile else None
+        self.compile_s = 0.0
+        self.warmed = False
+        self._frames_warm: int | None = None
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, total, cfg))
         self.loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
         self.bf16 = cuda and cfg.bf16
@@ -246,12 +287,16 @@ class TrainStep:
         """A counter of the activations one step saves (model state excluded: counted apart)."""
         return SavedBytes(exclude=[*self.model.parameters(), *self.model.buffers(), *self.params])
 
-    def __call__(self, step: int, x: torch.Tensor, y: torch.Tensor, saved: SavedBytes | None = None) -> torch.Tensor:
+    def __call__(
+        self, step: int, x: torch.Tensor, y: torch.Tensor, saved: SavedBytes | None = None, *, eager: bool = False
+    ) -> torch.Tensor:
         if self.hooks.before_step is not None:
             self.hooks.before_step(step)
+        compiled = None if eager or saved is not None else self.compiled
+        module = compiled if compiled is not None else self.model
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast, saved if saved is not None else contextlib.nullcontext():
-            loss = self.loss_fn(self.model, x, y)
+            loss = self.loss_fn(module, x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip_grad_norm:
@@ -262,6 +307,28 @@ class TrainStep:
             self.hooks.after_step(step, x, y)
         return loss
 
+    def compiles_next(self, eager: bool = False) -> bool:
+        """Whether the next call, unless ``eager``, is the compile step (the first compiled one)."""
+        return self.compiled is not None and not eager and not self.warmed
+
+    def compile_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A call that compiles: its wall seconds (synchronised) add to ``compile_s``, and the
+        frames compiled so far become the baseline of ``recompiles()``."""
+        watch = Stopwatch(self.device).start()
+        loss = self(step, x, y)
+        self.compile_s += watch.stop()
+        self.warmed = True
+        self._frames_warm = compiled_frames()
+        return loss
+
+    def recompiles(self) -> int | None:
+        """Frames compiled since the compile step (a guard that failed, a new code path); None
+        before it or where this torch keeps no count."""
+        now = compiled_frames()
+        if now is None or self._frames_warm is None:
+            return None
+        return now - self._frames_warm
+
     def counted_bytes(self, saved: SavedBytes) -> int:
         """Training memory after a step that ``saved`` counted (see ``fit``): model state,
         gradients, optimiser state and the saved activations, each storage once."""
@@ -269,6 +336,19 @@ class TrainStep:
         grads = [p.grad for p in weights if p.grad is not None]
         state = [t for st in self.opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
         return storage_bytes([*weights, *self.model.buffers(), *grads, *state]) + saved.nbytes
+
+
+def _record_compile(rec: Recorder, stage: str, train_step: TrainStep) -> None:
+    """``<stage>_compile_s`` and ``<stage>_compile_recompiles_count`` of a fit whose step was
+    compiled, added to those of the stage's earlier fits."""
+    if not train_step.warmed:
+        return
+    for key, value in (
+        (f"{stage}_compile_s", train_step.compile_s),
+        (f"{stage}_compile_recompiles_count", train_step.recompiles()),
+    ):
+        if value is not None:
+            rec.scalar(key, rec.metrics.get(key, 0.0) + value)
 
 
 def _record_memory(rec: Recorder, stage: str, counted: int, saved: int) -> None:
