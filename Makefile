@@ -37,7 +37,7 @@ SMOKE_ARGS    ?=
 SMOKE_KEEP_CACHE ?=
 UNPIN = -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA -u DNNL_MAX_CPU_ISA -u MKL_CBWR -u BENCH_CACHE_DIR
 
-.PHONY: bench test lint smoke-run smoke-gate reference gate-noise venv clean
+.PHONY: bench test lint smoke-run smoke-gate reference gate-noise gpu-check gpu-wheels venv clean
 
 venv: $(STAMP)
 
@@ -98,6 +98,25 @@ reference: $(STAMP)
 # and injected regressions (about 40 minutes on 2 cores; prints the table).
 gate-noise: $(STAMP)
 	$(BIN)/python benchmarks/gate_noise.py false-alarms --reference $(REFERENCE) --config $(GATE_CONFIG)
+
+# The GPU check (benchmarks/gpu_check.py): every CUDA path in one command, at most 8 minutes on one
+# H200, figures as JSON and summary.md under $(GPU_CHECK_OUT). It runs with the node's own Python
+# and torch ($(GPU_PYTHON)); the project's other dependencies come from $(WHEELS) when that folder
+# holds wheels (`make gpu-wheels` on a machine with network), installed without an index.
+GPU_CHECK_OUT  ?= gpu-check
+GPU_CHECK_ARGS ?=
+GPU_PYTHON     ?= python3
+WHEELS         ?= .whl
+gpu-check:
+	@if ls $(WHEELS)/*.whl >/dev/null 2>&1; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+			--target $(WHEELS)-site $(WHEELS)/*.whl; fi
+	PYTHONPATH=$(CURDIR)/$(WHEELS)-site:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} \
+		$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# Wheels of the project's dependencies that the GPU node's image lacks, for its Python (3.12).
+gpu-wheels: $(STAMP)
+	$(BIN)/python benchmarks/gpu_wheels.py --dest $(WHEELS) --python-version 3.12
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks .bench build *.egg-info
