@@ -134,7 +134,7 @@ class LastK(FineTune):
     @classmethod
     def check_cell(cls, config: LastKConfig, facts: CellFacts) -> None:
         """Also refuse a ``k`` larger than the model's blocks, at collection (``prepare`` checks
-        again at run time, for the models that cannot be built on the meta device)."""
+        again at run time, for a model whose structure cannot be built at collection)."""
         super().check_cell(config, facts)
         structure = facts.structure()
         if structure is not None and config.scope is None and config.k > len(structure.blocks):
