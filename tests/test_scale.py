@@ -389,10 +389,15 @@ def test_gpu_workflow_has_the_ci_steps():
         assert flag in suites
     gate = next(s for s in steps if "bench gate" in s.get("run", ""))
     assert "--candidate results.db:cells" in gate["run"] and "--json gate.json" in gate["run"]
-    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
-    assert upload["if"] == "always()" and "results.db" in upload["with"]["path"]
+    uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+    upload = next(s for s in uploads if "results.db" in s["with"]["path"])
+    assert upload["if"] == "always()"
     assert "gate.json" in upload["with"]["path"] and "gate.md" in upload["with"]["path"]
     assert any(s.get("uses", "").startswith("actions/cache@") for s in steps)
+    # The GPU check runs before the suites, and its figures are uploaded whatever happened.
+    check = next(i for i, s in enumerate(steps) if "make gpu-check" in s.get("run", ""))
+    assert check < steps.index(next(s for s in steps if "pytest suites" in s.get("run", "")))
+    assert any(s["if"] == "always()" and "gpu-check/" in s["with"]["path"] for s in uploads)
     assert "BENCH_CACHE_DIR" in job["env"] and "PIP_CACHE_DIR" in job["env"]
 
 
