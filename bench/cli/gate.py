@@ -141,7 +141,12 @@ def run_gate(args: argparse.Namespace) -> int:
     try:
         settings = build_settings(args)
         ref = load_side(args.baseline, args.db)
-        cand = load_side(args.candidate, args.db)
+        # The same selector twice (a self-check: false alerts on identical rows) is read once.
+        cand = (
+            dataclasses.replace(ref, selector=args.candidate)
+            if args.candidate == args.baseline
+            else load_side(args.candidate, args.db)
+        )
         report = evaluate(ref, cand, settings)
     except BenchError as err:
         print(f"bench gate: {err}", file=sys.stderr)

@@ -288,7 +288,13 @@ def _rows(db: Any, *, run_id: str | None = None, exclude_skipped: bool = False, 
     for rid, name, value in values:
         metrics.setdefault(rid, {})[name] = math.nan if value is None else float(value)
     newest: dict[tuple, Row] = {}
+    # Rows of a sweep share a few configs: parse and hash each distinct pair once (read-only dicts).
+    parsed: dict[tuple[str | None, str | None], tuple[str, dict[str, Any]]] = {}
     for rec in records:  # ordered by start time: a later row of the same cell and seed wins
+        pair = (rec["config_json"], rec["task_json"])
+        if pair not in parsed:
+            parsed[pair] = (config_key(*pair), {"config": _loads(pair[0]), "task": _loads(pair[1])})
+        key, config = parsed[pair]
         first_line = rec["error"].splitlines()[0] if rec["error"] else ""
         error = ": ".join(x for x in (rec["error_type"], first_line) if x)
         row = Row(
@@ -302,9 +308,9 @@ def _rows(db: Any, *, run_id: str | None = None, exclude_skipped: bool = False, 
             seed=int(rec["seed"]),
             status=rec["status"],
             metrics=metrics.get(rec["result_id"], {}),
-            config_key=config_key(rec["config_json"], rec["task_json"]),
+            config_key=key,
             error=error[:200],
-            config={"config": _loads(rec["config_json"]), "task": _loads(rec["task_json"])},
+            config=config,
             run_id=rec["run_id"],
         )
         newest[(row.key, row.seed)] = row
