@@ -57,7 +57,7 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 def test_registry_lists_every_dataset_with_its_folder():
     assert data.list_datasets("embedded") == sorted(EMBEDDED)
     assert data.list_datasets("torchvision") == sorted(FOLDERS)
-    assert data.list_datasets() == sorted([*EMBEDDED, *FOLDERS])
+    assert data.list_datasets() == sorted([*EMBEDDED, *FOLDERS, "fashion-mnist"])
     for name, folder in FOLDERS.items():
         info = data.dataset_info(name)
         assert (info.kind, info.folder, info.flip_ok) == ("torchvision", folder, True)
@@ -77,7 +77,7 @@ def test_unknown_dataset_lists_valid_names():
         r"cifar10, .*mnist5k.*uci-digits",
     ):
         data.load_splits("cifar", seed=0, input_size=16)
-    with pytest.raises(UnknownName, match="Valid kinds: embedded, torchvision"):
+    with pytest.raises(UnknownName, match="Valid kinds: embedded, torchvision, file"):
         data.list_datasets("local")
 
 

@@ -80,6 +80,25 @@ def test_imagenet_needs_full_width():
         g.cells("smoke")
 
 
+def test_fashion_mnist_is_a_source_checked_at_collection(tmp_path, monkeypatch):
+    import dataclasses
+
+    from bench.data import idx_sets
+
+    with pytest.raises(InvalidGrid, match=r"unknown source 'cifar10'; valid sources: imagenet, .*fashion-mnist"):
+        grid(task={"source": "cifar10"}).cells("smoke")
+    nowhere = str(tmp_path / "no-system-copy")
+    spec = dataclasses.replace(idx_sets.IDX_SETS["fashion-mnist"], system_dir=nowhere)
+    monkeypatch.setitem(idx_sets.IDX_SETS, "fashion-mnist", spec)
+    with pytest.raises(InvalidGrid, match=r"apt-get install dataset-fashion-mnist"):
+        grid(task={"source": "fashion-mnist"}).cells("smoke", data_root=str(tmp_path))
+    (tmp_path / "fashion-mnist").mkdir()
+    for name in idx_sets.FILES.values():
+        (tmp_path / "fashion-mnist" / name).touch()  # collection only checks that the files exist
+    cells = grid(task={"source": "fashion-mnist"}).cells("smoke", data_root=str(tmp_path))
+    assert {c.task_settings["source"] for c in cells} == {"fashion-mnist"}
+
+
 def test_parse_seeds():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("7") == [7]
     with pytest.raises(InvalidGrid, match="cannot parse 'a'"):

@@ -32,6 +32,22 @@ caltech101     caltech101                   101      none (8,677 images)
 tiny-imagenet  tiny-imagenet-200            200      train 100,000 / official val 10,000 as test
 =============  ===========================  =======  ==================================
 
+File datasets (kind ``file``), IDX gz files read by the harness's own parser
+(``bench.data.idx_sets``), no torchvision and no network. Looked for in
+``<data_root>/fashion-mnist`` when ``--bench-data-root`` holds that folder, else in the Debian
+package's folder:
+
+=============  =======  =======  ==========================  ===================================
+name           images   classes  system folder               Debian package
+=============  =======  =======  ==========================  ===================================
+fashion-mnist  60k+10k  10       /usr/share/datasets/         ``apt-get install
+                                 fashion-mnist               dataset-fashion-mnist``
+=============  =======  =======  ==========================  ===================================
+
+Fashion-MNIST (Zalando, MIT licence): 28x28 gray clothes, flip allowed; official train
+60,000 / test 10,000. Embedded and file sets may be pretraining sources (``SOURCE_KINDS``,
+``list_sources()``).
+
 Split policy (``load_splits``)
 ------------------------------
 Every dataset comes back as three ``bench.contract.split.Split`` objects named ``train``,
@@ -44,11 +60,13 @@ the same indices, a different seed a different split, and splits are disjoint.
   where one exists (Flowers102, FGVC-Aircraft, DTD); otherwise a stratified ``val_frac``
   of the official train (or trainval) split is carved out as val. Caltech101 has no
   official split and is split like an embedded set.
+- File sets: the official test set is test, a stratified ``val_frac`` of the official
+  train set is val (``test_frac`` is unused).
 - ``train_limit > 0`` keeps a stratified subset of that many train images.
 
 Preprocessing happens once, at load:
 
-- Embedded: scaled to [0, 1], gray repeated to 3 channels, resized to ``input_size``
+- Embedded and file sets: scaled to [0, 1], gray repeated to 3 channels, resized to ``input_size``
   (bilinear, antialiased when shrinking), normalised per channel with the mean/std of
   the train split, stored float32 in ``Split.x`` on ``device``.
 - torchvision: decoded with PIL to RGB, shorter side resized to ``max(input_size, 32)``
@@ -62,7 +80,9 @@ data_root and download
 calls it at collection): with no ``data_root`` it asks for ``--bench-data-root DIR``;
 with the folder missing and ``download`` False it names the full expected path, what it
 must contain, and that ``--bench-download`` fetches it when the machine has network.
-StanfordCars cannot be downloaded at all (its URL is gone); the error says so.
+StanfordCars cannot be downloaded at all (its URL is gone); the error says so. A file set
+not found names every folder looked in and the ``apt-get install`` command; a malformed IDX
+file is a ``DatasetNotFound`` naming the file.
 
 Batches: ``bench.data.loader`` (``DeviceLoader``, ``iter_eval``). Split policy:
 ``bench.data.policy``. torchvision decoding: ``bench.data.torchvision_sets``.
@@ -70,23 +90,28 @@ Batches: ``bench.data.loader`` (``DeviceLoader``, ``iter_eval``). Split policy:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.contract.settings import TaskSettings
 from bench.contract.split import SPLIT_NAMES, Split
 from bench.data.embedded import EMBEDDED, EMBEDDED_IMAGES
-from bench.data.policy import split_indices, train_count
+from bench.data.idx_sets import FILES, IDX_SETS, find_folder, load_idx_set
+from bench.data.policy import carve, limit, split_indices, train_count
 from bench.data.torchvision_sets import TORCHVISION, TRAIN_POOLS, check_folder, open_parts, splits_from_datasets
-from bench.errors import UnknownName
+from bench.errors import DatasetNotFound, UnknownName
 from bench.registry import DATASETS
 
-KINDS = ("embedded", "torchvision")
+KINDS = ("embedded", "torchvision", "file")
+# Kinds a source may be pretrained on: no official test split leaks, the files are local.
+SOURCE_KINDS = ("embedded", "file")
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,15 @@ def _register_all() -> None:
         pool, scheme = TRAIN_POOLS[name]
         info = DatasetInfo(name, "torchvision", classes, True, folder, desc, layout, pool, scheme, tv_loader)
         DATASETS.register(name, info)
+    for name, spec in IDX_SETS.items():  # read by bench.data.idx_sets, no _loader
+        layout = tuple(FILES.values())
+        info = DatasetInfo(name, "file", spec.num_classes, spec.flip_ok, spec.folder, spec.description, layout)
+        DATASETS.register(name, dataclasses.replace(info, train_pool=spec.train_images, split_scheme="carve_val"))
+
+
+def list_sources() -> list[str]:
+    """Datasets a source may be pretrained on (``SOURCE_KINDS``), besides ``imagenet``."""
+    return [n for n in list_datasets() if dataset_info(n).kind in SOURCE_KINDS]
 
 
 def train_images(name: str, settings: TaskSettings) -> int | None:
@@ -164,6 +198,9 @@ def check_available(name: str, data_root: str | os.PathLike | None, download: bo
     info = dataset_info(name)
     if info.kind == "embedded":
         return
+    if info.kind == "file":
+        find_folder(name, data_root)
+        return
     assert info.folder is not None  # every torchvision dataset names its folder
     check_folder(name, info.folder, info.layout, data_root, download, info.description, list_datasets("embedded"))
 
@@ -179,6 +216,37 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
+def _float_splits(
+    info: DatasetInfo,
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    input_size: int,
+    device: torch.device | str,
+    peak: float = 1.0,
+) -> tuple[Split, Split, Split]:
+    """float32 (train, val, test) splits from gray ``[N, H, W]`` arrays: ``(images, labels, indices)``
+    per split, images divided by ``peak`` into [0, 1]. Only the chosen images are resized; they are
+    normalised with the train split's mean/std, then the one channel is repeated to 3."""
+    # Gray images: resize and normalise one channel, repeat to 3 only per split (3x cheaper).
+    xs = [
+        _resize(torch.from_numpy(np.asarray(raw_x[idx], dtype=np.float32) / peak).unsqueeze(1), input_size)
+        for raw_x, _, idx in parts
+    ]
+    mean, std = xs[0].mean().item(), xs[0].std(correction=0).clamp_min(1e-6).item()
+    return tuple(  # type: ignore[return-value]
+        Split(
+            name,
+            ((x - mean) / std).repeat(1, 3, 1, 1).to(device),
+            torch.from_numpy(raw_y[idx]).to(device),
+            info.num_classes,
+            input_size,
+            (mean,) * 3,
+            (std,) * 3,
+            info.flip_ok,
+        )
+        for name, x, (_, raw_y, idx) in zip(SPLIT_NAMES, xs, parts)
+    )
+
+
 def _embedded_splits(
     info: DatasetInfo,
     *,
@@ -191,25 +259,29 @@ def _embedded_splits(
 ) -> tuple[Split, Split, Split]:
     raw_x, raw_y = info._loader()
     parts = split_indices(raw_y, seed=seed, val_frac=val_frac, test_frac=test_frac, train_limit=train_limit)
-    # Gray images: resize and normalise one channel, repeat to 3 only per split (3x cheaper).
-    x = _resize(torch.tensor(raw_x).unsqueeze(1), input_size)
-    train_x = x[torch.from_numpy(parts[0])]
-    mean, std = train_x.mean().item(), train_x.std(correction=0).clamp_min(1e-6).item()
-    x = (x - mean) / std
-    y = torch.from_numpy(raw_y)
-    return tuple(  # type: ignore[return-value]
-        Split(
-            name,
-            x[torch.from_numpy(idx)].repeat(1, 3, 1, 1).to(device),
-            y[torch.from_numpy(idx)].to(device),
-            info.num_classes,
-            input_size,
-            (mean,) * 3,
-            (std,) * 3,
-            info.flip_ok,
-        )
-        for name, idx in zip(SPLIT_NAMES, parts)
-    )
+    return _float_splits(info, [(raw_x, raw_y, idx) for idx in parts], input_size, device)
+
+
+def _file_splits(
+    info: DatasetInfo,
+    data_root: str | os.PathLike | None,
+    *,
+    seed: int,
+    input_size: int,
+    val_frac: float,
+    train_limit: int,
+    device: torch.device | str,
+) -> tuple[Split, Split, Split]:
+    """The official test set is test; a stratified ``val_frac`` of the official train set is val."""
+    folder = find_folder(info.name, data_root)
+    try:
+        x_train, y_train, x_test, y_test = load_idx_set(folder, info.num_classes)
+    except ValueError as err:
+        raise DatasetNotFound(f"dataset '{info.name}' at {folder} is malformed: {err}") from err
+    train, val = carve(np.arange(len(y_train)), y_train, val_frac, seed)
+    train = limit(train, y_train, train_limit, seed)
+    parts = [(x_train, y_train, train), (x_train, y_train, val), (x_test, y_test, np.arange(len(y_test)))]
+    return _float_splits(info, parts, input_size, device, peak=255.0)
 
 
 def load_splits(
@@ -233,6 +305,16 @@ def load_splits(
             input_size=input_size,
             val_frac=val_frac,
             test_frac=test_frac,
+            train_limit=train_limit,
+            device=device,
+        )
+    if info.kind == "file":
+        return _file_splits(
+            info,
+            data_root,
+            seed=seed,
+            input_size=input_size,
+            val_frac=val_frac,
             train_limit=train_limit,
             device=device,
         )

@@ -130,6 +130,8 @@ class Grid:
         for model in self.models:
             MODELS.get(model)
             tasks = {d: self._task_settings(model, plan, datasets, d) for d in datasets}
+            for source in {t.source for t in tasks.values() if t.source and t.source != "imagenet"}:
+                check_available(source, data_root, download)  # a file source's files, at collection
             task_jsons = {d: canonical_json(config_dict(t)) for d, t in tasks.items()}
             for label, (config, config_json) in configs.items():
                 for dataset in datasets:
@@ -243,14 +245,12 @@ class Grid:
             if settings.width != 1.0:
                 raise InvalidGrid(f"suite '{self.suite}': ImageNet weights need width 1.0, not {settings.width:g}")
             return
-        from bench.data.registry import dataset_info
+        from bench.data.registry import SOURCE_KINDS, dataset_info, list_sources
 
-        if source not in DATASETS or dataset_info(source).kind != "embedded":
-            from bench.data.registry import list_datasets
-
+        if source not in DATASETS or dataset_info(source).kind not in SOURCE_KINDS:
             raise InvalidGrid(
                 f"suite '{self.suite}': unknown source '{source}'; valid sources: imagenet, "
-                + ", ".join(list_datasets("embedded"))
+                + ", ".join(list_sources())
             )
         if source in datasets:
             raise InvalidGrid(

@@ -6,7 +6,8 @@ raises ``WeightsNotFound`` naming the file, the folder and the URL to fetch it f
 with ``download=True`` it lets torch hub fetch it. ImageNet weights exist only at
 width 1.0 for architectures that declare them.
 
-``source=<embedded dataset>`` pretrains the architecture on that dataset with a fixed
+``source=<embedded or file dataset>`` (``bench.data.registry.SOURCE_KINDS``: ``mnist5k``,
+``fashion-mnist``, ...) pretrains the architecture on that dataset with a fixed
 ``PretrainRecipe`` and caches the checkpoint under a hash of (architecture, width,
 source, input size, recipe, source seed) and of the arithmetic that computed it
 (``bench.cache``) in ``$BENCH_CACHE_DIR/sources`` (default ``~/.cache/archbench``). A file
@@ -92,17 +93,25 @@ def imagenet_state_dict(model: str, width: float, *, download: bool = False) -> 
 
 
 def pretrained_source(
-    model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe, seed: int, device: torch.device
+    model: str,
+    width: float,
+    source: str,
+    input_size: int,
+    recipe: PretrainRecipe,
+    seed: int,
+    device: torch.device,
+    data_root: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, meta) of ``model`` pretrained on the embedded dataset ``source``.
+    """(state_dict, meta) of ``model`` pretrained on the embedded or file dataset ``source``.
 
-    ``meta`` holds the source test accuracy, the pretraining time and whether this call
-    hit the cache.
+    ``data_root`` is where a file dataset is looked for first (``bench.data.idx_sets``); the
+    files are the same wherever they are found, so it is not part of the cache key. ``meta``
+    holds the source test accuracy, the pretraining time and whether this call hit the cache.
     """
     path = source_path(model, width, source, input_size, recipe, seed, device)
 
     def compute() -> dict[str, Any]:
-        state, meta = _pretrain(model, width, source, input_size, recipe, seed, device)
+        state, meta = _pretrain(model, width, source, input_size, recipe, seed, device, data_root)
         return {"state_dict": state, "meta": meta}
 
     blob, hit = cached(path, compute)  # torch_load: weights_only, on the CPU
@@ -110,7 +119,14 @@ def pretrained_source(
 
 
 def _pretrain(
-    model: str, width: float, source: str, input_size: int, recipe: PretrainRecipe, seed: int, device: torch.device
+    model: str,
+    width: float,
+    source: str,
+    input_size: int,
+    recipe: PretrainRecipe,
+    seed: int,
+    device: torch.device,
+    data_root: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from bench import engine
     from bench.contract.recorder import Recorder
@@ -127,6 +143,7 @@ def _pretrain(
             input_size=input_size,
             val_frac=recipe.val_frac,
             test_frac=recipe.test_frac,
+            data_root=data_root,
             device=device,
         )
         net = build_model(model, num_classes=tr.num_classes, width=width).to(device)
@@ -157,7 +174,9 @@ def warm_source(task: Task) -> dict[str, Any] | None:
     s = task.settings
     if not s.source or s.source == "imagenet":
         return None
-    _, meta = pretrained_source(task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed, task.device)
+    _, meta = pretrained_source(
+        task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed, task.device, task.data_root
+    )
     return meta
 
 
@@ -176,7 +195,7 @@ def build_model(task: Task, *, pretrained: bool = True) -> MappedNet:
     else:
         source_classes = dataset_info(s.source).num_classes
         state, meta = pretrained_source(
-            task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed, task.device
+            task.model, s.width, s.source, s.input_size, s.pretrain, s.source_seed, task.device, task.data_root
         )
     net = build_arch(task.model, num_classes=source_classes, width=s.width)
     net.load_state_dict(state, strict=True)
