@@ -106,8 +106,11 @@ XDIST_CELLS = (
     "suites/test_baselines.py::test_cell[scratch-uci-digits-resnet18-s0]",
     "suites/test_baselines.py::test_cell[scratch-uci-digits-resnet18-s1]",
 )
-# Metrics that measure time or the process, not what was computed: they may differ between runs.
-_TIMING_TOKENS = ("_ms", "_s", "step_ms", "peak_", "rss", "wall", "throughput", "images_per")
+# Metrics that measure time, memory or the process, not what was computed: they may differ between
+# runs. By unit token (bench.contract.units: ``search_s``, ``train_step_ms_median``, ``*_mib``), so
+# ``target_reached_steps`` or ``search_updates`` are compared; plus names that say so whatever the unit.
+_PROCESS_UNITS = ("ms", "s", "mib")
+_PROCESS_TOKENS = ("peak", "rss", "wall", "throughput", "images")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +200,9 @@ def _sync(device: Any) -> None:
 
 
 def _is_timing(metric: str) -> bool:
-    return any(tok in metric for tok in _TIMING_TOKENS)
+    from bench.contract.units import unit_of
+
+    return unit_of(metric) in _PROCESS_UNITS or any(t in _PROCESS_TOKENS for t in metric.split("_"))
 
 
 def _rows(db: Path, tag: str) -> dict[str, dict[str, float | None]]:
@@ -318,9 +323,10 @@ class Check:
         for name in s.throughput_models:
             torch.manual_seed(0)
             model = build_model(name, num_classes=10, width=s.width).to(self.device)
-            x, y = split.batch(slice(0, s.batch))
             with engine.speed_mode():
-                bare_ms, compile_s = _plain_recipe_ms(model, x, y, s.throughput_steps, s.compile_backend, self.device)
+                bare_ms, compile_s = _plain_recipe_ms(
+                    split, s.batch, model, s.throughput_steps, s.compile_backend, self.device
+                )
             del model
             engine_cfg = engine.TrainConfig(batch_size=s.batch, lr=0.01, steps=s.throughput_steps + 3, log_every=1000)
             if "compile" in engine.TrainConfig.__dataclass_fields__:
@@ -567,38 +573,23 @@ def _compile_backend(backend: str) -> Any:
         torch.compile = original  # type: ignore[assignment]
 
 
-def _plain_recipe_ms(model: Any, x: Any, y: Any, steps: int, backend: str, device: Any) -> tuple[float, float]:
-    """Milliseconds per step of the best plain-PyTorch recipe (``torch.compile``, fused SGD, bf16
-    autocast, channels_last on CUDA), and the seconds its compile and warm-up took."""
-    import torch
-    import torch.nn.functional as F
+def _plain_recipe_ms(split: Any, batch: int, model: Any, steps: int, backend: str, device: Any) -> tuple[float, float]:
+    """Median milliseconds per step of the best plain-PyTorch recipe (``overhead.bare_loop`` with
+    ``torch.compile``, fused SGD, bf16 autocast and channels_last on CUDA), timed per step by the
+    harness's ``StepTimer`` as the engine's ``train_step_ms_median`` is, and the seconds its three
+    compile and warm-up steps took."""
+    from bench import engine
+    from bench.measure import StepTimer
 
     cuda = device.type == "cuda"
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = {"fused": True} if cuda else {}
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, **fused)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    compiled = torch.compile(model, backend=backend)
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
-            loss = F.cross_entropy(compiled(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    t0 = time.perf_counter()
-    for _ in range(3):  # compile and warm up
-        step()
-    _sync(device)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - t0) / steps * 1e3, compile_s
+    warmup = 3
+    cfg = engine.TrainConfig(
+        batch_size=batch, lr=0.01, steps=steps + warmup, bf16=cuda, channels_last=cuda, optimizer_impl="fused"
+    )
+    timer = StepTimer(device, warmup=warmup)
+    _overhead_module().bare_loop(model, split, cfg, steps + warmup, timer=timer, compile_backend=backend)
+    times = timer.all_times_ms()
+    return statistics.median(times[warmup:]), sum(times[:warmup]) / 1e3
 
 
 class _AllocSampler:

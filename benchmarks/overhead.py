@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from bench import engine
 from bench.contract.recorder import Recorder
 from bench.contract.split import Split
-from bench.measure import MemoryMeter
+from bench.measure import MemoryMeter, StepTimer
 from bench.models.net import build_model
 
 
@@ -43,16 +43,28 @@ def sync(device: torch.device) -> None:
 
 
 def bare_loop(
-    model: torch.nn.Module, split: Split, cfg: engine.TrainConfig, steps: int, marks: list[int] | None = None
+    model: torch.nn.Module,
+    split: Split,
+    cfg: engine.TrainConfig,
+    steps: int,
+    marks: list[int] | None = None,
+    *,
+    timer: StepTimer | None = None,
+    compile_backend: str | None = None,
 ) -> float:
     """Seconds for ``steps`` optimisation steps of a hand-written loop.
 
     ``marks`` receives a timestamp at the start of every step's forward, the same point
-    at which the harness path stamps (its ``before_step`` hook).
+    at which the harness path stamps (its ``before_step`` hook). ``timer`` (the harness's
+    ``StepTimer``) times each step as the engine times its own, so a per-step median of both
+    compares like with like. ``compile_backend`` wraps the model in ``torch.compile``, and
+    ``cfg.optimizer_impl == "fused"`` on CUDA makes SGD fused: with ``cfg.bf16`` and
+    ``cfg.channels_last`` that is the fast plain recipe (airbench's, timm's benchmark's).
     """
     device = split.device
     cuda = device.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if cuda and cfg.optimizer_impl == "fused" else {}
     opt = torch.optim.SGD(
         [
             {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
@@ -61,10 +73,12 @@ def bare_loop(
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=True,
+        **fused,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: engine.lr_factor(s, steps, cfg))
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model, backend=compile_backend) if compile_backend else model
     gen = torch.Generator(device=device).manual_seed(0)
     n, bs = len(split), cfg.batch_size
     model.train()
@@ -80,12 +94,16 @@ def bare_loop(
             x = x.contiguous(memory_format=torch.channels_last)
         if marks is not None:
             marks.append(time.perf_counter_ns())
+        if timer is not None:
+            timer.start()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if timer is not None:
+            timer.stop()
     sync(device)
     return time.perf_counter() - t0
 

@@ -106,3 +106,18 @@ def test_gpu_wheels_carries_what_the_node_lacks_and_never_torch() -> None:
     assert {"sqlite-utils", "datasette", "submitit"} <= set(wanted)
     assert not {"torch", "torchvision", "numpy", "pandas", "scipy", "pytest"} & set(wanted)
     assert not any(n.startswith("nvidia-") for n in wanted)
+
+
+def test_cell_comparison_ignores_time_and_memory_not_counts():
+    """The a/b and serial/parallel cell comparisons drop what measures the run (by unit token),
+    never a count that merely contains ``_s`` (``target_reached_steps``, ``search_updates``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    timing = ("search_s", "train_step_ms_median", "search_action_stop_s", "train_peak_alloc_mib", "wall_s")
+    kept = ("target_reached_steps", "search_updates", "test_top1_pct", "search_stopped_steps", "rank_spearman_rho")
+    assert all(module._is_timing(m) for m in timing)
+    assert not any(module._is_timing(m) for m in kept)

@@ -201,8 +201,8 @@ def test_time_steps_times_the_engines_step(monkeypatch):
     made = []
     real = train_module.make_optimizer
 
-    def spy(params, cfg):
-        opt = real(params, cfg)
+    def spy(params, cfg, *impl):
+        opt = real(params, cfg, *impl)
         made.append(opt)
         return opt
 

@@ -74,18 +74,22 @@ class FitReport:
     final_loss_nat: float
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], cfg: TrainConfig, impl_name: str | None = None
+) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg``; weight decay skips 1-D tensors (BN, biases).
 
-    Its update runs as ``bench.engine.speed.optimizer_impl(params, cfg)`` says; ``"auto"`` off CUDA passes torch
-    nothing, so a CPU training is exactly what it was before the option existed.
+    Its update runs as ``impl_name`` says, by default as ``bench.engine.speed.optimizer_impl(params,
+    cfg)`` resolves it (a caller that records the implementation resolves it once and passes it);
+    ``"auto"`` off CUDA passes torch nothing, so a CPU training is exactly what it was before the
+    option existed.
     """
     params = list(params)
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    impl = impl_kwargs(optimizer_impl(params, cfg), cfg)
+    impl = impl_kwargs(impl_name or optimizer_impl(params, cfg), cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **impl
@@ -268,8 +272,8 @@ class TrainStep:
         self.channels_last = cuda and cfg.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.opt = make_optimizer(params, cfg)
         self.optimizer_impl = optimizer_impl(params, cfg)
+        self.opt = make_optimizer(params, cfg, self.optimizer_impl)
         self.compiled: nn.Module | None = torch.compile(model) if cfg.compile else None
         self.compile_s = 0.0
         self.warmed = False
