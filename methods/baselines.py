@@ -12,6 +12,7 @@ differ only in initialisation and in what trains:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -93,23 +94,24 @@ class FineTune(BaseMethod[FineTuneConfig | LastKConfig]):  # fit reads train / t
 
 
 def record_target(rec: Recorder, stage: str, target: float) -> None:
-    """Record ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve when it reached ``target``.
+    """Iterations to ``target``: ``target_reached_steps`` from the ``<stage>_test_top1_pct`` curve.
 
-    ``target_budget_steps`` (the last evaluated step) is recorded either way, and
-    ``target_missed_bool`` says whether the target was missed: a run that never reaches the target
-    is a censored observation (it would have needed more than its budget), which the claims count
-    at the budget instead of dropping (``bench.results.verdict``).
+    A run that never reaches the target is a censored observation (it would have needed more
+    than its budget), not a missing one: ``target_reached_steps`` is then stored as NULL (NaN
+    here), ``target_reached_bool`` is 0, and ``target_budget_steps`` (the last evaluated step)
+    is what the claims count it at (``bench.results.verdict``), so a method that never reaches
+    the target loses instead of dropping out.
     """
     if target <= 0:
         return
     curve = rec.curve(f"{stage}_test_top1_pct")
-    reached = first_step_reaching(curve, target)
     rec.note("target_top1_pct", target)
-    if curve:
-        rec.scalar("target_budget_steps", max(step for step, _ in curve))
-        rec.scalar("target_missed_bool", float(reached is None))
-    if reached is not None:
-        rec.scalar("target_reached_steps", reached)
+    if not curve:
+        return
+    reached = first_step_reaching(curve, target)
+    rec.scalar("target_budget_steps", max(step for step, _ in curve))
+    rec.scalar("target_reached_bool", float(reached is not None))
+    rec.scalar("target_reached_steps", math.nan if reached is None else reached)
 
 
 @register_method("scratch")

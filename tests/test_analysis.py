@@ -1,5 +1,7 @@
 """Rank correlations equal scipy's on fixed data; degenerate rankings are errors; milestones."""
 
+import math
+
 import pytest
 from scipy import stats
 
@@ -48,3 +50,23 @@ def test_first_step_reaching():
     assert first_step_reaching(curve, 85.0) == 30
     assert first_step_reaching(list(reversed(curve)), 85.0) == 30
     assert first_step_reaching(curve, 95.0) is None
+
+
+@pytest.mark.parametrize(
+    ("curve", "reached", "steps"),
+    [([(10, 40.0), (20, 86.0), (30, 90.0)], 1.0, 20.0), ([(10, 40.0), (20, 60.0)], 0.0, None)],
+)
+def test_iterations_to_target_is_censored_not_dropped(curve, reached, steps):
+    """A missed target stores ``target_reached_steps`` as NaN (NULL in the store), the flag 0 and
+    the budget it is censored at; a reached one stores the first evaluation step reaching it."""
+    from bench.contract.recorder import Recorder
+    from methods.baselines import record_target
+
+    rec = Recorder("cpu")
+    for step, value in curve:
+        rec.point("train_test_top1_pct", step, value)
+    record_target(rec, "train", 85.0)
+    assert rec.metrics["target_reached_bool"] == reached
+    assert rec.metrics["target_budget_steps"] == curve[-1][0]
+    got = rec.metrics["target_reached_steps"]
+    assert (math.isnan(got) and steps is None) or got == steps

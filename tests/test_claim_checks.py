@@ -37,9 +37,9 @@ LABELS = LABELS.assign(t3_adaptive_80_100_mae=1.0, t3_fixed3_80_100_mae=1.0)
 # A derived value, written as the raw columns it is derived from.
 RAW = {
     "search_saved_frac": lambda v: {
-        "search_updates": 100.0,
-        "reward_stop_updates": 50.0,
-        "action_stop_updates": 50.0 * (1 - v),
+        "search_s": 100.0,
+        "search_reward_stop_s": 50.0,
+        "search_action_stop_s": 50.0 * (1 - v),
     }
 }
 
@@ -189,8 +189,9 @@ def test_every_claim_has_a_check() -> None:
 
 
 def test_the_early_stop_saving_is_censored_where_a_stop_never_fired() -> None:
-    assert search_saving({"search_updates": 100, "action_stop_updates": 20, "reward_stop_updates": 40}) == (0.5, False)
-    never_acted = search_saving({"search_updates": 100, "reward_stop_updates": 40})
+    assert search_saving({"search_s": 100, "search_action_stop_s": 20, "search_reward_stop_s": 40}) == (0.5, False)
+    never_acted = search_saving({"search_s": 100, "search_reward_stop_s": 40})
     assert never_acted == (pytest.approx(-1.5), True)  # ran to the budget: a negative, censored saving
-    assert search_saving({"search_updates": 100, "action_stop_updates": 20}) == (0.8, True)
-    assert search_saving({"search_updates": 100}) == (0.0, True)
+    assert search_saving({"search_s": 100, "search_action_stop_s": 20}) == (0.8, True)
+    assert search_saving({"search_s": 100}) == (0.0, True)
+    assert search_saving({"search_action_stop_s": 20}) is None  # no search time: nothing to judge

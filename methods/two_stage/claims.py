@@ -48,23 +48,30 @@ def _scope_order(tolerance: float = 1.0) -> AllOf:
     return AllOf(tuple(parts))
 
 
-def search_saving(row: Mapping[str, Any]) -> tuple[float, bool] | None:
-    """Fraction of the search the action stop saves over the reward stop, censored where one never fired.
+FULL_SEARCH = "two_stage:full-search-"  # variant prefix of the runs that search until both rules fired
 
-    ``(reward_stop - action_stop) / reward_stop`` in controller updates. A stop that never fired
-    counts at the budget (``search_updates``): an action stop that never fired gives a saving of
-    at most 0 (negative when the reward stop fired), a reward stop that never fired a saving
-    measured against the budget. Either is a censored value, never a dropped cell.
+
+def search_saving(row: Mapping[str, Any]) -> tuple[float, bool] | None:
+    """Share of the search time the action stop saves over the reward stop, censored where one never fired.
+
+    ``(t_reward - t_action) / t_reward`` in measured search-stage seconds (``search_action_stop_s``,
+    ``search_reward_stop_s``) of a run that searched until both rules fired (``stop_search`` off).
+    A stop that never fired counts at the whole search (``search_s``): an action stop that never
+    fired gives a saving of at most 0, a reward stop that never fired a saving measured against the
+    budget. Either is a censored value, never a dropped cell.
     """
-    budget = row.get("search_updates")
-    if budget is None or math.isnan(float(budget)):
+    total = row.get("search_s")
+    if total is None or _missing(total):
         return None
-    action, reward = (row.get(k) for k in ("action_stop_updates", "reward_stop_updates"))
-    action_c = action is None or math.isnan(float(action))
-    reward_c = reward is None or math.isnan(float(reward))
-    a = float(budget) if action_c else float(action)  # type: ignore[arg-type]  # checked above
-    r = float(budget) if reward_c else float(reward)  # type: ignore[arg-type]  # checked above
+    action, reward = (row.get(k) for k in ("search_action_stop_s", "search_reward_stop_s"))
+    action_c, reward_c = _missing(action), _missing(reward)
+    a = float(total) if action_c else float(action)  # type: ignore[arg-type]  # checked above
+    r = float(total) if reward_c else float(reward)  # type: ignore[arg-type]  # checked above
     return (r - a) / r if r else 0.0, action_c or reward_c
+
+
+def _missing(value: Any) -> bool:
+    return value is None or math.isnan(float(value))
 
 
 register_check("ts-r18-small-final", _pair("resnet18", "small", ">"))
@@ -75,7 +82,7 @@ register_check(
 )
 register_check(
     "ts-early-stop-saving",
-    Threshold(Select("search_saved_frac", method="two_stage", derive=search_saving), ">", 0.0),
+    Threshold(Select("search_saved_frac", variant_prefix=FULL_SEARCH, derive=search_saving), ">", 0.0),
 )
 register_check("ts-all-scopes", _at_every_scope("resnet18", ">="))
 register_check("ts-scope-order", _scope_order())
