@@ -182,7 +182,7 @@ def test_reward_rule_knows_the_reward_is_noisy():
     for r in range(1, 6):
         both.update(r, [1], [0.99], 0.5)
     assert (both.action_stop, both.reward_stop, both.action_stop_arch) == (2, 3, [1])
-    assert both.saved_frac == pytest.approx(1 / 3)
+    assert both.saved_rounds_frac == pytest.approx(1 / 3)
 
 
 def test_stop_search_stops_the_supernet_early():

@@ -273,8 +273,9 @@ class EarlyStop:
         return self.actions.arch
 
     @property
-    def saved_frac(self) -> float | None:
-        """Share of the reward-convergence search (in rounds) that stopping on actions saves."""
+    def saved_rounds_frac(self) -> float | None:
+        """Share of the reward-convergence search's *rounds* that stopping on actions saves (the
+        method records the measured share of search time, ``search_saved_frac``, instead)."""
         if self.action_stop is None or self.reward_stop is None:
             return None
         return (self.reward_stop - self.action_stop) / self.reward_stop

@@ -281,7 +281,7 @@ class Search:
             seed=int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen)),
         )
         self._record_stops()
-        chosen = self.arch_at.get("actions" if self.cfg.early_stop.stop_search else "reward")
+        chosen = self.arch_at.get("action" if self.cfg.early_stop.stop_search else "reward")
         return chosen or self.controller.argmax()
 
     def _sample_subnet(self, step: int) -> None:
@@ -309,7 +309,7 @@ class Search:
         self.rec.point("search_entropy_nat", r, entropy)
         self.rec.point("search_greedy_min_prob", r, min(path))
         self.stop.update(r, arch, path, mean_reward)
-        for rule, fired in (("actions", self.stop.action_stop), ("reward", self.stop.reward_stop)):
+        for rule, fired in (("action", self.stop.action_stop), ("reward", self.stop.reward_stop)):
             if fired is not None and rule not in self.time_at:
                 self.time_at[rule], self.arch_at[rule] = self.watch.seconds, arch
         if e.stop_search:
@@ -337,17 +337,14 @@ class Search:
         for name, value in (("action_stop_updates", stop.action_stop), ("reward_stop_updates", stop.reward_stop)):
             if value is not None:
                 rec.scalar(name, value)
-        for rule in ("actions", "reward"):
+        for rule in ("action", "reward"):
             if rule in self.time_at:
-                rec.scalar(f"search_{'action' if rule == 'actions' else 'reward'}_stop_s", self.time_at[rule])
-            if rule in self.arch_at:
-                rec.note(
-                    f"architecture_at_{'action' if rule == 'actions' else 'reward'}_stop", _kernels(self.arch_at[rule])
-                )
+                rec.scalar(f"search_{rule}_stop_s", self.time_at[rule])
+                rec.note(f"architecture_at_{rule}_stop", _kernels(self.arch_at[rule]))
         if len(self.time_at) == 2 and self.time_at["reward"] > 0:
-            rec.scalar("search_saved_frac", (self.time_at["reward"] - self.time_at["actions"]) / self.time_at["reward"])
+            rec.scalar("search_saved_frac", (self.time_at["reward"] - self.time_at["action"]) / self.time_at["reward"])
         if len(self.arch_at) == 2:
-            rec.scalar("search_same_arch_bool", float(self.arch_at["actions"] == self.arch_at["reward"]))
+            rec.scalar("search_same_arch_bool", float(self.arch_at["action"] == self.arch_at["reward"]))
         if self.cfg.early_stop.stop_search and stop.action_stop is not None:
             rec.note("stopped_by", "actions")
         elif stop.action_stop is not None and stop.reward_stop is not None:
