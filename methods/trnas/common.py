@@ -35,6 +35,7 @@ from methods.trnas.network import (
     saved_activation_bytes,
     transfer,
 )
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import Arch, format_arch
 
 MIB = float(1 << 20)
@@ -105,7 +106,7 @@ class Builder:
         self.C = network_width(task, C)
         self.source: MappedNet | None = None
         if tr.enabled:
-            self.source = target_source(task, tr.pretrain) if tr.pretrain_on == "target" else task.build_model()
+            self.source = pretrained_source(task, tr)
 
     def net(self, arch: Arch, seed: int, *, transferred: bool | None = None) -> MappedNet:
         """``arch`` at width C and depth N, initialised from ``seed``; Tr-Net when transfer is on."""
@@ -121,6 +122,23 @@ class Builder:
         return transfer(net, copy.deepcopy(self.source), self.tr.i, self.tr.j, self.tr.count).to(self.task.device)
 
 
+def pretrained_source(task: Task, tr: TransferConfig) -> MappedNet:
+    """B with the weights ``tr.pretrain_on`` says: the task's source (the harness's cached source
+    pretraining) or the task's own training split (``target_source``).
+
+    A task without a source and ``pretrain_on="source"`` is an ``InvalidConfig``: ``task.build_model()``
+    would return a randomly initialised B, and freezing random blocks is not Tr-NAS.
+    """
+    if tr.pretrain_on == "target":
+        return target_source(task, tr.pretrain)
+    if not task.settings.source:
+        raise InvalidConfig(
+            "the transferred prefix needs a pretrained B: set the task's source (e.g. "
+            "source='mnist5k') or transfer.pretrain_on='target'"
+        )
+    return task.build_model()
+
+
 def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
     """B pretrained on the task's training split (never val or test), cached per task and recipe."""
     inputs = {
@@ -129,17 +147,17 @@ def target_source(task: Task, recipe: engine.TrainConfig) -> MappedNet:
         "seed": task.seed,
         "settings": dataclasses.asdict(task.settings),
         "recipe": dataclasses.asdict(recipe),
-        "version": 1,
+        "version": 2,
     }
     path = cache_file("trnas-source", f"{task.model}-{task.dataset}-s{task.seed}", inputs, task.device)
 
     def compute() -> dict:
         devices = [task.device] if task.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(task.seed)
+            torch.manual_seed(role_seed("pretrain-init", task.seed))
             net = task.build_model(pretrained=False)
             quiet = Recorder(task.device, progress=lambda _m: None)
-            engine.fit(net, task.train, recipe, quiet, stage="pretrain", seed=task.seed)
+            engine.fit(net, task.train, recipe, quiet, stage="pretrain", seed=role_seed("pretrain-data", task.seed))
         return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
     blob, _ = cached(path, compute)
@@ -213,7 +231,7 @@ def reference_path(task: Task, archs: list[Arch], cfg: engine.TrainConfig, C: in
         "seed": seed,
         "dataset": task.dataset,
         "settings": dataclasses.asdict(task.settings),
-        "version": 1,
+        "version": 2,
     }
     return cache_file("trnas-reference", f"{task.dataset}-C{C}-N{N}-s{seed}", inputs, task.device)
 
@@ -271,6 +289,7 @@ __all__ = [
     "TransferConfig",
     "nb201_train",
     "network_width",
+    "pretrained_source",
     "reference_path",
     "target_source",
     "train_candidate",

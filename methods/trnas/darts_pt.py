@@ -50,6 +50,7 @@ from methods.trnas.common import (
     with_warmup,
 )
 from methods.trnas.network import nb201, saved_activation_bytes
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import OPS, format_arch
 from methods.trnas.supernet import ArchState, supernet
 
@@ -236,7 +237,7 @@ class SearchRun:
         rec.scalar("search_act_mib", saved_activation_bytes(net, x, y) / MIB)
         self.cuda = task.device.type == "cuda"
         self.meter = MemoryMeter(task.device).__enter__() if self.cuda else None  # exited by finish()
-        self.hook = AlphaStep(net, state, a_part, arch_opt, task.seed + 1)
+        self.hook = AlphaStep(net, state, a_part, arch_opt, role_seed("search-data", task.seed, 3))
         self.weights = [p for p in net.parameters() if p.requires_grad]
         self.quiet = Recorder(task.device, progress=lambda _m: None)
 
@@ -248,7 +249,7 @@ class SearchRun:
             self.rec,
             stage="search",
             hooks=engine.StepHooks(after_step=self.hook),
-            seed=self.seed,
+            seed=role_seed("search-data", self.seed, 2),
             params=self.weights,
         )
 
@@ -260,7 +261,7 @@ class SearchRun:
             self.quiet,
             stage="tune",
             hooks=engine.StepHooks(after_step=self.hook),
-            seed=self.seed + 100 + n,
+            seed=role_seed("tune-data", self.seed, n),
             params=self.weights,
         )
 
@@ -282,16 +283,21 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
-        w_part, a_part = split_halves(task.train, cfg.train_frac, task.seed)
-        torch.manual_seed(task.seed)
-        state = ArchState(task.device, seed=task.seed)
+        w_part, a_part = split_halves(task.train, cfg.train_frac, role_seed("search-data", task.seed))
+        torch.manual_seed(role_seed("supernet-init", task.seed))
+        state = ArchState(task.device, seed=role_seed("supernet-init", task.seed, 1))
         net = builder.wrap(supernet(state, builder.C, cfg.N, task.num_classes))
         search_cfg = with_warmup(cfg.search, cfg.warmup_epochs if cfg.transfer.enabled else 0.0, len(w_part))
         run = SearchRun(net, state, w_part, a_part, cfg.arch_opt, cfg.tune, task, rec, cfg.search.batch_size)
         with rec.stage("search"):
             run.search(search_cfg)
             rec.note("search_argmax_arch", format_arch(state.argmax()))
-            order = [int(e) for e in np.random.default_rng(task.seed).permutation(np.array(state.undecided()))]
+            order = [
+                int(e)
+                for e in np.random.default_rng(role_seed("search-data", task.seed, 1)).permutation(
+                    np.array(state.undecided())
+                )
+            ]
             decisions = project(net, state, a_part, order, cfg.proj_eval_batches, run.tune, rec)
         run.finish()
         arch = tuple(state.decided)
@@ -301,9 +307,9 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
         if cfg.nats_path:
             table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
             rec.scalar("found_table_test_top1_pct", table.accuracy(arch, "200", "test-accuracy"))
-        torch.manual_seed(task.seed)
+        torch.manual_seed(role_seed("final-init", task.seed))
         final = nb201(arch, builder.C, cfg.N, task.num_classes).to(task.device)
         with rec.stage("train"):
-            engine.fit(final, task.train, cfg.final, rec, stage="train", seed=task.seed)
+            engine.fit(final, task.train, cfg.final, rec, stage="train", seed=role_seed("final-data", task.seed))
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, format_arch(arch), info={"proxy": cfg.transfer.label()})

@@ -80,7 +80,7 @@ from bench.models.net import build_model as build_arch
 from bench.registry import register_method
 from methods.proxyless.cells import CellNet, ReLUConvBN, darts_cell, darts_op, dil_conv
 from methods.proxyless.edges import EdgeSpec, FactorizedReduce, PairStem, TakeLast
-from methods.trnas.common import TransferConfig, target_source, with_warmup
+from methods.trnas.common import TransferConfig, pretrained_source, with_warmup
 from methods.trnas.darts_pt import (
     ArchOptConfig,
     SearchRun,
@@ -91,6 +91,7 @@ from methods.trnas.darts_pt import (
     train_mode_accuracy,
 )
 from methods.trnas.network import _source_layout
+from methods.trnas.seeds import role_seed
 
 PRIMITIVES = (
     "none",
@@ -694,14 +695,7 @@ def source_network(task: Task, cfg: DartsSpaceConfig, *, pretrained: bool = True
     b_task = dataclasses.replace(task, model=cfg.source_model, settings=settings)
     if not pretrained:
         return build_arch(cfg.source_model, num_classes=task.num_classes, width=cfg.source_width).to(task.device)
-    if cfg.transfer.pretrain_on == "target":
-        return target_source(b_task, cfg.transfer.pretrain)
-    if not settings.source:
-        raise InvalidConfig(
-            "the transferred prefix needs a pretrained B: set the task's source (e.g. "
-            "source='mnist5k') or transfer.pretrain_on='target'"
-        )
-    return b_task.build_model()
+    return pretrained_source(b_task, cfg.transfer)
 
 
 @register_method("trnas_dartspt_darts")
@@ -718,14 +712,14 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
         tr = cfg.transfer
         source = source_network(task, cfg) if tr.enabled else None
         C = cfg.C or _source_layout(source_network(task, cfg, pretrained=False))[0][0] // STEPS
-        w_part, a_part = split_halves(task.train, cfg.train_frac, task.seed)
+        w_part, a_part = split_halves(task.train, cfg.train_frac, role_seed("search-data", task.seed))
         p_part = (
             a_part.subset(torch.arange(min(cfg.proj_examples, len(a_part)), device=a_part.device), "proj")
             if cfg.proj_examples
             else a_part
         )
-        torch.manual_seed(task.seed)
-        state = DartsArchState(task.device, seed=task.seed)
+        torch.manual_seed(role_seed("supernet-init", task.seed))
+        state = DartsArchState(task.device, seed=role_seed("supernet-init", task.seed, 1))
         net: MappedNet = search_supernet(state, C, cfg.layers, task.num_classes)
         if source is not None:
             net = darts_transfer(net, source, tr.i, tr.j)
@@ -752,7 +746,7 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
         with rec.stage("search"):
             run.search(search_cfg)
             rec.note("search_argmax_genotype", format_genotype(state.argmax_genotype()))
-            rng = np.random.default_rng(task.seed)
+            rng = np.random.default_rng(role_seed("search-data", task.seed, 1))
             edge_order = paired_order(rng, state.undecided(0), state.undecided(1))
             for t in range(len(CELL_TYPES)):  # the first node has only its 2 inputs: kept, no step (darts-pt)
                 state.decide_node(t * STEPS, state.node_inputs(t * STEPS))
@@ -784,10 +778,10 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
         rec.scalar("proj_tunes_count", tunes[0])
         rec.scalar("none_fallbacks_count", fallbacks)
         rec.note("found_genotype", text)
-        torch.manual_seed(task.seed)
+        torch.manual_seed(role_seed("final-init", task.seed))
         final = darts_network(genotype, cfg.eval_C, cfg.eval_layers, task.num_classes).to(task.device)
         with rec.stage("train"):
-            engine.fit(final, task.train, cfg.final, rec, stage="train", seed=task.seed)
+            engine.fit(final, task.train, cfg.final, rec, stage="train", seed=role_seed("final-data", task.seed))
         rec.scalar("trainable_params", sum(p.numel() for p in final.parameters() if p.requires_grad))
         return Fitted(final, text, info={"proxy": tr.label() if tr.enabled else "original", "C": C})
 

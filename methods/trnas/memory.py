@@ -32,6 +32,7 @@ from bench.measure import MemoryMeter
 from bench.registry import register_method
 from methods.trnas.common import MIB, Builder, TransferConfig
 from methods.trnas.network import saved_activation_bytes
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import format_arch, sample
 from methods.trnas.supernet import ArchState, supernet
 
@@ -95,7 +96,7 @@ class TrNasMemory(BaseMethod[MemoryConfig]):
             if arch is None:
                 net = builder.wrap(supernet(ArchState(task.device, seed=task.seed), builder.C, cfg.N, task.num_classes))
             else:
-                net = builder.net(arch, seed=task.seed + k)
+                net = builder.net(arch, seed=role_seed("memory-init", task.seed, k))
             x, y = data.batch(slice(0, cfg.train.batch_size))
             acts.append(saved_activation_bytes(net, x, y) / MIB)
             meter = MemoryMeter(task.device) if cuda else contextlib.nullcontext()

@@ -67,6 +67,7 @@ from methods.trnas.common import (
     with_warmup,
 )
 from methods.trnas.network import nb201
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import Arch, format_arch, sample
 
 
@@ -162,9 +163,16 @@ class TrNasRank(BaseMethod[RankConfig]):
                 if table is not None and cfg.proxy_from_table and not cfg.transfer.enabled:
                     proxy_acc.append(table.accuracy(arch, "12", "valid-accuracy"))
                     continue
-                net = builder.net(arch, seed=task.seed * 100_003 + k)
+                net = builder.net(arch, seed=role_seed("proxy-init", task.seed, k))
                 got = train_candidate(
-                    net, arch, task.train, task.val, proxy_cfg, seed=task.seed + k, stage="proxy", rec=rec
+                    net,
+                    arch,
+                    task.train,
+                    task.val,
+                    proxy_cfg,
+                    seed=role_seed("proxy-data", task.seed, k),
+                    stage="proxy",
+                    rec=rec,
                 )
                 proxy_acc.append(got.val_top1_pct)
                 if got.diverged:
@@ -199,7 +207,11 @@ class TrNasRank(BaseMethod[RankConfig]):
         best = max((k for k in range(len(archs)) if k not in diverged), key=lambda k: proxy_acc[k])
         rec.note("proxy_best_arch", format_arch(archs[best]))
         rec.scalar("proxy_best_reference_top1_pct", reference[best])
-        model = best_model if best_model is not None else builder.net(archs[best], seed=task.seed)
+        model = (
+            best_model
+            if best_model is not None
+            else builder.net(archs[best], seed=role_seed("proxy-init", task.seed, best))
+        )
         rec.scalar("trainable_params", sum(p.numel() for p in model.parameters() if p.requires_grad))
         return Fitted(model, format_arch(archs[best]), info={"proxy": cfg.transfer.label()})
 
@@ -217,7 +229,7 @@ class TrNasRank(BaseMethod[RankConfig]):
             out: dict = {"acc": [], "diverged": []}
             with torch.random.fork_rng(devices=devices):
                 for k, arch in enumerate(archs):
-                    torch.manual_seed(task.seed * 7919 + k)
+                    torch.manual_seed(role_seed("reference-init", task.seed, k))
                     net = nb201(arch, builder.C, cfg.N, task.num_classes).to(task.device)
                     got = train_candidate(
                         net,
@@ -225,7 +237,7 @@ class TrNasRank(BaseMethod[RankConfig]):
                         task.train,
                         task.test,
                         cfg.reference_train,
-                        seed=task.seed + 10_000 + k,
+                        seed=role_seed("reference-data", task.seed, k),
                         stage="reference",
                         rec=rec,
                     )

@@ -50,6 +50,7 @@ from methods.trnas.common import (
     with_warmup,
 )
 from methods.trnas.network import nb201
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import Arch, format_arch, mutate, sample
 
 
@@ -156,12 +157,12 @@ class TrNasRea(BaseMethod[ReaConfig]):
         def fitness(arch: Arch) -> float:
             k = len(acts)
             got = train_candidate(
-                builder.net(arch, seed=task.seed * 100_003 + k),
+                builder.net(arch, seed=role_seed("proxy-init", task.seed, k)),
                 arch,
                 task.train,
                 task.val,
                 proxy_cfg,
-                seed=task.seed + k,
+                seed=role_seed("proxy-data", task.seed, k),
                 stage="proxy",
                 rec=rec,
             )
@@ -188,7 +189,9 @@ class TrNasRea(BaseMethod[ReaConfig]):
             )
 
         with rec.stage("search"):
-            rea = RegularizedEvolution(fitness, cfg.population, cfg.tournament, cfg.evaluations, task.seed)
+            rea = RegularizedEvolution(
+                fitness, cfg.population, cfg.tournament, cfg.evaluations, role_seed("rea", task.seed)
+            )
             rea.run(on_eval)
         if not survivors:
             raise InnerRunsDiverged(
@@ -210,8 +213,8 @@ class TrNasRea(BaseMethod[ReaConfig]):
         with rec.stage("train"):
             import torch
 
-            torch.manual_seed(task.seed)
+            torch.manual_seed(role_seed("final-init", task.seed))
             net = nb201(best.arch, builder.C, cfg.N, task.num_classes).to(task.device)
-            engine.fit(net, task.train, cfg.final, rec, stage="train", seed=task.seed)
+            engine.fit(net, task.train, cfg.final, rec, stage="train", seed=role_seed("final-data", task.seed))
         rec.scalar("trainable_params", sum(p.numel() for p in net.parameters() if p.requires_grad))
         return Fitted(net, format_arch(best.arch), info={"proxy": cfg.transfer.label()})
