@@ -99,14 +99,19 @@ def network_width(task: Task, C: int) -> int:
 
 
 class Builder:
-    """Builds candidate networks for one task: original NB201 or Tr-Net-i-j, seeded."""
+    """Builds candidate networks for one task: original NB201 or Tr-Net-i-j, seeded.
 
-    def __init__(self, task: Task, C: int, N: int, tr: TransferConfig) -> None:
+    ``random_b=True`` builds Tr-Nets around a randomly initialised B, on purpose: only for
+    measurements that do not depend on B's weights (``trnas_memory``). Otherwise B is
+    ``pretrained_source``'s, and a task without one is an error.
+    """
+
+    def __init__(self, task: Task, C: int, N: int, tr: TransferConfig, *, random_b: bool = False) -> None:
         self.task, self.N, self.tr = task, N, tr
         self.C = network_width(task, C)
         self.source: MappedNet | None = None
         if tr.enabled:
-            self.source = pretrained_source(task, tr)
+            self.source = task.build_model(pretrained=False) if random_b else pretrained_source(task, tr)
 
     def net(self, arch: Arch, seed: int, *, transferred: bool | None = None) -> MappedNet:
         """``arch`` at width C and depth N, initialised from ``seed``; Tr-Net when transfer is on."""

@@ -77,7 +77,7 @@ class TrNasMemory(BaseMethod[MemoryConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
-        builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
+        builder = Builder(task, cfg.C, cfg.N, cfg.transfer, random_b=True)  # memory does not depend on B's weights
         data = synthetic_split(
             cfg.train.batch_size * cfg.train.total_steps(cfg.train.batch_size),
             task.num_classes,
