@@ -32,11 +32,20 @@ buffer restored after the forward, its own random generator. It records the seri
 w.r.t. the dimensionless alpha is in nats) as it goes and, in ``finish``, the last value as the scalar
 ``search_hessian_eig_nat``, ``search_hessian_growth_ratio`` (last / first, where the first is
 positive: Fig. 9's "keeps rising" is > 1), ``search_hessian_count`` and ``search_hessian_s``
-(its wall seconds, which the method leaves out of ``search_s``).
+(its wall seconds, which the method leaves out of ``search_s``); on CUDA also
+``search_hessian_peak_alloc_mib``, the allocator's peak during the probes.
+
+Memory: the probe holds one graph of ``batches * batch_size`` images with its create_graph
+backward. That is not left out of ``search_peak_alloc_mib`` (meters nest: the search's peak is
+the peak of everything in it), so the default is 32 images, half the search batch: at C = 16,
+N = 5, 32 px the probe saves 1258 MiB where a search step's forward saves 1604 MiB (Original;
+541 vs 696 MiB for Tr-Supernet-5-5, counted with ``bench.measure.SavedBytes`` on CPU), so it
+should stay under the search's own peak; ``search_hessian_peak_alloc_mib`` shows whether it did.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -47,7 +56,7 @@ import torch.nn.functional as F
 from bench.contract.config import require
 from bench.contract.interface import Split
 from bench.contract.recorder import Recorder
-from bench.measure import Stopwatch
+from bench.measure import MemoryMeter, Stopwatch
 
 
 def _power(hvp: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, iters: int, tol: float) -> float:
@@ -117,7 +126,7 @@ class HessianConfig:
 
     every_epochs: float = 0.0
     batches: int = 1
-    batch_size: int = 64
+    batch_size: int = 32
     iters: int = 20
     tol: float = 1e-3
 
@@ -147,6 +156,7 @@ class HessianProbe:
         self.data = [split.batch(slice(s, min(s + cfg.batch_size, n))) for s in range(0, n, cfg.batch_size)]
         self.values: list[tuple[int, float]] = []
         self.watch = Stopwatch(split.device)
+        self.peak_alloc_mib: float | None = None
 
     def loss(self) -> torch.Tensor:
         """Mean cross-entropy (nats) over the probe's fixed batches."""
@@ -154,7 +164,9 @@ class HessianProbe:
         return total / len(self.data)
 
     def __call__(self, step: int) -> None:
-        with self.watch:
+        device = self.alpha.device
+        meter = MemoryMeter(device) if device.type == "cuda" else contextlib.nullcontext()
+        with self.watch, meter:
             buffers = [b.detach().clone() for b in self.net.buffers()]
             try:
                 with torch.enable_grad():
@@ -163,6 +175,9 @@ class HessianProbe:
                 with torch.no_grad():
                     for b, saved in zip(self.net.buffers(), buffers):
                         b.copy_(saved)
+        if isinstance(meter, MemoryMeter):
+            peak = meter.result()["peak_alloc_mib"]
+            self.peak_alloc_mib = max(peak, self.peak_alloc_mib or 0.0)
         self.values.append((step, eig))
         self.rec.point("search_hessian_eig_nat", step, eig)
 
@@ -171,6 +186,8 @@ class HessianProbe:
         rec = self.rec
         rec.scalar("search_hessian_count", len(self.values))
         rec.scalar("search_hessian_s", self.watch.total_s)
+        if self.peak_alloc_mib is not None:
+            rec.scalar("search_hessian_peak_alloc_mib", self.peak_alloc_mib)
         if not self.values:
             return
         first, last = self.values[0][1], self.values[-1][1]
