@@ -19,9 +19,9 @@ float32 resolution of the features). Non-finite features are an error.
 **The method.** B is the grid's model (``task.build_model()``: the pretrained ResNet-32 with
 the task's source weights; ``pretrain_on="target"`` pretrains it on the task's own training
 split instead, as the Tr-Net cells do at short and paper tiers). ``archs`` NB201 networks
-(``space.sample(archs, task.seed)``, initialised from ``task.seed * 100_003 + k`` and trained
-with seed ``task.seed + k``: the architectures, initialisations and training seeds of
-``trnas_rank``'s proxies) are trained as plain networks with ``train`` (NB201's recipe;
+(``space.sample(archs, task.seed)``: the architectures of ``trnas_rank``; weights from
+``role_seed("cka-init", task.seed, k)``, batches from ``role_seed("cka-data", task.seed, k)``,
+streams of their own) are trained as plain networks with ``train`` (NB201's recipe;
 ``train_candidate``, so a diverged training is counted and left out of the similarity).
 Then, on the first ``images`` validation images, forward hooks collect the output of the stem
 and of every block, in eval mode: B's stem + its blocks (columns, ``1 + len(blocks)``: 16 for
@@ -34,7 +34,8 @@ averaged over the trained networks (Fig. 1's last panel); per network the series
 ``cka_arch_cut_ratio`` (its CKA at the cut ``(cut_i, cut_j)``, step = network number) and
 ``cka_arch_val_top1_pct`` (its validation accuracy); the note ``cka_examples``: the full
 matrices of the worst, median and best network by validation accuracy (Fig. 1's three
-single-network panels) with their architectures and accuracies. Scalars: ``cka_cut_ratio``
+single-network panels; the best is the returned one, last) with their architectures and
+accuracies. Scalars: ``cka_cut_ratio``
 (mean CKA at the cut; default Tr-Net-5-5's), ``cka_stage<s>_ratio`` (mean CKA between the
 representations of stage s of both networks, the stem counted in stage 1: the paper's
 "higher for low-level, lower for high-level representations" is stage1 > stage3),
@@ -63,6 +64,7 @@ from bench.errors import InnerRunsDiverged, InvalidConfig
 from bench.models.net import MappedNet
 from bench.registry import register_method
 from methods.trnas.common import Builder, TransferConfig, nb201_train, target_source, train_candidate
+from methods.trnas.seeds import role_seed
 from methods.trnas.space import format_arch, sample
 
 CONSTANT_TOL = 1e-7
@@ -239,10 +241,17 @@ class TrNasCka(BaseMethod[CkaConfig]):
         constant = sum(g is None for g in b_grams)
         best, best_acc = None, -1.0
         for k, arch in enumerate(archs):
-            net = builder.net(arch, seed=task.seed * 100_003 + k)
+            net = builder.net(arch, seed=role_seed("cka-init", task.seed, k))
             with rec.stage("train"):
                 got = train_candidate(
-                    net, arch, task.train, task.val, cfg.train, seed=task.seed + k, stage="cka", rec=rec
+                    net,
+                    arch,
+                    task.train,
+                    task.val,
+                    cfg.train,
+                    seed=role_seed("cka-data", task.seed, k),
+                    stage="cka",
+                    rec=rec,
                 )
             if got.diverged:
                 rec.progress(f"cka {k + 1}/{len(archs)} {format_arch(arch)}: training diverged, left out")
@@ -274,7 +283,9 @@ class TrNasCka(BaseMethod[CkaConfig]):
         for s, value in enumerate(stage_means(mean, representation_stages(best), col_stages)):
             rec.scalar(f"cka_stage{s + 1}_ratio", value)
         order = np.argsort(accs, kind="stable")
-        picks = sorted({int(order[0]), int(order[len(order) // 2]), int(order[-1])}, key=lambda i: accs[i])
+        best_i = accs.index(best_acc)  # the returned network: the first at the best accuracy
+        picks = [i for i in dict.fromkeys([accs.index(min(accs)), int(order[len(order) // 2])]) if i != best_i]
+        picks.append(best_i)
         rec.note(
             "cka_examples",
             [
@@ -289,4 +300,4 @@ class TrNasCka(BaseMethod[CkaConfig]):
         rec.note("cka_rows", ["stem", *[f"entry {i}" for i in range(rows - 1)]])
         rec.note("cka_cols", ["stem", *source.structure.blocks])
         rec.scalar("trainable_params", sum(p.numel() for p in best.parameters() if p.requires_grad))
-        return Fitted(best, format_arch(archs[kept[accs.index(best_acc)]]), info={"analysis": "cka"})
+        return Fitted(best, format_arch(archs[kept[best_i]]), info={"analysis": "cka"})
