@@ -13,7 +13,10 @@ protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear wa
   proxy epochs; the smoke tier runs only ``tr_5_5_w0``, short and paper the whole axis;
 - ``trnas_rea:<proxy>``: regularized evolution with that proxy (Fig. 4);
 - ``trnas_dartspt:<proxy>[_nocutout]``: DARTS+PT on the NB201 supernet or
-  Tr-Supernet-5-5, with and without Cutout (Table 4, Fig. 5-6, Sec. 4.4.2);
+  Tr-Supernet-5-5, with and without Cutout (Table 4, Fig. 5-6, Sec. 4.4.2), with the
+  dominant Hessian eigenvalue w.r.t. alpha probed during search (Fig. 9, ``hessian``);
+- ``trnas_cka:original``: linear CKA between B's stem + blocks and trained NB201 networks'
+  stem + entries (Figs. 1-2, the motivation);
 - ``trnas_memory:<net|supernet>_<proxy>``: training memory on tensors of the real shape
   (batch 256 networks, 128 supernets; Table 2, Fig. 6); peak allocated on CUDA;
 - ``trnas_dartspt_darts:<original|tr_resnet20>``: DARTS+PT in the DARTS space (8 two-input
@@ -125,6 +128,32 @@ DARTS_PAPER = {
 }
 
 
+# The motivation (Figs. 1-2): linear CKA between B's stem + blocks and trained NB201 networks' stem + entries.
+# Its own method and label, outside per_label(); the networks are plain NB201 (Original) networks.
+CKA = {"trnas_cka:original": {}}
+CKA_SMOKE = {
+    "trnas_cka:original": {
+        "archs": 3,
+        "N": 1,
+        "train.epochs": 3.0 * ORIGINAL_EPOCHS,
+        "train.batch_size": 64,
+        "train.log_every": 1000,
+        "images": 256,
+        "cut_i": 1,  # Tr-Net-5-5 with N = 1 (SMOKE_I)
+        "cut_j": 5,
+    }
+}
+CKA_SHORT = {
+    "trnas_cka:original": {
+        "archs": 24,
+        "train.epochs": 12.0,  # the Original proxy's length
+        "pretrain_on": "target",
+        "pretrain.epochs": 30.0,
+    }
+}
+CKA_PAPER = {"trnas_cka:original": {"pretrain_on": "target"}}  # 1000 networks, 200 epochs, B on the target
+
+
 def _proxy_of(label: str) -> str:
     variant = label.split(":", 1)[1]
     for p in ("tr_10_10", "tr_5_5", "original"):
@@ -187,6 +216,8 @@ SMOKE = per_label(
         "warmup_epochs": 0.5,
         "search.cutout": 4,
         "search.log_every": 1000,
+        "hessian.every_epochs": 0.5,  # Fig. 9's probe: 3 points of the 1.5-epoch search, ~1-1.5 s a cell
+        "hessian.iters": 8,
         "tune.steps": 2,
         "tune.cutout": 4,
         "proj_eval_batches": 1,
@@ -210,7 +241,13 @@ SHORT = per_label(
         "warmup_epochs": 4.0,
         "final.epochs": 30.0,
     },
-    darts={"search.epochs": 10.0, "warmup_epochs": 3.0, "tune.epochs": 1.0, "final.epochs": 30.0},
+    darts={
+        "search.epochs": 10.0,
+        "warmup_epochs": 3.0,
+        "tune.epochs": 1.0,
+        "final.epochs": 30.0,
+        "hessian.every_epochs": 1.0,  # Fig. 9: the dominant eigenvalue once an epoch
+    },
     memory={"archs": 8, "input_size": 32, "train.batch_size": 256, "supernet_batch": 128},
     n1=False,
     epochs={"proxy": 6.0},
@@ -224,7 +261,7 @@ SHORT = per_label(
 PAPER = per_label(
     rank={},
     rea={},
-    darts={},
+    darts={"hessian.every_epochs": 1.0},  # Fig. 9: once an epoch of the 50
     memory={"supernet_batch": 128},
     n1=False,
     epochs={"proxy": 18.0},
@@ -236,7 +273,7 @@ SMOKE_SKIP = tuple(label for label in ABLATION if label != "trnas_rank:tr_5_5_w0
 
 GRID = Grid(
     suite="trnas",
-    methods={**METHODS, **DARTS_SPACE},
+    methods={**METHODS, **DARTS_SPACE, **CKA},
     datasets=("uci-digits",),
     models=("resnet32",),
     seeds=(0,),
@@ -244,20 +281,20 @@ GRID = Grid(
     tiers={
         "smoke": TierPlan(
             task={"input_size": 16, "width": 0.25, "pretrain.train.epochs": 2.0, "pretrain.train.log_every": 1000},
-            methods={**SMOKE, **DARTS_SMOKE},
+            methods={**SMOKE, **DARTS_SMOKE, **CKA_SMOKE},
             skip_methods=SMOKE_SKIP,
         ),
         "short": TierPlan(
             datasets=("cifar10",),
             seeds=(0, 1, 2),
             task={"input_size": 32, "width": 1.0, "source": None, "val_frac": 0.25, "test_frac": 0.2},
-            methods={**SHORT, **DARTS_SHORT},
+            methods={**SHORT, **DARTS_SHORT, **CKA_SHORT},
         ),
         "paper": TierPlan(
             datasets=("cifar10", "cifar100"),
             seeds=tuple(range(10)),
             task={"input_size": 32, "width": 1.0, "source": None, "val_frac": 0.25, "test_frac": 0.2},
-            methods={**PAPER, **DARTS_PAPER},
+            methods={**PAPER, **DARTS_PAPER, **CKA_PAPER},
         ),
     },
 )

@@ -6,7 +6,9 @@
 and candidate training; ``rank``, ``rea``, ``darts_pt``, ``memory``: the registered
 methods ``trnas_rank``, ``trnas_rea``, ``trnas_dartspt``, ``trnas_memory``; ``darts_space``:
 the DARTS two-input space with a wide ResNet-20 prefix, ``trnas_dartspt_darts``;
+``cka``: linear CKA and ``trnas_cka`` (Figs. 1-2, B's blocks vs trained NB201 cells);
+``hessian``: the dominant Hessian eigenvalue w.r.t. alpha and ``trnas_dartspt``'s probe (Fig. 9);
 ``claims``: the checks of the paper's headline claims.
 """
 
-from methods.trnas import claims, darts_pt, darts_space, memory, rank, rea  # noqa: F401
+from methods.trnas import cka, claims, darts_pt, darts_space, memory, rank, rea  # noqa: F401

@@ -18,7 +18,10 @@ accuracy at (edge decision, op removed).
 The derived architecture is trained as the plain NB201 network with ``final`` and
 returned. Recorded: ``search_s`` (search + projection wall time), ``search_act_mib``
 (saved activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA),
-``found_table_test_top1_pct`` with a NATS-Bench table.
+``found_table_test_top1_pct`` with a NATS-Bench table. ``hessian.every_epochs`` > 0 turns on
+Fig. 9's probe (``methods.trnas.hessian``): the series ``search_hessian_eig_nat``, the dominant
+eigenvalue of the architecture-split loss w.r.t. alpha every that many epochs of search steps,
+without touching the search (its seconds are ``search_hessian_s``, left out of ``search_s``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from methods.trnas.common import (
     nb201_train,
     with_warmup,
 )
+from methods.trnas.hessian import HessianConfig, HessianProbe
 from methods.trnas.network import nb201, saved_activation_bytes
 from methods.trnas.seeds import role_seed
 from methods.trnas.space import OPS, format_arch
@@ -106,6 +110,7 @@ class DartsPtConfig:
     final: engine.TrainConfig = field(default_factory=lambda: nb201_train(200.0))
     nats_path: str = ""
     nats_dataset: str = ""
+    hessian: HessianConfig = field(default_factory=HessianConfig)  # Fig. 9's probe, off by default
 
     def __post_init__(self) -> None:
         require(0 < self.train_frac < 1, "train_frac must be in (0, 1)")
@@ -240,6 +245,7 @@ class SearchRun:
         self.hook = AlphaStep(net, state, a_part, arch_opt, role_seed("search-data", task.seed, 3))
         self.weights = [p for p in net.parameters() if p.requires_grad]
         self.quiet = Recorder(task.device, progress=lambda _m: None)
+        self.periodic: list[tuple[int, Callable[[int], bool | None]]] = []  # search-only callbacks
 
     def search(self, cfg: engine.TrainConfig) -> None:
         engine.fit(
@@ -248,7 +254,7 @@ class SearchRun:
             cfg,
             self.rec,
             stage="search",
-            hooks=engine.StepHooks(after_step=self.hook),
+            hooks=engine.StepHooks(after_step=self.hook, periodic=tuple(self.periodic)),
             seed=role_seed("search-data", self.seed, 2),
             params=self.weights,
         )
@@ -289,6 +295,10 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
         net = builder.wrap(supernet(state, builder.C, cfg.N, task.num_classes))
         search_cfg = with_warmup(cfg.search, cfg.warmup_epochs if cfg.transfer.enabled else 0.0, len(w_part))
         run = SearchRun(net, state, w_part, a_part, cfg.arch_opt, cfg.tune, task, rec, cfg.search.batch_size)
+        every = cfg.hessian.every_steps(len(w_part), cfg.search.batch_size)
+        probe = HessianProbe(net, state.alpha, a_part, cfg.hessian, task.seed, rec) if every else None
+        if probe is not None:
+            run.periodic.append((every, probe))
         with rec.stage("search"):
             run.search(search_cfg)
             rec.note("search_argmax_arch", format_arch(state.argmax()))
@@ -300,6 +310,9 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
             ]
             decisions = project(net, state, a_part, order, cfg.proj_eval_batches, run.tune, rec)
         run.finish()
+        if probe is not None:  # the probe is analysis, not search: its seconds are search_hessian_s, not search_s
+            probe.finish()
+            rec.scalar("search_s", rec.metrics["search_s"] - probe.watch.total_s)
         arch = tuple(state.decided)
         rec.scalar("alpha_steps", run.hook.steps)
         rec.scalar("proj_decisions_count", len(decisions))
