@@ -439,6 +439,9 @@ def test_transfer_without_a_source_is_an_error_not_a_random_b():
     for method in ("trnas_rank", "trnas_rea", "trnas_dartspt"):
         result = run_cell(tiny_spec(method, model="resnet20", config=cfg, task={"source": None}))
         assert not result.ok and "needs a pretrained B" in (result.error or ""), (method, result.error)
+    # trnas_cka compares B's blocks with NB201 cells: a random B would make the comparison meaningless.
+    result = run_cell(tiny_spec("trnas_cka", model="resnet20", config={"pretrain_on": "source"}, task={"source": None}))
+    assert not result.ok and "needs a pretrained B" in (result.error or ""), result.error
     # Memory does not depend on B's weights: it builds a random B on purpose and runs without a source.
     result = run_cell(tiny_spec("trnas_memory", model="resnet20", config=cfg, task={"source": None}))
     assert result.ok, result.error

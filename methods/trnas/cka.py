@@ -63,7 +63,7 @@ from bench.engine.method import BaseMethod
 from bench.errors import InnerRunsDiverged, InvalidConfig
 from bench.models.net import MappedNet
 from bench.registry import register_method
-from methods.trnas.common import Builder, TransferConfig, nb201_train, target_source, train_candidate
+from methods.trnas.common import Builder, TransferConfig, nb201_train, pretrained_source, train_candidate
 from methods.trnas.seeds import role_seed
 from methods.trnas.space import format_arch, sample
 
@@ -219,7 +219,8 @@ class TrNasCka(BaseMethod[CkaConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
-        source = target_source(task, cfg.pretrain) if cfg.pretrain_on == "target" else task.build_model()
+        # B's weights by the same rule as every Tr-NAS method: no source and pretrain_on="source" is an error.
+        source = pretrained_source(task, TransferConfig(pretrain_on=cfg.pretrain_on, pretrain=cfg.pretrain))
         builder = Builder(task, cfg.C, cfg.N, TransferConfig(enabled=False))
         rows, cols = 1 + 3 * cfg.N + 2, 1 + len(source.structure.blocks)
         if cfg.cut_i >= rows or cfg.cut_j >= cols:

@@ -296,18 +296,18 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
         search_cfg = with_warmup(cfg.search, cfg.warmup_epochs if cfg.transfer.enabled else 0.0, len(w_part))
         run = SearchRun(net, state, w_part, a_part, cfg.arch_opt, cfg.tune, task, rec, cfg.search.batch_size)
         every = cfg.hessian.every_steps(len(w_part), cfg.search.batch_size)
-        probe = HessianProbe(net, state.alpha, a_part, cfg.hessian, task.seed, rec) if every else None
+        probe = (
+            HessianProbe(net, state.alpha, a_part, cfg.hessian, role_seed("hessian-probe", task.seed), rec)
+            if every
+            else None
+        )
         if probe is not None:
             run.periodic.append((every, probe))
         with rec.stage("search"):
             run.search(search_cfg)
             rec.note("search_argmax_arch", format_arch(state.argmax()))
-            order = [
-                int(e)
-                for e in np.random.default_rng(role_seed("search-data", task.seed, 1)).permutation(
-                    np.array(state.undecided())
-                )
-            ]
+            rng = np.random.default_rng(role_seed("search-data", task.seed, 1))
+            order = [int(e) for e in rng.permutation(np.array(state.undecided()))]
             decisions = project(net, state, a_part, order, cfg.proj_eval_batches, run.tune, rec)
         run.finish()
         if probe is not None:  # the probe is analysis, not search: its seconds are search_hessian_s, not search_s

@@ -23,6 +23,7 @@ Roles (``ROLES``; an unknown role is an error, so a typo cannot silently alias a
 ``supernet-init``    DARTS+PT supernet weights and alpha
 ``search-data``      DARTS+PT weight/architecture split, search batches, edge order
 ``tune-data``        DARTS+PT tuning n (index n)
+``hessian-probe``    the start vector of Fig. 9's power iteration (``methods.trnas.hessian``)
 ``memory-init``      ``trnas_memory`` network k
 ``cka-init``         ``trnas_cka`` network k
 ``cka-data``         ``trnas_cka`` training of network k
@@ -47,6 +48,7 @@ ROLES = frozenset(
         "supernet-init",
         "search-data",
         "tune-data",
+        "hessian-probe",
         "memory-init",
         "cka-init",
         "cka-data",
