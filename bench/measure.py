@@ -12,6 +12,10 @@ Rules (DESIGN.md, "Measurement rules"):
   figure of the region. On Linux the kernel's own peak (``VmHWM``) is reset through
   ``/proc/self/clear_refs`` and read back at the end: exact and free. Elsewhere a background
   thread samples RSS, which costs step time and can miss short peaks, so it is only the fallback.
+- Memory, sampled (``AllocatedSampler``): on GPU the allocator's allocated bytes read at points
+  a training step chooses (a step hook calls ``sample()``), averaged over the steps: an average
+  allocated memory, which a peak is not. The read is the allocator's host-side counter (no
+  synchronise) and resets nothing, so it nests with any meter; off CUDA it records nothing.
 - Memory, counted (``SavedBytes``, ``storage_bytes``): the bytes of tensors a training step
   holds (parameters, gradients, optimiser state, what autograd saves for backward), summed
   over distinct storages. Exact and the same on any device and in any process history; the
@@ -278,6 +282,52 @@ class MemoryMeter:
 
     def result(self) -> dict[str, float]:
         return dict(self._result)
+
+
+class AllocatedSampler:
+    """Allocated bytes of a device, read at the points the caller picks, and their mean.
+
+    ``sample()`` appends one reading; a training samples once per step from a step hook (e.g. as
+    the step's forward ends, when it holds its saved activations, or after the optimiser step),
+    so ``result()`` is an average over the training steps where ``MemoryMeter`` gives the peak.
+    On CUDA a reading is ``torch.cuda.memory_allocated``: the caching allocator's own count of
+    the bytes held by live tensors, kept on the host, so reading it costs no synchronise and no
+    step time worth timing, and it resets no counter (meters around it are unaffected). Off
+    CUDA there is no allocator count: the sampler is inactive, ``sample()`` does nothing and
+    ``result()`` is empty. ``read`` replaces the reading (a fake allocator in CPU tests).
+
+    The first ``warmup`` readings are left out of the mean (at least one is kept): the first
+    step of a training holds no gradients or optimiser state yet, and runs the engine's counting.
+    """
+
+    def __init__(self, device: torch.device | str, warmup: int = 1, read: Callable[[], int] | None = None) -> None:
+        self.device = torch.device(device)
+        self.warmup = max(0, int(warmup))
+        if read is None and self.device.type == "cuda":
+            read = self._cuda_allocated
+        self._read = read
+        self.samples: list[int] = []
+
+    def _cuda_allocated(self) -> int:
+        return int(torch.cuda.memory_allocated(self.device))
+
+    @property
+    def active(self) -> bool:
+        """Whether readings are taken (CUDA, or a ``read`` given)."""
+        return self._read is not None
+
+    def sample(self) -> None:
+        """Take one reading (nothing off CUDA)."""
+        if self._read is not None:
+            self.samples.append(int(self._read()))
+
+    def result(self) -> dict[str, float]:
+        """``avg_alloc_mib`` (mean of the readings after the warm-up), ``samples_count`` (the
+        readings averaged); empty when nothing was read."""
+        if not self.samples:
+            return {}
+        kept = self.samples[min(self.warmup, len(self.samples) - 1) :]
+        return {"avg_alloc_mib": float(np.mean(kept)) / MIB, "samples_count": float(len(kept))}
 
 
 def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:

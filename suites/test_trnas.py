@@ -18,7 +18,10 @@ protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear wa
 - ``trnas_cka:original``: linear CKA between B's stem + blocks and trained NB201 networks'
   stem + entries (Figs. 1-2, the motivation);
 - ``trnas_memory:<net|supernet>_<proxy>``: training memory on tensors of the real shape
-  (batch 256 networks, 128 supernets; Table 2, Fig. 6); peak allocated on CUDA;
+  (batch 256 networks, 128 supernets, fp32 NCHW at every tier; Table 2, Fig. 6): average and
+  peak allocated on CUDA, saved activations everywhere; 3 / 32 / 64 architectures at smoke /
+  short / paper, the Tr cells measuring the same architectures without transfer for the ratio's
+  bootstrap CI;
 - ``trnas_dartspt_darts:<original|tr_resnet20>``: DARTS+PT in the DARTS space (8 two-input
   cells, C = 16) without / with cells 0-1 replaced by the stem + blocks 1-3 of a wide ResNet-20
   (64/128/256, built by the method, pretrained like B), Cutout, 5 warmup epochs (Table 5).
@@ -154,6 +157,10 @@ CKA_SHORT = {
 CKA_PAPER = {"trnas_cka:original": {"pretrain_on": "target"}}  # 1000 networks, 200 epochs, B on the target
 
 
+# The paper's memory figures are fp32 NCHW (Table 2, Fig. 6): every tier's memory cells train so.
+MEMORY_FP32 = {"train.bf16": False, "train.channels_last": False}
+
+
 def _proxy_of(label: str) -> str:
     variant = label.split(":", 1)[1]
     for p in ("tr_10_10", "tr_5_5", "original"):
@@ -182,8 +189,10 @@ def per_label(
             o.update({"search.cutout": 0, "tune.cutout": 0})
         if label in ABLATION:  # n of the paper's 18 epochs, scaled to this tier's proxy
             o["warmup_epochs"] = ABLATION[label] * epochs["proxy"] / 18.0
-        if method == "trnas_memory" and "supernet" in label:
-            o.update({"train.batch_size": memory.get("supernet_batch", 128)})
+        if method == "trnas_memory":
+            o.update(MEMORY_FP32)
+            if "supernet" in label:
+                o.update({"train.batch_size": memory.get("supernet_batch", 128)})
         o.pop("supernet_batch", None)
         out[label] = o
     return out
@@ -248,7 +257,7 @@ SHORT = per_label(
         "final.epochs": 30.0,
         "hessian.every_epochs": 1.0,  # Fig. 9: the dominant eigenvalue once an epoch
     },
-    memory={"archs": 8, "input_size": 32, "train.batch_size": 256, "supernet_batch": 128},
+    memory={"archs": 32, "input_size": 32, "train.batch_size": 256, "supernet_batch": 128},
     n1=False,
     epochs={"proxy": 6.0},
     source={"transfer.pretrain_on": "target", "transfer.pretrain.epochs": 30.0},
@@ -262,7 +271,7 @@ PAPER = per_label(
     rank={},
     rea={},
     darts={"hessian.every_epochs": 1.0},  # Fig. 9: once an epoch of the 50
-    memory={"supernet_batch": 128},
+    memory={"archs": 64, "supernet_batch": 128},
     n1=False,
     epochs={"proxy": 18.0},
     source={"transfer.pretrain_on": "target"},

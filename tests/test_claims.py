@@ -176,7 +176,7 @@ def test_a_raising_check_is_reported_not_fatal():
 def test_paper_claims_are_registered_as_data():
     ids = claims.CLAIMS.names()
     data = json.loads((Path(__file__).resolve().parent.parent / "methods" / "paper_claims.json").read_text())
-    assert len(data["claims"]) == 26 and set(ids) >= {c["id"] for c in data["claims"]}
+    assert len(data["claims"]) == 27 and set(ids) >= {c["id"] for c in data["claims"]}
     c = claims.CLAIMS.get("ts-r18-small-final")
     assert (c.paper_value, c.paper_baseline_value, c.baseline, c.metric) == (87.4, 86.4, "last_k", "test_top1_pct")
     assert claims.CLAIMS.get("tr-rank-random").paper_value["cifar10"] == [0.7883, 0.9381]
@@ -227,9 +227,9 @@ def test_bench_claims_writes_the_table(tmp_path, capsys):
         assert row == ("reproduced", 92.0, 90.0, "smoke", "87.4", 3, 2.0, "paired t", "")
         lo, hi, p = con.execute("SELECT ci_low, ci_high, p_value FROM claims WHERE claim_id = 'zz-demo'").fetchone()
         assert lo < 2.0 < hi and p < 0.05
-        assert con.execute("SELECT count(*) FROM claims WHERE reason = 'no data'").fetchone()[0] == 26
+        assert con.execute("SELECT count(*) FROM claims WHERE reason = 'no data'").fetchone()[0] == 27
         assert main(["claims", "--db", str(db)]) == 0  # replaced: no duplicates on re-evaluation
-        assert con.execute("SELECT count(*) FROM claims").fetchone()[0] == 27
+        assert con.execute("SELECT count(*) FROM claims").fetchone()[0] == 28
     finally:
         claims.CHECKS.pop("zz-demo")
         claims.CLAIMS.unregister("zz-demo")

@@ -198,8 +198,11 @@ def train_candidate(
 ) -> Trained:
     """Train ``net`` with ``cfg`` through the engine (a quiet recorder) and score it on ``val``.
 
-    Activation memory is the saved-tensor bytes of one training batch (any device); on
-    CUDA the allocator's peak of the whole training is recorded too. The training is an inner
+    Activation memory is the saved-tensor bytes of one training batch (any device, fp32 NCHW: a
+    forward outside the engine); on CUDA the allocator's peak of the whole training is recorded
+    too, in the precision the engine trains in, so ``rec`` gets ``<stage>_bf16_bool`` and
+    ``<stage>_channels_last_bool`` (1 where that peak is under bf16 autocast / channels_last,
+    which the engine applies on CUDA only; no claim reads these peaks). The training is an inner
     run (``bench.engine.inner``): when it diverges the result says so, at chance accuracy, and
     ``rec`` (the cell's recorder) counts it in ``inner_diverged_count``.
     """
@@ -209,6 +212,8 @@ def train_candidate(
     act = saved_activation_bytes(net, x, y) / MIB
     quiet = Recorder(device, progress=lambda _m: None)
     meter = MemoryMeter(device) if device.type == "cuda" else contextlib.nullcontext()
+    rec.scalar(f"{stage}_bf16_bool", float(device.type == "cuda" and cfg.bf16))
+    rec.scalar(f"{stage}_channels_last_bool", float(device.type == "cuda" and cfg.channels_last))
     watch = Stopwatch(device)
 
     def run() -> None:

@@ -17,7 +17,8 @@ accuracy at (edge decision, op removed).
 
 The derived architecture is trained as the plain NB201 network with ``final`` and
 returned. Recorded: ``search_s`` (search + projection wall time), ``search_act_mib``
-(saved activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA),
+(saved activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA; projection
+included, in the search's precision: ``search_bf16_bool``, ``search_channels_last_bool``),
 ``found_table_test_top1_pct`` with a NATS-Bench table. ``hessian.every_epochs`` > 0 turns on
 Fig. 9's probe (``methods.trnas.hessian``): the series ``search_hessian_eig_nat``, the dominant
 eigenvalue of the architecture-split loss w.r.t. alpha every that many epochs of search steps,
@@ -248,6 +249,9 @@ class SearchRun:
         self.periodic: list[tuple[int, Callable[[int], bool | None]]] = []  # search-only callbacks
 
     def search(self, cfg: engine.TrainConfig) -> None:
+        cuda = self.device.type == "cuda"  # the precision of search_peak_alloc_mib (no claim reads it)
+        self.rec.scalar("search_bf16_bool", float(cuda and cfg.bf16))
+        self.rec.scalar("search_channels_last_bool", float(cuda and cfg.channels_last))
         engine.fit(
             self.net,
             self.w_part,
