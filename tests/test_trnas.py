@@ -98,6 +98,25 @@ def test_mutation_changes_exactly_one_edge_to_a_different_op():
         assert sum(a != b for a, b in zip(arch, child)) == 1
 
 
+def test_mutation_picks_a_node_then_one_of_its_edges_as_nb201_does():
+    """NB201's R_EA: node 1..3 uniformly, then an incoming edge: P(1<-0) = 1/3, node 2's 1/6, node 3's 1/9."""
+    rng = random.Random(0)
+    draws = 90_000
+    counts, new_ops = np.zeros(6), np.zeros((6, 5))
+    parent = (3, 3, 3, 3, 3, 3)
+    for _ in range(draws):
+        child = space.mutate(parent, rng)
+        (edge,) = [k for k in range(6) if child[k] != parent[k]]
+        counts[edge] += 1
+        new_ops[edge, child[edge]] += 1
+    expected = np.array([1 / 3, 1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9])
+    sd = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(counts / draws - expected) < 5 * sd), counts / draws  # uniform would be 1/6 each
+    assert new_ops[:, 3].sum() == 0  # never the parent's op
+    others = new_ops[:, [0, 1, 2, 4]].sum(0) / draws
+    assert np.all(np.abs(others - 0.25) < 0.01), others  # the new op is uniform over the other 4
+
+
 # ----------------------------------------------------------------------------- networks
 
 
@@ -233,6 +252,19 @@ def test_rea_mutates_to_a_different_op_removes_the_oldest_and_keeps_the_budget()
     assert best.fitness > np.mean([h.fitness for h in rea.history[:5]])  # evolution climbs
 
 
+def test_rea_tournament_draws_with_replacement_as_nb201():
+    """NB201's R_EA draws each contender with random.choice: a tournament as large as the population
+    can miss its best member, which sampling without replacement never does."""
+    rea = RegularizedEvolution(lambda a: float(sum(a)), population=3, tournament=3, evaluations=60, seed=0)
+    rea.run()
+    missed = 0
+    for c, (parent, _child) in enumerate(rea.mutations):
+        members = rea.history[c : c + 3]  # the population when cycle c drew its tournament
+        assert parent in [m.arch for m in members]
+        missed += rea._seen[parent] < max(m.fitness for m in members)
+    assert missed > 0  # P(the best is never drawn in 3 draws) = (2/3)^3 per cycle
+
+
 def test_supernet_weights_and_projection_decide_every_edge_once():
     state = ArchState(seed=0)
     w = state.weights()
@@ -338,6 +370,12 @@ def test_rea_cell_with_b_pretrained_on_the_target_train_split():
     assert result.metrics["search_evals_count"] == 3 and len(result.series["rea_best_val_top1_pct"]) == 3
     best = [v for _, v in sorted(result.series["rea_best_val_top1_pct"])]
     assert best == sorted(best)  # best-so-far never drops
+    # Fig. 4: the best-so-far's proxy-trained network on test, one point per evaluation, changing only
+    # when the best-so-far changes
+    test = [v for _, v in sorted(result.series["rea_best_test_top1_pct"])]
+    assert len(test) == 3 and all(0 <= v <= 100 for v in test)
+    assert all(t1 == t0 for (b0, t0), (b1, t1) in zip(zip(best, test), zip(best[1:], test[1:])) if b1 == b0)
+    assert "rea_best_table_test_top1_pct" not in result.series  # no table configured
 
 
 @pytest.mark.gpu
