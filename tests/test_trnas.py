@@ -1,5 +1,6 @@
 """Tr-NAS: the NB201 space, networks, Tr-Net surgery, memory, REA, projection, rank statistics."""
 
+import dataclasses
 import random
 import sys
 import types
@@ -17,7 +18,7 @@ from bench.execute.runner import run_cell
 from bench.measure import MemoryMeter, count_params
 from bench.models.net import build_model
 from methods.trnas import space
-from methods.trnas.darts_pt import project
+from methods.trnas.darts_pt import ArchOptConfig, SearchRun, project, ramped_cutout, split_halves, tune_gaps
 from methods.trnas.network import (
     TransferNet,
     check_transfer,
@@ -274,15 +275,99 @@ def test_supernet_weights_and_projection_decide_every_edge_once():
     state.removed = None
     net = supernet(state, 4, 1, 10)
     split = _split(32)
-    tuned = []
-    decisions = project(net, state, split, [3, 0, 5, 1, 4, 2], 1, tuned.append)
-    assert sorted(e for e, _, _ in decisions) == list(range(6)) and tuned == list(range(6))
+    ran = []
+    decisions = project(net, state, split, [3, 0, 5, 1, 4, 2], 1, lambda steps: ran.extend(s() for s in steps))
+    assert sorted(e for e, _, _ in decisions) == list(range(6)) and len(ran) == 6
     assert all(d >= 0 for d in state.decided) and state.undecided() == []
     assert all(keep == int(np.argmin(accs)) for _, keep, accs in decisions)
     w = state.weights()
     assert torch.equal(w, torch.nn.functional.one_hot(torch.tensor(state.decided), 5).float())
     with pytest.raises(ValueError, match="already decided"):
         state.decide(0, 1)
+
+
+def test_darts_pt_tuning_schedule_is_5_x_10_epochs_for_6_edges_with_the_last_decision_in_the_last_epoch():
+    """darts-pt (nasbench201/projection.py): proj_intv * (edges - 1) epochs, a decision at every
+    proj_intv-th epoch and at the last epoch; the DARTS space: proj_intv * (decisions - 1) + 1."""
+    assert tune_gaps(6, 100, 10, shorten_last=True) == [100, 100, 100, 100, 90, 10]  # 10 steps an epoch
+    assert sum(tune_gaps(6, 100, 10, shorten_last=True)) == 5 * 100
+    assert tune_gaps(17, 50, 10, shorten_last=False) == [50] * 16 + [10]  # 16 * 5 + 1 epochs
+    assert tune_gaps(6, 2, 2, shorten_last=True) == [2, 2, 2, 2, 0, 2]  # sub-epoch interval: the last two together
+    assert tune_gaps(1, 5, 1, shorten_last=True) == [1] and tune_gaps(0, 5, 1, shorten_last=True) == []
+
+
+class _AlphaNet(torch.nn.Module):
+    """A linear classifier whose logits depend on alpha: SearchRun's bookkeeping without a supernet's cost."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state, self.fc = state, torch.nn.Linear(3 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + self.state.weights()[:, :2].sum(0).repeat(5)
+
+
+def _search_run(net, state, split, tune, seed=0):
+    task = types.SimpleNamespace(seed=seed, device=torch.device("cpu"))
+    w, a = split_halves(split, 0.5, seed)
+    return SearchRun(net, state, w, a, ArchOptConfig(batch_size=8), tune, task, Recorder("cpu"), 8)
+
+
+def test_darts_pt_schedule_decides_at_the_scheduled_tuning_steps_in_one_fit():
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    tune = engine.TrainConfig(epochs=2.0, batch_size=8, lr=0.0025, schedule="constant", log_every=100)
+    run = _search_run(net, state, _split(64), tune)  # 32 weight images: 4 steps an epoch, interval 8
+    at = []
+    gaps = run.schedule([lambda: at.append(run.hook.steps) for _ in range(6)], shorten_last=True)
+    assert gaps == [8, 8, 8, 8, 4, 4] and run.tune_steps == 40 == run.hook.steps
+    assert at == [0, 8, 16, 24, 32, 36]  # one alpha step per tuning step: decisions after 0, 8, ... steps
+
+
+def test_darts_pt_takes_the_alpha_step_before_the_weight_step():
+    """darts-pt's train(): architect.step, then model.step; the weight step's forward sees the new alpha."""
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    seen = []
+    net.register_forward_pre_hook(lambda _m, _a: seen.append(state.alpha.detach().clone()))
+    run = _search_run(net, state, _split(64), engine.TrainConfig(steps=1, batch_size=8))
+    seen.clear()  # search_act_mib's forward
+    run.search(engine.TrainConfig(steps=1, batch_size=8, log_every=1), cutout_ramp=False)
+    assert len(seen) == 2 and run.hook.steps == 1  # the alpha step's forward, then the weight step's
+    assert not torch.equal(seen[0], seen[1])  # the weight step ran with the updated alpha
+
+
+def test_darts_pt_cutout_ramps_over_the_search_epochs_for_weight_and_alpha_batches(monkeypatch):
+    assert [ramped_cutout(50)(e) for e in (0, 1, 49)] == [0.0, 1 / 49, 1.0] and ramped_cutout(1)(0) == 0.0
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    run = _search_run(net, state, _split(64), engine.TrainConfig(steps=1, batch_size=8))
+    probs = []
+    real_fit = engine.fit
+
+    def fit(*args, cutout_prob=None, **kwargs):
+        probs.append(None if cutout_prob is None else [(cutout_prob(e), run.hook.loader.cutout_prob) for e in range(3)])
+        return real_fit(*args, cutout_prob=cutout_prob, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    cfg = engine.TrainConfig(epochs=3.0, batch_size=8, cutout=4, crop_pad=2, log_every=100)
+    run.search(cfg, cutout_ramp=True)  # 3 epochs: 0, 1/2, 1 (the alpha loader follows the weight loader)
+    assert probs[-1] == [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    assert run.hook.loader.cutout == 4 and run.hook.loader.crop_pad == 2  # alpha batches augmented like w's
+    run.search(cfg, cutout_ramp=False)
+    assert probs[-1] is None and run.hook.loader.cutout_prob == 1.0
+    run.search(dataclasses.replace(cfg, cutout=0), cutout_ramp=True)  # no Cutout: nothing to ramp
+    assert probs[-1] is None and run.hook.loader.cutout == 0
+
+
+def test_dartspt_cell_decides_6_edges_with_darts_pts_tuning():
+    result = run_cell(tiny_spec("trnas_dartspt"))
+    assert result.ok, result.error
+    m = result.metrics
+    # tune.steps 1 is below an epoch: gaps 1, 1, 1, 1, 0, 1
+    assert m["proj_decisions_count"] == 6 and m["proj_tune_steps_count"] == 5
+    assert m["alpha_steps"] == 3 + 5  # search.steps 3, then one alpha step per tuning step
+    assert len(result.series["proj_removed_top1_pct"]) == 6 * 5
 
 
 def test_tr_supernet_has_the_frozen_prefix():
