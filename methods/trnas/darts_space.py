@@ -18,13 +18,16 @@ have no affine parameters (DARTS); the ops themselves are the ones of
 optimiser never sees it, and ``darts_pt.AlphaStep`` (Adam on ``state.alpha``) drives it
 unchanged. Edges are numbered globally: ``g = 14 * t + e`` (t = 0 normal, 1 reduce).
 
-**Projection (DARTS-PT).** Per step one normal and one reduction edge are decided by
-``darts_pt.project`` (remove each op in turn, keep the op whose removal hurts the
-architecture-split accuracy most, with BN in train mode), then the supernet is tuned;
-when every op is decided, per step one normal and one reduction *node* keeps the 2 input
-edges whose removal hurts most (``project_nodes``, "chosen the same way"), then tune. The
-first node has only its 2 inputs and keeps both without a step (as darts-pt, whose edge
-projection runs over the 3 later nodes): 14 op steps + 3 node steps, 17 tunings.
+**Projection (DARTS-PT, darts-pt's ``sota/cnn/projection.py``).** Per step one normal and one
+reduction edge are decided by ``darts_pt.decide_edge`` (remove each op in turn, keep the op whose
+removal hurts the architecture-split accuracy most, with BN in train mode); when every op is
+decided, per step one normal and one reduction *node* chooses its 2 inputs by ``decide_node``,
+darts-pt's ``project_edge``: rounds that measure each remaining input removed alone and drop the
+one whose removal hurts least, until 2 remain. The first node has only its 2 inputs and keeps
+both without a step (as darts-pt, whose edge projection runs over the 3 later nodes): 14 op
+steps + 3 node steps. Tuning is one fit (``SearchRun.schedule``) of ``tune`` x 16 + 1 epochs:
+``tune`` epochs after each step but the last, one epoch after it (darts-pt's ``proj_intv *
+num_projs + 1``).
 ``DartsArchState.weights`` applies the decisions: decided edges are one-hot, removed ops /
 edges zero, edges a decided node dropped zero (not renormalised,
 as DARTS-PT does).
@@ -47,10 +50,11 @@ must have the shape the replaced cells would have produced, else ``InvalidConfig
 the pairs that fit.
 
 **Method** ``trnas_dartspt_darts`` (``TrNasDartsPtDarts``): first-order DARTS search
-through the engine with ``AlphaStep`` as ``after_step`` (DARTS hyperparameters, 50
-epochs, Cutout, 5 warmup epochs with transfer: paper Sec. 4.3.2 and A.1), projection as
-above, then the derived network trained from scratch with ``final``. Recorded:
-``search_s`` (search + projection), ``search_act_mib`` (saved activations of one
+through the engine with ``AlphaStep`` as ``before_step``, alpha first (DARTS hyperparameters,
+50 epochs, Cutout ramped as darts-pt ramps it with ``cutout_ramp``, 5 warmup epochs with
+transfer: paper Sec. 4.3.2 and A.1), projection as above, then the derived network trained from
+scratch with ``final``. Recorded: ``search_s`` (search + projection, measurements and all
+tuning), ``proj_tune_steps_count``, ``search_act_mib`` (saved activations of one
 supernet batch), ``search_peak_alloc_mib`` (CUDA), notes ``found_genotype`` and
 ``search_argmax_genotype``, series ``proj_removed_top1_pct`` and
 ``proj_edge_removed_top1_pct``.
