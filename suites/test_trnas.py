@@ -22,9 +22,10 @@ protocol), ``tr_5_5`` / ``tr_10_10`` (Tr-Net-i-j, 18 epochs with 13 of linear wa
   peak allocated on CUDA, saved activations everywhere; 3 / 32 / 64 architectures at smoke /
   short / paper, the Tr cells measuring the same architectures without transfer for the ratio's
   bootstrap CI;
-- ``trnas_dartspt_darts:<original|tr_resnet20>``: DARTS+PT in the DARTS space (8 two-input
+- ``trnas_dartspt_darts:<original|tr_resnet20>[_nocutout]``: DARTS+PT in the DARTS space (8 two-input
   cells, C = 16) without / with cells 0-1 replaced by the stem + blocks 1-3 of a wide ResNet-20
-  (64/128/256, built by the method, pretrained like B), Cutout, 5 warmup epochs (Table 5).
+  (64/128/256, built by the method, pretrained like B), 5 warmup epochs, with Cutout in the search
+  (ramped as darts-pt ramps it) or, ``_nocutout``, without (Table 5's four rows).
   The paper runs CIFAR-10 with 4 seeds: ``--bench-datasets cifar10 --bench-seeds 0-3``. Smoke
   sizing (an 8-cell supernet costs ~0.4 s a forward on one CPU thread): 4 cells, B at width
   0.5 (C = 2), Tr-Supernet-2-4 (at 4 cells the replaced cells are a normal and a reduction
@@ -78,6 +79,17 @@ DARTS_SPACE = {
     "trnas_dartspt_darts:original": {"transfer.enabled": False},
     "trnas_dartspt_darts:tr_resnet20": {"transfer.enabled": True, "transfer.i": 2, "transfer.j": 3},
 }
+# Table 5's rows without Cutout in the search (supernet training and tuning); the derived network's
+# training keeps the DARTS recipe's Cutout.
+NOCUTOUT = {"search.cutout": 0, "tune.cutout": 0}
+DARTS_SPACE.update({f"{label}_nocutout": {**o, **NOCUTOUT} for label, o in DARTS_SPACE.items()})
+
+
+def _with_nocutout(tier: dict[str, dict]) -> dict[str, dict]:
+    """A tier's DARTS-space overrides for the _nocutout labels too (search and tune Cutout 0)."""
+    return {**tier, **{f"{label}_nocutout": {**o, **NOCUTOUT} for label, o in tier.items()}}
+
+
 _DS_SMOKE = {
     "layers": 4,
     "source_width": 0.5,
@@ -100,10 +112,12 @@ _DS_SMOKE = {
     "final.cutout": 4,
     "final.log_every": 1000,
 }
-DARTS_SMOKE = {
-    "trnas_dartspt_darts:original": _DS_SMOKE,
-    "trnas_dartspt_darts:tr_resnet20": {**_DS_SMOKE, "transfer.j": 4},
-}
+DARTS_SMOKE = _with_nocutout(
+    {
+        "trnas_dartspt_darts:original": _DS_SMOKE,
+        "trnas_dartspt_darts:tr_resnet20": {**_DS_SMOKE, "transfer.j": 4},
+    }
+)
 # short: the full space (8 cells, C = 16, B at width 4) with scaled-down budgets and a smaller evaluation net.
 _DS_SHORT = {
     "search.epochs": 5.0,
@@ -114,21 +128,25 @@ _DS_SHORT = {
     "eval_layers": 8,
     "final.epochs": 20.0,
 }
-DARTS_SHORT = {
-    "trnas_dartspt_darts:original": _DS_SHORT,
-    "trnas_dartspt_darts:tr_resnet20": {
-        **_DS_SHORT,
-        "transfer.pretrain_on": "target",
-        "transfer.pretrain.epochs": 30.0,
-    },
-}
+DARTS_SHORT = _with_nocutout(
+    {
+        "trnas_dartspt_darts:original": _DS_SHORT,
+        "trnas_dartspt_darts:tr_resnet20": {
+            **_DS_SHORT,
+            "transfer.pretrain_on": "target",
+            "transfer.pretrain.epochs": 30.0,
+        },
+    }
+)
 # paper: the method's defaults are the paper's (50 search epochs, 5 warmup, tune 5 epochs per projection
 # step, 20-cell C = 36 network for 600 epochs); B = ResNet-20 at width 4 pretrained on the target's train
 # split with Table 6's recipe.
-DARTS_PAPER = {
-    "trnas_dartspt_darts:original": {},
-    "trnas_dartspt_darts:tr_resnet20": {"transfer.pretrain_on": "target"},
-}
+DARTS_PAPER = _with_nocutout(
+    {
+        "trnas_dartspt_darts:original": {},
+        "trnas_dartspt_darts:tr_resnet20": {"transfer.pretrain_on": "target"},
+    }
+)
 
 
 # The motivation (Figs. 1-2): linear CKA between B's stem + blocks and trained NB201 networks' stem + entries.

@@ -71,6 +71,43 @@ def test_hooks_called_in_order(digits):
     assert [c[1] for c in calls if c[0] == "every3"] == [3, 6]
 
 
+def test_before_step_runs_before_the_forward_of_every_step(digits):
+    """darts-pt's alternation (an alpha step, then the weight step) relies on before_step preceding the forward."""
+    train, _, _ = digits
+    calls = []
+    model = build_model("resnet20", num_classes=10, width=0.25)
+    model.register_forward_pre_hook(lambda _m, _args: calls.append("forward"))
+    hooks = engine.StepHooks(before_step=lambda s: calls.append(f"before {s}"))
+    engine.fit(model, train, engine.TrainConfig(steps=4, batch_size=16), Recorder("cpu"), hooks=hooks)
+    assert calls == [c for s in range(4) for c in (f"before {s}", "forward")]
+
+
+def _holes_per_epoch(cutout_prob, epochs=4, n=64, batch=16):
+    """Fraction of images with a Cutout square in each epoch of a fit on all-ones images."""
+    split = Split("ones", torch.ones(n, 3, 8, 8), torch.zeros(n, dtype=torch.long), 10, 8, flip_ok=False)
+    holes: list[float] = []
+
+    def loss(model, x, y):
+        holes.append(float((x == 0).flatten(1).any(1).float().mean()))
+        return F.cross_entropy(model(x), y)
+
+    cfg = engine.TrainConfig(epochs=float(epochs), batch_size=batch, cutout=4, log_every=100)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    engine.fit(model, split, cfg, Recorder("cpu"), hooks=engine.StepHooks(loss_fn=loss), cutout_prob=cutout_prob)
+    per = n // batch
+    return [sum(holes[e * per : (e + 1) * per]) / per for e in range(epochs)]
+
+
+def test_cutout_probability_per_epoch_ramps_as_asked_and_defaults_to_every_image():
+    assert _holes_per_epoch(None) == [1.0] * 4  # the default: every image, as before the option existed
+    seen = []
+    ramp = _holes_per_epoch(lambda e: seen.append(e) or e / 3)  # darts-pt: prob * epoch / (epochs - 1)
+    assert seen == [0, 1, 2, 3] and ramp[0] == 0.0 and ramp[3] == 1.0
+    assert 0.05 < ramp[1] < 0.65 and 0.35 < ramp[2] < 0.95 and ramp[1] < ramp[2]  # 1/3 and 2/3 of 64 images
+    with pytest.raises(ValueError, match=r"cutout_prob\(0\) must be in \[0, 1\]"):
+        _holes_per_epoch(lambda e: 1.5)
+
+
 def test_non_finite_loss_raises_diverged(digits):
     train, _, _ = digits
 

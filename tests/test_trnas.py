@@ -1,5 +1,6 @@
 """Tr-NAS: the NB201 space, networks, Tr-Net surgery, memory, REA, projection, rank statistics."""
 
+import dataclasses
 import random
 import sys
 import types
@@ -17,7 +18,7 @@ from bench.execute.runner import run_cell
 from bench.measure import MemoryMeter, count_params
 from bench.models.net import build_model
 from methods.trnas import space
-from methods.trnas.darts_pt import project
+from methods.trnas.darts_pt import ArchOptConfig, SearchRun, project, ramped_cutout, split_halves, tune_gaps
 from methods.trnas.network import (
     TransferNet,
     check_transfer,
@@ -96,6 +97,25 @@ def test_mutation_changes_exactly_one_edge_to_a_different_op():
     for arch in space.sample(200, 1):
         child = space.mutate(arch, rng)
         assert sum(a != b for a, b in zip(arch, child)) == 1
+
+
+def test_mutation_picks_a_node_then_one_of_its_edges_as_nb201_does():
+    """NB201's R_EA: node 1..3 uniformly, then an incoming edge: P(1<-0) = 1/3, node 2's 1/6, node 3's 1/9."""
+    rng = random.Random(0)
+    draws = 90_000
+    counts, new_ops = np.zeros(6), np.zeros((6, 5))
+    parent = (3, 3, 3, 3, 3, 3)
+    for _ in range(draws):
+        child = space.mutate(parent, rng)
+        (edge,) = [k for k in range(6) if child[k] != parent[k]]
+        counts[edge] += 1
+        new_ops[edge, child[edge]] += 1
+    expected = np.array([1 / 3, 1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9])
+    sd = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(counts / draws - expected) < 5 * sd), counts / draws  # uniform would be 1/6 each
+    assert new_ops[:, 3].sum() == 0  # never the parent's op
+    others = new_ops[:, [0, 1, 2, 4]].sum(0) / draws
+    assert np.all(np.abs(others - 0.25) < 0.01), others  # the new op is uniform over the other 4
 
 
 # ----------------------------------------------------------------------------- networks
@@ -233,6 +253,19 @@ def test_rea_mutates_to_a_different_op_removes_the_oldest_and_keeps_the_budget()
     assert best.fitness > np.mean([h.fitness for h in rea.history[:5]])  # evolution climbs
 
 
+def test_rea_tournament_draws_with_replacement_as_nb201():
+    """NB201's R_EA draws each contender with random.choice: a tournament as large as the population
+    can miss its best member, which sampling without replacement never does."""
+    rea = RegularizedEvolution(lambda a: float(sum(a)), population=3, tournament=3, evaluations=60, seed=0)
+    rea.run()
+    missed = 0
+    for c, (parent, _child) in enumerate(rea.mutations):
+        members = rea.history[c : c + 3]  # the population when cycle c drew its tournament
+        assert parent in [m.arch for m in members]
+        missed += rea._seen[parent] < max(m.fitness for m in members)
+    assert missed > 0  # P(the best is never drawn in 3 draws) = (2/3)^3 per cycle
+
+
 def test_supernet_weights_and_projection_decide_every_edge_once():
     state = ArchState(seed=0)
     w = state.weights()
@@ -242,15 +275,99 @@ def test_supernet_weights_and_projection_decide_every_edge_once():
     state.removed = None
     net = supernet(state, 4, 1, 10)
     split = _split(32)
-    tuned = []
-    decisions = project(net, state, split, [3, 0, 5, 1, 4, 2], 1, tuned.append)
-    assert sorted(e for e, _, _ in decisions) == list(range(6)) and tuned == list(range(6))
+    ran = []
+    decisions = project(net, state, split, [3, 0, 5, 1, 4, 2], 1, lambda steps: ran.extend(s() for s in steps))
+    assert sorted(e for e, _, _ in decisions) == list(range(6)) and len(ran) == 6
     assert all(d >= 0 for d in state.decided) and state.undecided() == []
     assert all(keep == int(np.argmin(accs)) for _, keep, accs in decisions)
     w = state.weights()
     assert torch.equal(w, torch.nn.functional.one_hot(torch.tensor(state.decided), 5).float())
     with pytest.raises(ValueError, match="already decided"):
         state.decide(0, 1)
+
+
+def test_darts_pt_tuning_schedule_is_5_x_10_epochs_for_6_edges_with_the_last_decision_in_the_last_epoch():
+    """darts-pt (nasbench201/projection.py): proj_intv * (edges - 1) epochs, a decision at every
+    proj_intv-th epoch and at the last epoch; the DARTS space: proj_intv * (decisions - 1) + 1."""
+    assert tune_gaps(6, 100, 10, shorten_last=True) == [100, 100, 100, 100, 90, 10]  # 10 steps an epoch
+    assert sum(tune_gaps(6, 100, 10, shorten_last=True)) == 5 * 100
+    assert tune_gaps(17, 50, 10, shorten_last=False) == [50] * 16 + [10]  # 16 * 5 + 1 epochs
+    assert tune_gaps(6, 2, 2, shorten_last=True) == [2, 2, 2, 2, 0, 2]  # sub-epoch interval: the last two together
+    assert tune_gaps(1, 5, 1, shorten_last=True) == [1] and tune_gaps(0, 5, 1, shorten_last=True) == []
+
+
+class _AlphaNet(torch.nn.Module):
+    """A linear classifier whose logits depend on alpha: SearchRun's bookkeeping without a supernet's cost."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state, self.fc = state, torch.nn.Linear(3 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + self.state.weights()[:, :2].sum(0).repeat(5)
+
+
+def _search_run(net, state, split, tune, seed=0):
+    task = types.SimpleNamespace(seed=seed, device=torch.device("cpu"))
+    w, a = split_halves(split, 0.5, seed)
+    return SearchRun(net, state, w, a, ArchOptConfig(batch_size=8), tune, task, Recorder("cpu"), 8)
+
+
+def test_darts_pt_schedule_decides_at_the_scheduled_tuning_steps_in_one_fit():
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    tune = engine.TrainConfig(epochs=2.0, batch_size=8, lr=0.0025, schedule="constant", log_every=100)
+    run = _search_run(net, state, _split(64), tune)  # 32 weight images: 4 steps an epoch, interval 8
+    at = []
+    gaps = run.schedule([lambda: at.append(run.hook.steps) for _ in range(6)], shorten_last=True)
+    assert gaps == [8, 8, 8, 8, 4, 4] and run.tune_steps == 40 == run.hook.steps
+    assert at == [0, 8, 16, 24, 32, 36]  # one alpha step per tuning step: decisions after 0, 8, ... steps
+
+
+def test_darts_pt_takes_the_alpha_step_before_the_weight_step():
+    """darts-pt's train(): architect.step, then model.step; the weight step's forward sees the new alpha."""
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    seen = []
+    net.register_forward_pre_hook(lambda _m, _a: seen.append(state.alpha.detach().clone()))
+    run = _search_run(net, state, _split(64), engine.TrainConfig(steps=1, batch_size=8))
+    seen.clear()  # search_act_mib's forward
+    run.search(engine.TrainConfig(steps=1, batch_size=8, log_every=1), cutout_ramp=False)
+    assert len(seen) == 2 and run.hook.steps == 1  # the alpha step's forward, then the weight step's
+    assert not torch.equal(seen[0], seen[1])  # the weight step ran with the updated alpha
+
+
+def test_darts_pt_cutout_ramps_over_the_search_epochs_for_weight_and_alpha_batches(monkeypatch):
+    assert [ramped_cutout(50)(e) for e in (0, 1, 49)] == [0.0, 1 / 49, 1.0] and ramped_cutout(1)(0) == 0.0
+    state = ArchState(seed=0)
+    net = _AlphaNet(state)
+    run = _search_run(net, state, _split(64), engine.TrainConfig(steps=1, batch_size=8))
+    probs = []
+    real_fit = engine.fit
+
+    def fit(*args, cutout_prob=None, **kwargs):
+        probs.append(None if cutout_prob is None else [(cutout_prob(e), run.hook.loader.cutout_prob) for e in range(3)])
+        return real_fit(*args, cutout_prob=cutout_prob, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    cfg = engine.TrainConfig(epochs=3.0, batch_size=8, cutout=4, crop_pad=2, log_every=100)
+    run.search(cfg, cutout_ramp=True)  # 3 epochs: 0, 1/2, 1 (the alpha loader follows the weight loader)
+    assert probs[-1] == [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    assert run.hook.loader.cutout == 4 and run.hook.loader.crop_pad == 2  # alpha batches augmented like w's
+    run.search(cfg, cutout_ramp=False)
+    assert probs[-1] is None and run.hook.loader.cutout_prob == 1.0
+    run.search(dataclasses.replace(cfg, cutout=0), cutout_ramp=True)  # no Cutout: nothing to ramp
+    assert probs[-1] is None and run.hook.loader.cutout == 0
+
+
+def test_dartspt_cell_decides_6_edges_with_darts_pts_tuning():
+    result = run_cell(tiny_spec("trnas_dartspt"))
+    assert result.ok, result.error
+    m = result.metrics
+    # tune.steps 1 is below an epoch: gaps 1, 1, 1, 1, 0, 1
+    assert m["proj_decisions_count"] == 6 and m["proj_tune_steps_count"] == 5
+    assert m["alpha_steps"] == 3 + 5  # search.steps 3, then one alpha step per tuning step
+    assert len(result.series["proj_removed_top1_pct"]) == 6 * 5
 
 
 def test_tr_supernet_has_the_frozen_prefix():
@@ -338,6 +455,12 @@ def test_rea_cell_with_b_pretrained_on_the_target_train_split():
     assert result.metrics["search_evals_count"] == 3 and len(result.series["rea_best_val_top1_pct"]) == 3
     best = [v for _, v in sorted(result.series["rea_best_val_top1_pct"])]
     assert best == sorted(best)  # best-so-far never drops
+    # Fig. 4: the best-so-far's proxy-trained network on test, one point per evaluation, changing only
+    # when the best-so-far changes
+    test = [v for _, v in sorted(result.series["rea_best_test_top1_pct"])]
+    assert len(test) == 3 and all(0 <= v <= 100 for v in test)
+    assert all(t1 == t0 for (b0, t0), (b1, t1) in zip(zip(best, test), zip(best[1:], test[1:])) if b1 == b0)
+    assert "rea_best_table_test_top1_pct" not in result.series  # no table configured
 
 
 @pytest.mark.gpu

@@ -210,7 +210,7 @@ def test_hessian_probe_in_the_search_does_not_change_the_search():
         run = SearchRun(net, state, w_part, a_part, ArchOptConfig(batch_size=16), cfg, task, rec, 16)
         if probe_on:
             run.periodic.append((2, HessianProbe(net, state.alpha, a_part, HessianConfig(iters=5), 0, rec)))
-        run.search(cfg)
+        run.search(cfg, cutout_ramp=True)
         return state.alpha.detach().clone(), {k: v.clone() for k, v in net.state_dict().items()}, rec
 
     a0, w0, _ = search(False)

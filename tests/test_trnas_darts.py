@@ -11,6 +11,7 @@ from bench.contract.split import Split
 from bench.errors import InvalidConfig
 from bench.execute.runner import run_cell
 from bench.models.net import build_model
+from methods.trnas import darts_space
 from methods.trnas.darts_pt import AlphaStep, ArchOptConfig, project
 from methods.trnas.darts_space import (
     EDGES,
@@ -21,10 +22,10 @@ from methods.trnas.darts_space import (
     check_darts_transfer,
     darts_network,
     darts_transfer,
+    decide_node,
     format_genotype,
     paired_order,
     parse_genotype,
-    project_nodes,
     search_supernet,
     valid_darts_pairs,
 )
@@ -127,7 +128,7 @@ def test_frozen_prefix_is_bit_identical_after_search_steps_and_saves_no_activati
         _split(32),
         engine.TrainConfig(steps=3, batch_size=8, lr=0.1, log_every=3),
         QUIET,
-        hooks=engine.StepHooks(after_step=hook),
+        hooks=engine.StepHooks(before_step=hook),
         seed=0,
         params=[p for p in tr.parameters() if p.requires_grad],
     )
@@ -164,20 +165,21 @@ def test_projection_decides_every_edge_once_then_keeps_two_inputs_per_node():
     state = DartsArchState(seed=0)
     net = _Scored(state)
     split = Split("arch", torch.zeros(40, 3, 8, 8), torch.zeros(40, dtype=torch.long), 10, 8)
-    tuned = []
+    ran = []
     rng = np.random.default_rng(0)
     order = paired_order(rng, state.undecided(0), state.undecided(1))
     assert [g // 14 for g in order] == [0, 1] * 14  # normal, reduce, normal, ...
-    decisions = project(net, state, split, order, 0, tuned.append, ops=PRIMITIVES)
-    assert sorted(g for g, _, _ in decisions) == list(range(28)) and len(tuned) == 28
+    decisions = project(net, state, split, order, 0, lambda steps: ran.extend(s() for s in steps), ops=PRIMITIVES)
+    assert sorted(g for g, _, _ in decisions) == list(range(28)) and len(ran) == 28
     assert all(keep == int(np.argmin(accs)) and len(accs) == 8 for _, keep, accs in decisions)
     assert state.undecided(0) == state.undecided(1) == []
     with pytest.raises(ValueError, match="already decided"):
         state.decide(0, 1)
-    nodes = project_nodes(
-        net, state, split, paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1)), 0, tuned.append
-    )
-    assert sorted(n for n, _ in nodes) == list(range(8)) and len(tuned) == 36
+    for t in (0, 1):  # the first node has only its 2 inputs (darts-pt has no step for it)
+        assert decide_node(net, state, split, 4 * t, 0) == (tuple(state.node_inputs(4 * t)), [])
+    node_order = paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1))
+    nodes = [(n, decide_node(net, state, split, n, 0)[0]) for n in node_order]
+    assert sorted(n for n, _ in nodes) == [1, 2, 3, 5, 6, 7] and state.undecided_nodes(0) == []
     for node_id, keep in nodes:
         assert len(set(keep)) == 2 and set(keep) <= set(state.node_inputs(node_id))
     for t in (0, 1):
@@ -190,6 +192,46 @@ def test_projection_decides_every_edge_once_then_keeps_two_inputs_per_node():
     genotype, fallbacks = state.genotype()
     assert len(genotype.normal) == len(genotype.reduce) == 8 and fallbacks >= 0
     assert parse_genotype(format_genotype(genotype)) == genotype
+
+
+def _scripted_accuracy(monkeypatch, state, node_id, script):
+    """Stub the projection measurement: ``script[round][edge]`` is the accuracy with that input removed.
+
+    It checks what darts-pt measures: exactly one input removed, none of the node's inputs dropped yet
+    (the edges eliminated in earlier rounds stay in the supernet while the later rounds measure)."""
+    calls = []
+
+    def accuracy(net, split, batches=0, batch_size=256):
+        assert state.kept[node_id] is None and state.removed is None and state.removed_edge is not None
+        rnd = sum(1 for c in calls if c == state.removed_edge)  # how often this edge was measured before
+        calls.append(state.removed_edge)
+        return script[rnd][state.removed_edge]
+
+    monkeypatch.setattr(darts_space, "train_mode_accuracy", accuracy)
+    return calls
+
+
+def test_node_inputs_are_chosen_by_darts_pts_elimination_rounds_not_one_shot(monkeypatch):
+    """Node 2 (4 inputs, edges 5-8). Round 1: removing edge 6 hurts least (60) -> eliminated. Round 2
+    re-measures 5, 7, 8 (57, 51, 45): 5 goes. Kept: (7, 8). A one-shot top-2 on round 1 keeps (5, 8)."""
+    state = DartsArchState(seed=0)
+    script = [{5: 50.0, 6: 60.0, 7: 55.0, 8: 40.0}, {5: 57.0, 7: 51.0, 8: 45.0}]
+    calls = _scripted_accuracy(monkeypatch, state, 2, script)
+    keep, rounds = decide_node(None, state, None, 2, 0)
+    assert keep == (7, 8) and state.kept[2] == (7, 8)
+    assert calls == [5, 6, 7, 8, 5, 7, 8]  # 4 + 3 measurements
+    assert rounds == [list(script[0].items()), list(script[1].items())]
+    one_shot = tuple(sorted(sorted(script[0], key=script[0].get)[:2]))
+    assert one_shot == (5, 8) != keep
+
+
+def test_node_elimination_drops_the_later_edge_on_a_tie_and_measures_5_4_3_for_the_last_node(monkeypatch):
+    """darts-pt updates its candidate on ``not acc < best``: of equal accuracies the later edge goes."""
+    state = DartsArchState(seed=0)
+    flat = {g: 50.0 for g in range(9, 14)}  # node 3: edges 9-13, every removal equal
+    calls = _scripted_accuracy(monkeypatch, state, 3, [flat, flat, flat])
+    keep, rounds = decide_node(None, state, None, 3, 0)
+    assert keep == (9, 10) and [len(r) for r in rounds] == [5, 4, 3] and len(calls) == 12
 
 
 def test_genotype_strings_round_trip_and_build_a_fixed_network():
@@ -245,7 +287,9 @@ def test_method_with_the_resnet20_prefix_end_to_end():
     m = result.metrics
     assert m["proj_decisions_count"] == 2 and m["proj_node_decisions_count"] == 2
     assert m["proj_decisions_count"] + m["proj_node_decisions_count"] + m["proj_alpha_decisions_count"] == 28 + 6
-    assert m["search_act_mib"] > 0 and m["search_s"] > 0 and m["alpha_steps"] == 1 + m["proj_tunes_count"]
+    assert m["search_act_mib"] > 0 and m["search_s"] > 0 and m["alpha_steps"] == 1 + m["proj_tune_steps_count"]
+    # darts-pt's DARTS-space schedule: tune after every step, one epoch (here: the 1-step interval) after the last
+    assert m["proj_tunes_count"] == 2 and m["proj_tune_steps_count"] == 2
     genotype = parse_genotype(result.info["found_genotype"])
     assert len(genotype.normal) == 8
     assert len(result.series["proj_removed_top1_pct"]) == 2 * 8

@@ -1,6 +1,6 @@
 """On-device batching: no DataLoader, no workers, nothing waits on the host.
 
-``DeviceLoader(split, batch_size, shuffle=..., flip=..., crop_pad=..., cutout=..., seed=...)``
+``DeviceLoader(split, batch_size, shuffle=..., flip=..., crop_pad=..., cutout=..., cutout_prob=..., seed=...)``
 yields one epoch of ``(x, y)`` per ``iter()``, all on the split's device: a seeded
 permutation, random horizontal flips (only where ``split.flip_ok``), random
 translations by up to ``crop_pad`` pixels (zero padding in normalised units) and
@@ -27,7 +27,9 @@ class DeviceLoader:
     sets never flip). ``crop_pad`` translates each image by up to that many pixels (zero
     padding, i.e. the mean in normalised units). ``cutout`` zeroes a ``cutout`` x ``cutout``
     square centred on a uniformly drawn pixel of each image, clipped at the border (DeVries
-    and Taylor 2017, as DARTS trains). ``drop_last`` drops a final partial batch,
+    and Taylor 2017, as DARTS trains), to each image independently with probability
+    ``cutout_prob`` (an attribute a caller may change between epochs, as darts-pt ramps it; at
+    1, the default, every image and no extra random draws; at 0 none). ``drop_last`` drops a final partial batch,
     but a split smaller than ``batch_size`` still yields one batch of all of it.
     """
 
@@ -40,16 +42,18 @@ class DeviceLoader:
         flip: bool = False,
         crop_pad: int = 0,
         cutout: int = 0,
+        cutout_prob: float = 1.0,
         drop_last: bool = True,
         seed: int = 0,
     ) -> None:
-        if batch_size < 1 or crop_pad < 0 or cutout < 0:
+        if batch_size < 1 or crop_pad < 0 or cutout < 0 or not 0.0 <= cutout_prob <= 1.0:
             raise ValueError(
-                f"batch_size must be >= 1, crop_pad and cutout >= 0, got {batch_size}, {crop_pad}, {cutout}"
+                f"batch_size must be >= 1, crop_pad and cutout >= 0, cutout_prob in [0, 1], got {batch_size}, "
+                f"{crop_pad}, {cutout}, {cutout_prob}"
             )
         self.split, self.batch_size = split, int(batch_size)
         self.shuffle, self.flip, self.crop_pad, self.drop_last = shuffle, flip and split.flip_ok, crop_pad, drop_last
-        self.cutout = cutout
+        self.cutout, self.cutout_prob = cutout, float(cutout_prob)
         self.generator = torch.Generator(device=split.device)
         self.generator.manual_seed(seed)
         self._ar = torch.arange(split.input_size, device=split.device)  # reused by every crop
@@ -69,7 +73,7 @@ class DeviceLoader:
                 x = self._random_flip(x)
             if self.crop_pad:
                 x = self._random_translate(x)
-            if self.cutout:
+            if self.cutout and self.cutout_prob > 0:
                 x = self._cutout(x)
             yield x, y
 
@@ -89,7 +93,8 @@ class DeviceLoader:
         return padded[batch, chans, rows, cols]
 
     def _cutout(self, x: torch.Tensor) -> torch.Tensor:
-        """Zero a ``cutout``-sided square around a random centre per image (clipped at the border)."""
+        """Zero a ``cutout``-sided square around a random centre per image (clipped at the border),
+        each image with probability ``cutout_prob``."""
         nb, _, h, w = x.shape
         centre = torch.stack(
             [
@@ -105,6 +110,9 @@ class DeviceLoader:
             self._ar[:w].view(1, w) < (lo[1] + self.cutout).view(-1, 1)
         )
         hole = rows.view(nb, 1, h, 1) & cols.view(nb, 1, 1, w)
+        if self.cutout_prob < 1.0:  # each image independently (darts-pt's Cutout(prob): a Bernoulli per image)
+            hit = torch.rand(nb, generator=self.generator, device=x.device) < self.cutout_prob
+            hole = hole & hit.view(nb, 1, 1, 1)
         return x.masked_fill(hole, 0.0)
 
 

@@ -7,10 +7,12 @@ business (``MappedNet.set_frozen_prefix``: no gradients, BatchNorm in eval, pref
 under ``no_grad``); the engine optimises exactly the parameters that require grad.
 
 Methods with unusual steps customise through ``StepHooks`` rather than writing their
-own loop: ``before_step`` (e.g. sample a subnet), ``loss_fn`` (e.g. a contrastive loss),
-``after_step`` (e.g. an architecture update on the same batch) all run inside the
-timed step; ``periodic`` callbacks (evaluation, controller updates) run outside it, and
-one that returns True ends the stage early (e.g. a search that has converged).
+own loop: ``before_step`` (e.g. sample a subnet, or an architecture step before the
+weight step, darts-pt's order), ``loss_fn`` (e.g. a contrastive loss), ``after_step`` (e.g.
+an architecture update on the same batch) all run inside the timed step; ``periodic``
+callbacks (evaluation, controller updates) run outside it, and one that returns True ends
+the stage early (e.g. a search that has converged). ``fit(..., cutout_prob=)`` sets the
+Cutout probability of each epoch (darts-pt's ramp) at the epoch's start, outside the timed step.
 
 Per step the engine times the step (``Recorder.step_timer``), keeps the loss on the
 device (no ``.item()`` in the timed region), and every ``log_every`` steps checks for a
@@ -116,9 +118,18 @@ def default_loss(label_smoothing: float) -> LossFn:
     return loss
 
 
-def _batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    loader: DeviceLoader, cutout_prob: Callable[[int], float] | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    epoch = 0
     while True:
+        if cutout_prob is not None:  # set at the start of each epoch, outside the timed step
+            p = float(cutout_prob(epoch))
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"cutout_prob({epoch}) must be in [0, 1], got {p}")
+            loader.cutout_prob = p
         yield from loader
+        epoch += 1
 
 
 def _flip(cfg: TrainConfig, split: Split) -> bool:
@@ -137,8 +148,13 @@ def fit(
     hooks: StepHooks | None = None,
     seed: int = 0,
     params: Sequence[nn.Parameter] | None = None,
+    cutout_prob: Callable[[int], float] | None = None,
 ) -> FitReport:
     """Train ``model`` on ``train`` for ``cfg``'s budget; see the module docstring.
+
+    ``cutout_prob(epoch)`` (epoch 0-based, counted over this fit's passes through ``train``) is
+    the probability that an image of that epoch gets ``cfg.cutout``'s square, set on the loader
+    at the start of the epoch (e.g. darts-pt's ramp). None, the default: every image, as always.
 
     ``params`` defaults to every parameter that requires grad. Records the curves
     ``<stage>_loss_nat`` and, every ``eval_every`` steps, ``<stage>_<split>_top1_pct`` for
@@ -189,7 +205,7 @@ def fit(
     rec.note("optimizer_impl", train_step.optimizer_impl)
     timer = rec.step_timer(stage)
     losses = torch.zeros(total, device=device)
-    batches = _batches(loader)
+    batches = _batches(loader, cutout_prob)
     logged = 0
     rec.progress(f"{stage}: {total} steps, batch {cfg.batch_size}, {len(train)} images, lr {cfg.lr:g}")
 

@@ -18,13 +18,16 @@ have no affine parameters (DARTS); the ops themselves are the ones of
 optimiser never sees it, and ``darts_pt.AlphaStep`` (Adam on ``state.alpha``) drives it
 unchanged. Edges are numbered globally: ``g = 14 * t + e`` (t = 0 normal, 1 reduce).
 
-**Projection (DARTS-PT).** Per step one normal and one reduction edge are decided by
-``darts_pt.project`` (remove each op in turn, keep the op whose removal hurts the
-architecture-split accuracy most, with BN in train mode), then the supernet is tuned;
-when every op is decided, per step one normal and one reduction *node* keeps the 2 input
-edges whose removal hurts most (``project_nodes``, "chosen the same way"), then tune. The
-first node has only its 2 inputs and keeps both without a step (as darts-pt, whose edge
-projection runs over the 3 later nodes): 14 op steps + 3 node steps, 17 tunings.
+**Projection (DARTS-PT, darts-pt's ``sota/cnn/projection.py``).** Per step one normal and one
+reduction edge are decided by ``darts_pt.decide_edge`` (remove each op in turn, keep the op whose
+removal hurts the architecture-split accuracy most, with BN in train mode); when every op is
+decided, per step one normal and one reduction *node* chooses its 2 inputs by ``decide_node``,
+darts-pt's ``project_edge``: rounds that measure each remaining input removed alone and drop the
+one whose removal hurts least, until 2 remain. The first node has only its 2 inputs and keeps
+both without a step (as darts-pt, whose edge projection runs over the 3 later nodes): 14 op
+steps + 3 node steps. Tuning is one fit (``SearchRun.schedule``) of ``tune`` x 16 + 1 epochs:
+``tune`` epochs after each step but the last, one epoch after it (darts-pt's ``proj_intv *
+num_projs + 1``).
 ``DartsArchState.weights`` applies the decisions: decided edges are one-hot, removed ops /
 edges zero, edges a decided node dropped zero (not renormalised,
 as DARTS-PT does).
@@ -47,10 +50,11 @@ must have the shape the replaced cells would have produced, else ``InvalidConfig
 the pairs that fit.
 
 **Method** ``trnas_dartspt_darts`` (``TrNasDartsPtDarts``): first-order DARTS search
-through the engine with ``AlphaStep`` as ``after_step`` (DARTS hyperparameters, 50
-epochs, Cutout, 5 warmup epochs with transfer: paper Sec. 4.3.2 and A.1), projection as
-above, then the derived network trained from scratch with ``final``. Recorded:
-``search_s`` (search + projection), ``search_act_mib`` (saved activations of one
+through the engine with ``AlphaStep`` as ``before_step``, alpha first (DARTS hyperparameters,
+50 epochs, Cutout ramped as darts-pt ramps it with ``cutout_ramp``, 5 warmup epochs with
+transfer: paper Sec. 4.3.2 and A.1), projection as above, then the derived network trained from
+scratch with ``final``. Recorded: ``search_s`` (search + projection, measurements and all
+tuning), ``proj_tune_steps_count``, ``search_act_mib`` (saved activations of one
 supernet batch), ``search_peak_alloc_mib`` (CUDA), notes ``found_genotype`` and
 ``search_argmax_genotype``, series ``proj_removed_top1_pct`` and
 ``proj_edge_removed_top1_pct``.
@@ -60,8 +64,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -86,7 +91,7 @@ from methods.trnas.darts_pt import (
     SearchRun,
     _search_default,
     _tune_default,
-    project,
+    decide_edge,
     split_halves,
     train_mode_accuracy,
 )
@@ -584,38 +589,33 @@ def darts_network(genotype: Genotype, C: int = 36, layers: int = 20, num_classes
 # ----------------------------------------------------------------------------- projection of nodes
 
 
-def project_nodes(
-    net: nn.Module,
-    state: DartsArchState,
-    split: Split,
-    order: Sequence[int],
-    batches: int,
-    tune: Callable[[int], None],
-    rec: Recorder | None = None,
-) -> list[tuple[int, tuple[int, int]]]:
-    """Decide every node of ``order`` once: keep the 2 input edges whose removal hurts most, then tune."""
-    decisions: list[tuple[int, tuple[int, int]]] = []
-    for n, node_id in enumerate(order):
-        inputs = state.node_inputs(node_id)
-        if len(inputs) == 2:
-            keep = tuple(inputs)
-        else:
-            accs = []
-            for g in inputs:
-                state.removed_edge = g
-                accs.append(train_mode_accuracy(net, split, batches))
-            state.removed_edge = None
-            keep = tuple(sorted(inputs[k] for k in np.argsort(accs, kind="stable")[:2]))
-            if rec is not None:
-                for k, acc in enumerate(accs):
-                    rec.point("proj_edge_removed_top1_pct", n, acc, position=k)
-        state.decide_node(node_id, keep)
-        # keep holds exactly 2 edges (decide_node just checked it); tuple() is typed tuple[int, ...]
-        decisions.append((node_id, keep))  # type: ignore[arg-type]
-        if rec is not None:
-            rec.progress(f"topology {n + 1}/{len(order)}: node {node_id} keeps edges {keep}")
-        tune(n)
-    return decisions
+def decide_node(
+    net: nn.Module, state: DartsArchState, split: Split, node_id: int, batches: int
+) -> tuple[tuple[int, int], list[list[tuple[int, float]]]]:
+    """darts-pt's ``project_edge``: the 2 inputs of a node by elimination, one edge per round.
+
+    While more than 2 candidate inputs remain, measure the accuracy (BN in train mode) with each
+    candidate removed alone, and eliminate the one whose removal hurts least (the highest accuracy;
+    ties: the later edge, darts-pt's ``not acc < best``). As in darts-pt each measurement starts
+    from the projected weights, so the edges eliminated in earlier rounds are *not* zeroed: every
+    round re-measures the remaining single removals. With a deterministic measurement that selects
+    what a one-shot top-2 would, at more measurements (3, 4 + 3, 5 + 4 + 3 for the nodes with 3, 4, 5
+    inputs); darts-pt measures on shuffled, augmented batches, where the rounds differ.
+    Returns (the kept pair, per round the (global edge, accuracy without it) of each candidate).
+    """
+    cands = state.node_inputs(node_id)
+    rounds: list[list[tuple[int, float]]] = []
+    while len(cands) > 2:
+        accs = []
+        for g in cands:
+            state.removed_edge = g
+            accs.append(train_mode_accuracy(net, split, batches))
+        state.removed_edge = None
+        rounds.append(list(zip(cands, accs)))
+        drop = max(range(len(cands)), key=lambda k: (accs[k], k))
+        cands = cands[:drop] + cands[drop + 1 :]
+    state.decide_node(node_id, cands)
+    return (cands[0], cands[1]), rounds
 
 
 def paired_order(rng: np.random.Generator, normal: Sequence[int], reduce: Sequence[int]) -> list[int]:
@@ -666,6 +666,7 @@ class DartsSpaceConfig:
     # 0: every edge and node is decided by perturbation (DARTS-PT). n > 0 (CPU smoke sizing only): the first
     # n (normal, reduce) pairs of edges and of nodes are, the rest as DARTS derives them from alpha.
     proj_perturb_pairs: int = 0
+    cutout_ramp: bool = True  # darts-pt's search Cutout probability, epoch / (epochs - 1)
     eval_C: int = 36
     eval_layers: int = 20
     final: engine.TrainConfig = field(default_factory=_darts_final)
@@ -736,36 +737,44 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
             rec,
             cfg.search.batch_size,
         )
-        tunes = [0]
-
-        def tune_pair(n: int) -> None:  # darts-pt: one normal + one reduction decision, then tune
-            if n % 2 == 1:
-                run.tune(tunes[0])
-                tunes[0] += 1
-
         with rec.stage("search"):
-            run.search(search_cfg)
+            run.search(search_cfg, cutout_ramp=cfg.cutout_ramp)
             rec.note("search_argmax_genotype", format_genotype(state.argmax_genotype()))
             rng = np.random.default_rng(role_seed("search-data", task.seed, 1))
             edge_order = paired_order(rng, state.undecided(0), state.undecided(1))
             for t in range(len(CELL_TYPES)):  # the first node has only its 2 inputs: kept, no step (darts-pt)
                 state.decide_node(t * STEPS, state.node_inputs(t * STEPS))
             node_order = paired_order(rng, state.undecided_nodes(0), state.undecided_nodes(1))
-            cut = 2 * cfg.proj_perturb_pairs if cfg.proj_perturb_pairs else len(edge_order)
-            ops = project(
-                net,
-                state,
-                p_part,
-                edge_order[:cut],
-                cfg.proj_eval_batches,
-                tune_pair,
-                rec,
-                ops=PRIMITIVES,
-            )
-            for g in edge_order[cut:]:
-                state.decide_by_alpha(g)
-            cut_nodes = 2 * cfg.proj_perturb_pairs if cfg.proj_perturb_pairs else len(node_order)
-            nodes = project_nodes(net, state, p_part, node_order[:cut_nodes], cfg.proj_eval_batches, tune_pair, rec)
+            cut = min(2 * cfg.proj_perturb_pairs or len(edge_order), len(edge_order))
+            cut_nodes = min(2 * cfg.proj_perturb_pairs or len(node_order), len(node_order))
+            ops: list[tuple[int, int, list[float]]] = []
+            nodes: list[tuple[int, tuple[int, int]]] = []
+            rounds = [0]
+
+            def op_step(k: int) -> None:  # darts-pt: one normal and one reduction edge per step
+                for n in (k, k + 1):
+                    keep, accs = decide_edge(net, state, p_part, edge_order[n], cfg.proj_eval_batches, NUM_OPS)
+                    ops.append((edge_order[n], keep, accs))
+                    for op, acc in enumerate(accs):
+                        rec.point("proj_removed_top1_pct", n, acc, position=op)
+                    rec.progress(f"projection {n + 1}/{len(edge_order)}: edge {edge_order[n]} keeps {PRIMITIVES[keep]}")
+                if k + 2 == cut:  # the edges left to alpha (smoke sizing), before the nodes are measured
+                    for g in edge_order[cut:]:
+                        state.decide_by_alpha(g)
+
+            def node_step(k: int) -> None:  # then one normal and one reduction node per step
+                for n in (k, k + 1):
+                    keep, measured = decide_node(net, state, p_part, node_order[n], cfg.proj_eval_batches)
+                    nodes.append((node_order[n], keep))
+                    for measurement in measured:  # one step per elimination round, position: the edge's source
+                        for g, acc in measurement:
+                            rec.point("proj_edge_removed_top1_pct", rounds[0], acc, position=EDGES[g % NUM_EDGES][1])
+                        rounds[0] += 1
+                    rec.progress(f"topology {n + 1}/{len(node_order)}: node {node_order[n]} keeps edges {keep}")
+
+            steps = [functools.partial(op_step, k) for k in range(0, cut, 2)]
+            steps += [functools.partial(node_step, k) for k in range(0, cut_nodes, 2)]
+            gaps = run.schedule(steps, shorten_last=False)
             for node_id in node_order[cut_nodes:]:
                 state.decide_node_by_alpha(node_id)
             rec.scalar("proj_alpha_decisions_count", len(edge_order) - len(ops) + len(node_order) - len(nodes))
@@ -775,7 +784,8 @@ class TrNasDartsPtDarts(BaseMethod[DartsSpaceConfig]):
         rec.scalar("alpha_steps", run.hook.steps)
         rec.scalar("proj_decisions_count", len(ops))
         rec.scalar("proj_node_decisions_count", len(nodes))
-        rec.scalar("proj_tunes_count", tunes[0])
+        rec.scalar("proj_tunes_count", sum(g > 0 for g in gaps))
+        rec.scalar("proj_tune_steps_count", run.tune_steps)
         rec.scalar("none_fallbacks_count", fallbacks)
         rec.note("found_genotype", text)
         torch.manual_seed(role_seed("final-init", task.seed))
@@ -802,7 +812,7 @@ __all__ = [
     "darts_transfer",
     "format_genotype",
     "parse_genotype",
-    "project_nodes",
+    "decide_node",
     "search_supernet",
     "valid_darts_pairs",
 ]

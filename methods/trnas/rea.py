@@ -1,20 +1,30 @@
 """``trnas_rea``: regularized evolution (Real et al. 2019) on NB201 with Original or Tr-Net evaluations.
 
-``RegularizedEvolution`` is the algorithm alone: a population of ``population``
-random architectures; then repeatedly sample ``tournament`` members uniformly, mutate
-the fittest (one edge set to a *different* op), evaluate the child, append it and
-remove the *oldest* member; stop after ``evaluations`` evaluations. An architecture met
-again reuses its first fitness (as a table lookup would) and still counts.
+``RegularizedEvolution`` is the algorithm alone, as NB201's ``R_EA.py`` (and NATS-Bench's
+``regularized_ea.py``) runs it: a population of ``population`` random architectures; then
+repeatedly draw ``tournament`` members uniformly *with replacement* (``random.choice`` per
+draw), mutate the fittest (``space.mutate``: a node, then one of its incoming edges, then a
+*different* op), evaluate the child, append it and remove the *oldest* member; stop after
+``evaluations`` evaluations. An architecture met again reuses its first fitness (as a table
+lookup would) and still counts.
 
 The method's fitness is the validation accuracy after the proxy protocol (Tr-Net-i-j
 with warmup, or the original network). The best architecture found (by fitness) is then
 trained as the plain NB201 network with ``final`` and returned, so ``test_top1_pct``
 is its accuracy; with a NATS-Bench table (``nats_path``) its 200-epoch test accuracy
-is also recorded as ``found_table_test_top1_pct``. Series per evaluation (Fig. 4):
+is also recorded as ``found_table_test_top1_pct``. Series per evaluation:
 ``rea_best_val_top1_pct`` (best fitness so far), ``rea_fitness_val_top1_pct``,
 ``rea_eval_act_mib`` (saved activations of one training batch) and on CUDA
 ``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
 ``search_peak_alloc_mib`` (CUDA) summarise the search cost.
+
+Fig. 4 (bottom) plots the test accuracy of the best-so-far architecture against the number
+of evaluations (NB201's ``current_best_index``, looked up in the table). Without a table that
+is ``rea_best_test_top1_pct``: the best-so-far architecture's *proxy-trained* network (the
+network its fitness came from: Tr-Net-i-j or the original protocol's short training) evaluated
+on the test split; it is measured after the search, outside ``search_s``, and never used for
+selection. With a table (``nats_path``) ``rea_best_table_test_top1_pct`` is the table's
+200-epoch test accuracy of the same architecture, which is what the paper plots.
 
 A proxy training that diverges is an inner run (``bench.engine.inner``): its fitness is
 chance, so the tournaments see it as bad; it is counted (``inner_diverged_count``, and
@@ -32,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+from torch import nn
 
 from bench import engine
 from bench.contract.config import require
@@ -96,7 +107,8 @@ class RegularizedEvolution:
             if on_eval:
                 on_eval(ind, best)
         while len(self.history) < self.evaluations:
-            contenders = self.rng.sample(list(self.population), self.tournament)
+            members = list(self.population)
+            contenders = [self.rng.choice(members) for _ in range(self.tournament)]  # with replacement, as NB201
             parent = max(contenders, key=lambda c: c.fitness)
             child_arch = mutate(parent.arch, self.rng)
             self.mutations.append((parent.arch, child_arch))
@@ -153,6 +165,9 @@ class TrNasRea(BaseMethod[ReaConfig]):
         acts, peaks = [], []
         diverged: set[Arch] = set()
         survivors: list[Individual] = []  # the best-so-far among evaluations that did not diverge
+        last: list[tuple[Arch, nn.Module]] = []  # the latest proxy-trained network
+        best_nets: dict[int, nn.Module] = {}  # survivor born -> its proxy-trained network (Fig. 4, test)
+        best_at: list[tuple[int, Individual]] = []  # (evaluation, best-so-far after it)
 
         def fitness(arch: Arch) -> float:
             k = len(acts)
@@ -173,15 +188,20 @@ class TrNasRea(BaseMethod[ReaConfig]):
                 rec.point("rea_eval_peak_alloc_mib", len(acts), got.peak_alloc_mib)
             if got.diverged:
                 diverged.add(arch)
+            last[:] = [(arch, got.model)]
             return got.val_top1_pct
 
         def on_eval(ind: Individual, _best: Individual) -> None:
             step = ind.born + 1
             if ind.arch not in diverged and (not survivors or ind.fitness > survivors[-1].fitness):
                 survivors.append(ind)
+                # a new best is always a fresh training: an architecture met again repeats a fitness <= best
+                assert last and last[0][0] == ind.arch
+                best_nets[ind.born] = last[0][1]
             rec.point("rea_fitness_val_top1_pct", step, ind.fitness)
             if survivors:  # no point until one evaluation has not diverged
                 rec.point("rea_best_val_top1_pct", step, survivors[-1].fitness)
+                best_at.append((step, survivors[-1]))
             rec.progress(
                 f"eval {step}/{cfg.evaluations} {format_arch(ind.arch)}: {ind.fitness:.2f}%"
                 + (" (diverged: chance)" if ind.arch in diverged else "")
@@ -207,8 +227,15 @@ class TrNasRea(BaseMethod[ReaConfig]):
             rec.scalar("search_peak_alloc_mib", float(np.mean(peaks)))
         rec.scalar("found_val_top1_pct", best.fitness)
         rec.note("found_arch", format_arch(best.arch))
-        if cfg.nats_path:
-            table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
+        # Fig. 4: test accuracy of the best-so-far after each evaluation (after the search: not in search_s)
+        best_test = {born: engine.evaluate(net, task.test)["top1_pct"] for born, net in best_nets.items()}
+        best_nets.clear()
+        table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset)) if cfg.nats_path else None
+        for step, ind in best_at:
+            rec.point("rea_best_test_top1_pct", step, best_test[ind.born])
+            if table is not None:
+                rec.point("rea_best_table_test_top1_pct", step, table.accuracy(ind.arch, "200", "test-accuracy"))
+        if table is not None:
             rec.scalar("found_table_test_top1_pct", table.accuracy(best.arch, "200", "test-accuracy"))
         with rec.stage("train"):
             import torch

@@ -22,7 +22,7 @@ Roles (``ROLES``; an unknown role is an error, so a typo cannot silently alias a
 ``final-data``       the found architecture's final training, batch order
 ``supernet-init``    DARTS+PT supernet weights and alpha
 ``search-data``      DARTS+PT weight/architecture split, search batches, edge order
-``tune-data``        DARTS+PT tuning n (index n)
+``tune-data``        DARTS+PT's projection tuning (one fit, index 0)
 ``hessian-probe``    the start vector of Fig. 9's power iteration (``methods.trnas.hessian``)
 ``memory-init``      ``trnas_memory`` network k
 ``cka-init``         ``trnas_cka`` network k

@@ -156,8 +156,16 @@ def is_isomorphic(a: Sequence[int], b: Sequence[int]) -> bool:
 
 
 def mutate(arch: Sequence[int], rng: random.Random) -> Arch:
-    """``arch`` with one uniformly chosen edge set to a *different* op (REA's mutation)."""
+    """``arch`` with one edge set to a *different* op, drawn as NAS-Bench-201's REA draws it.
+
+    NB201's ``mutate_arch_func`` (``exps/NAS-Bench-201-algos/R_EA.py``, also NATS-Bench's
+    ``regularized_ea.py``) picks a node 1..3 uniformly, then one of that node's incoming edges
+    uniformly, then an op uniformly among the other 4. Edges are therefore not equally likely:
+    node 1's only edge ``1 <- 0`` is picked with probability 1/3, each of node 2's with 1/6 and
+    each of node 3's with 1/9.
+    """
     arch = list(check_arch(arch))
-    edge = rng.randrange(NUM_EDGES)
+    node = 1 + rng.randrange(3)
+    edge = node * (node - 1) // 2 + rng.randrange(node)  # node n's edges start at 0, 1, 3 in EDGES order
     arch[edge] = rng.choice([o for o in range(NUM_OPS) if o != arch[edge]])
     return tuple(arch)
