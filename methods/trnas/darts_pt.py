@@ -18,7 +18,9 @@ accuracy at (edge decision, op removed).
 The derived architecture is trained as the plain NB201 network with ``final`` and
 returned. Recorded: ``search_s`` (search + projection wall time), ``search_act_mib``
 (saved activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA),
-``found_table_test_top1_pct`` with a NATS-Bench table.
+``found_table_test_top1_pct`` with a NATS-Bench table (``nats_path`` or the tier's default
+under the data root, ``common.find_table``; the 200-epoch test accuracy, mean over the table's
+seeds named in the note ``table_kind``).
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ from bench.registry import register_method
 from methods.trnas.common import (
     MIB,
     Builder,
-    NatsTable,
     TransferConfig,
-    nats_dataset,
+    find_table,
     nb201_train,
     with_warmup,
 )
@@ -282,6 +283,7 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
+        table = find_table(task, cfg.nats_path, cfg.nats_dataset)  # before the search: a bad table fails early
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         w_part, a_part = split_halves(task.train, cfg.train_frac, role_seed("search-data", task.seed))
         torch.manual_seed(role_seed("supernet-init", task.seed))
@@ -304,9 +306,9 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
         rec.scalar("alpha_steps", run.hook.steps)
         rec.scalar("proj_decisions_count", len(decisions))
         rec.note("found_arch", format_arch(arch))
-        if cfg.nats_path:
-            table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
-            rec.scalar("found_table_test_top1_pct", table.accuracy(arch, "200", "test-accuracy"))
+        if table is not None:
+            rec.scalar("found_table_test_top1_pct", table.test_accuracy(arch))
+            rec.note("table_kind", table.kind([arch]))
         torch.manual_seed(role_seed("final-init", task.seed))
         final = nb201(arch, builder.C, cfg.N, task.num_classes).to(task.device)
         with rec.stage("train"):

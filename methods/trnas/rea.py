@@ -9,8 +9,9 @@ again reuses its first fitness (as a table lookup would) and still counts.
 The method's fitness is the validation accuracy after the proxy protocol (Tr-Net-i-j
 with warmup, or the original network). The best architecture found (by fitness) is then
 trained as the plain NB201 network with ``final`` and returned, so ``test_top1_pct``
-is its accuracy; with a NATS-Bench table (``nats_path``) its 200-epoch test accuracy
-is also recorded as ``found_table_test_top1_pct``. Series per evaluation (Fig. 4):
+is its accuracy; with a NATS-Bench table (``nats_path``, or the tier's default under the data
+root: ``common.find_table``) its 200-epoch test accuracy, mean over the table's seeds, is also
+recorded as ``found_table_test_top1_pct`` (note ``table_kind`` names the seeds). Series per evaluation (Fig. 4):
 ``rea_best_val_top1_pct`` (best fitness so far), ``rea_fitness_val_top1_pct``,
 ``rea_eval_act_mib`` (saved activations of one training batch) and on CUDA
 ``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
@@ -42,9 +43,8 @@ from bench.errors import InnerRunsDiverged
 from bench.registry import register_method
 from methods.trnas.common import (
     Builder,
-    NatsTable,
     TransferConfig,
-    nats_dataset,
+    find_table,
     nb201_train,
     train_candidate,
     with_warmup,
@@ -146,6 +146,7 @@ class TrNasRea(BaseMethod[ReaConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
+        table = find_table(task, cfg.nats_path, cfg.nats_dataset)  # before the search: a bad table fails early
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         proxy_cfg = with_warmup(cfg.proxy, cfg.warmup_epochs, len(task.train))
         acts: list[float]
@@ -207,9 +208,9 @@ class TrNasRea(BaseMethod[ReaConfig]):
             rec.scalar("search_peak_alloc_mib", float(np.mean(peaks)))
         rec.scalar("found_val_top1_pct", best.fitness)
         rec.note("found_arch", format_arch(best.arch))
-        if cfg.nats_path:
-            table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
-            rec.scalar("found_table_test_top1_pct", table.accuracy(best.arch, "200", "test-accuracy"))
+        if table is not None:
+            rec.scalar("found_table_test_top1_pct", table.test_accuracy(best.arch))
+            rec.note("table_kind", table.kind([best.arch]))
         with rec.stage("train"):
             import torch
 
