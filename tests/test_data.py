@@ -57,7 +57,7 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 def test_registry_lists_every_dataset_with_its_folder():
     assert data.list_datasets("embedded") == sorted(EMBEDDED)
     assert data.list_datasets("torchvision") == sorted(FOLDERS)
-    assert data.list_datasets() == sorted([*EMBEDDED, *FOLDERS, "fashion-mnist"])
+    assert data.list_datasets() == sorted([*EMBEDDED, *FOLDERS, "fashion-mnist", "imagenet16-120"])
     for name, folder in FOLDERS.items():
         info = data.dataset_info(name)
         assert (info.kind, info.folder, info.flip_ok) == ("torchvision", folder, True)

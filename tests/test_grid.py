@@ -65,7 +65,7 @@ def test_bad_grids(kw, msg):
 def test_missing_tier_and_unknown_tier():
     with pytest.raises(InvalidGrid, match="defines no settings for tier 'paper'; it defines: smoke"):
         grid().cells("paper")
-    with pytest.raises(InvalidGrid, match="unknown tier 'huge'; valid tiers: smoke, short, paper"):
+    with pytest.raises(InvalidGrid, match="unknown tier 'huge'; valid tiers: smoke, cpu, short, paper"):
         grid().cells("huge")
 
 

@@ -402,15 +402,14 @@ def test_nats_reference_is_a_clear_message_when_absent(monkeypatch):
         RankConfig(reference="nats")
 
 
-def test_nats_reference_reads_the_table(monkeypatch, tmp_path):
+def test_nats_reference_on_harness_splits_is_refused(monkeypatch, tmp_path):
+    """The table's accuracies are on NB201's splits: a table with the harness split is an error, at
+    collection when the config names it (``check_cell``) and in the cell otherwise (the table read
+    end to end on NB201's splits is tests/test_trnas_table.py)."""
+
     class FakeApi:
         def query_index_by_arch(self, text):
             return space.to_index(space.parse(text))
-
-        def get_more_info(self, index, dataset, hp, is_random):
-            assert dataset == "cifar10-valid" and is_random is False
-            value = float(sum(space.from_index(index)))
-            return {"test-accuracy": value if hp == "200" else -1.0, "valid-accuracy": value}
 
     fake = types.SimpleNamespace(create=lambda path, kind, fast_mode, verbose: FakeApi())
     monkeypatch.setitem(sys.modules, "nats_bench", fake)
@@ -426,8 +425,18 @@ def test_nats_reference_reads_the_table(monkeypatch, tmp_path):
         "bootstrap": 0,
     }
     result = run_cell(tiny_spec("trnas_rank", config=cfg))
-    assert result.ok, result.error
-    assert result.metrics["krocc_tau"] == pytest.approx(1.0) and result.metrics["srocc_rho"] == pytest.approx(1.0)
+    assert result.status == "failed" and result.error_type == "InvalidConfig"
+    assert "split='nb201'" in result.error and "'harness'" in result.error
+    from bench.contract.interface import CellFacts, TaskSettings
+    from bench.registry import METHODS
+
+    cls = METHODS.get("trnas_rank")
+    with pytest.raises(InvalidConfig, match="split='nb201'"):
+        cls.check_cell(
+            RankConfig(**{"reference": "nats", "nats_path": str(tmp_path)}),
+            CellFacts("cifar10", "resnet32", TaskSettings(), 40_000),
+        )
+    cls.check_cell(RankConfig(reference="nats"), CellFacts("cifar10", "resnet32", TaskSettings(split="nb201"), 25_000))
 
 
 def test_rank_cell_with_transfer_end_to_end():

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-TIERS = ("smoke", "short", "paper")
+from bench.contract.cell import TIERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("ok", "failed", "oom", "diverged", "skipped")
+TIERS = ("smoke", "cpu", "short", "paper")
+"""The budget tiers, smallest first (DESIGN.md "Budget tiers"): ``smoke`` gates the code on CPU,
+``cpu`` is real data sized for two CPU cores (the evidence tier), ``short`` one GPU, ``paper`` the
+papers' protocols. A suite may define a subset; asking a suite for a tier it lacks is an error."""
+
 GROUP_KEYS = ("suite", "variant", "dataset", "model", "tier", "mode")
 """A cell group: every seed of one method entry on one dataset x model at one tier and mode.
 

@@ -14,7 +14,10 @@ from typing import Literal
 
 from bench.contract.config import require
 
-__all__ = ["OPTIMIZER_IMPLS", "RECIPE_VERSION", "PretrainRecipe", "TaskSettings", "TrainConfig"]
+__all__ = ["OPTIMIZER_IMPLS", "RECIPE_VERSION", "SPLIT_POLICIES", "PretrainRecipe", "TaskSettings", "TrainConfig"]
+
+#: ``TaskSettings.split`` values: the harness's seeded split policy, or NAS-Bench-201's own split files.
+SPLIT_POLICIES = ("harness", "nb201")
 
 #: ``TrainConfig.optimizer_impl`` values: how the optimiser's update runs over the parameters.
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
@@ -120,6 +123,11 @@ class TaskSettings:
     ``source`` is where initial weights come from: ``"imagenet"`` (torchvision weights
     from the torch hub cache), the name of an embedded dataset (the harness pretrains the
     architecture on it with ``pretrain`` and caches the checkpoint), or ``None``.
+
+    ``split`` is the split policy every method of the cell sees (``bench.data.registry``):
+    ``"harness"`` (seeded stratified splits from ``val_frac`` / ``test_frac``) or ``"nb201"``
+    (NAS-Bench-201's own train / valid / test, read from its split files; cifar10, cifar100 and
+    imagenet16-120 only; ``val_frac`` / ``test_frac`` unused; ``bench.data.nb201_splits``).
     """
 
     input_size: int = 32
@@ -129,6 +137,7 @@ class TaskSettings:
     val_frac: float = 0.2
     test_frac: float = 0.2
     train_limit: int = 0
+    split: Literal["harness", "nb201"] = "harness"
     pretrain: PretrainRecipe = field(default_factory=PretrainRecipe)
 
     def __post_init__(self) -> None:
@@ -139,3 +148,7 @@ class TaskSettings:
             f"val_frac and test_frac must be in (0, 1) and sum below 1, got {self.val_frac}, {self.test_frac}",
         )
         require(self.train_limit >= 0, f"train_limit must be >= 0, got {self.train_limit}")
+        require(
+            self.split in SPLIT_POLICIES,
+            f"split must be one of {', '.join(SPLIT_POLICIES)}, got {self.split!r}",
+        )

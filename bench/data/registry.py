@@ -48,6 +48,18 @@ Fashion-MNIST (Zalando, MIT licence): 28x28 gray clothes, flip allowed; official
 60,000 / test 10,000. Embedded and file sets may be pretraining sources (``SOURCE_KINDS``,
 ``list_sources()``).
 
+Pickle datasets (kind ``pickle``), the downsampled-ImageNet pickles read by the harness's own
+restricted unpickler (``bench.data.imagenet16``), never downloaded, from ``<data_root>/ImageNet16``:
+
+==============  ===========================  =======  =======================================
+name            files under data_root        classes  official splits used
+==============  ===========================  =======  =======================================
+imagenet16-120  ImageNet16/train_data_batch  120      train 151,700 / val file 6,000 as test
+                _1.._10, ImageNet16/val_data          (labels 1..120 of 1000, as NB201)
+==============  ===========================  =======  =======================================
+
+16x16 RGB, stored uint8 at 16 px (``Split.batch`` resizes to ``input_size``), flip allowed.
+
 Split policy (``load_splits``)
 ------------------------------
 Every dataset comes back as three ``bench.contract.split.Split`` objects named ``train``,
@@ -62,7 +74,15 @@ the same indices, a different seed a different split, and splits are disjoint.
   official split and is split like an embedded set.
 - File sets: the official test set is test, a stratified ``val_frac`` of the official
   train set is val (``test_frac`` is unused).
+- Pickle sets (imagenet16-120): the official val file is test, a stratified ``val_frac`` of
+  the official train set is val.
 - ``train_limit > 0`` keeps a stratified subset of that many train images.
+- ``split="nb201"`` (``TaskSettings.split``; cifar10, cifar100, imagenet16-120): NAS-Bench-201's
+  own splits from its split files instead (``bench.data.nb201_splits``: cifar10 train / valid
+  halves of the official train set and the official test set; cifar100 and imagenet16-120 the
+  official train set and the valid / test halves of the official test set). They do not depend
+  on the seed; ``val_frac`` / ``test_frac`` are unused, ``train_limit`` still applies. A missing
+  split file is a ``DatasetNotFound`` naming it and NB201's ``configs/nas-benchmark/``.
 
 Preprocessing happens once, at load:
 
@@ -85,7 +105,8 @@ not found names every folder looked in and the ``apt-get install`` command; a ma
 file is a ``DatasetNotFound`` naming the file.
 
 Batches: ``bench.data.loader`` (``DeviceLoader``, ``iter_eval``). Split policy:
-``bench.data.policy``. torchvision decoding: ``bench.data.torchvision_sets``.
+``bench.data.policy``; NB201's splits: ``bench.data.nb201_splits``. torchvision decoding:
+``bench.data.torchvision_sets``; ImageNet16: ``bench.data.imagenet16``.
 """
 
 from __future__ import annotations
@@ -100,16 +121,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.contract.settings import TaskSettings
+from bench.contract.settings import SPLIT_POLICIES, TaskSettings
 from bench.contract.split import SPLIT_NAMES, Split
 from bench.data.embedded import EMBEDDED, EMBEDDED_IMAGES
 from bench.data.idx_sets import FILES, IDX_SETS, find_folder, load_idx_set
+from bench.data.imagenet16 import FILES as IMAGENET16_FILES
+from bench.data.imagenet16 import FOLDER as IMAGENET16_FOLDER
+from bench.data.imagenet16 import IMAGENET16_SETS, find_imagenet16, load_imagenet16
+from bench.data.nb201_splits import NB201_SPLITS, nb201_indices
+from bench.data.nb201_splits import spec_of as nb201_spec
 from bench.data.policy import carve, limit, split_indices, train_count
-from bench.data.torchvision_sets import TORCHVISION, TRAIN_POOLS, check_folder, open_parts, splits_from_datasets
+from bench.data.torchvision_sets import (
+    TORCHVISION,
+    TRAIN_POOLS,
+    _channel_stats,
+    check_folder,
+    dataset_labels,
+    images_to_uint8,
+    open_parts,
+    splits_from_datasets,
+    stored_size,
+)
 from bench.errors import DatasetNotFound, UnknownName
 from bench.registry import DATASETS
 
-KINDS = ("embedded", "torchvision", "file")
+KINDS = ("embedded", "torchvision", "file", "pickle")
 # Kinds a source may be pretrained on: no official test split leaks, the files are local.
 SOURCE_KINDS = ("embedded", "file")
 
@@ -161,6 +197,10 @@ def _register_all() -> None:
         layout = tuple(FILES.values())
         info = DatasetInfo(name, "file", spec.num_classes, spec.flip_ok, spec.folder, spec.description, layout)
         DATASETS.register(name, dataclasses.replace(info, train_pool=spec.train_images, split_scheme="carve_val"))
+    for name, im in IMAGENET16_SETS.items():  # read by bench.data.imagenet16, no _loader
+        layout = tuple(f"{IMAGENET16_FOLDER}/{f}" for f in IMAGENET16_FILES)
+        info = DatasetInfo(name, "pickle", im.num_classes, True, IMAGENET16_FOLDER, im.description, layout)
+        DATASETS.register(name, dataclasses.replace(info, train_pool=im.train_images, split_scheme="carve_val"))
 
 
 def list_sources() -> list[str]:
@@ -172,6 +212,9 @@ def train_images(name: str, settings: TaskSettings) -> int | None:
     """Images in the train split of ``name`` under ``settings`` (fractions, ``train_limit``),
     worked out without loading anything; None when the dataset does not say its size."""
     info = dataset_info(name)
+    if settings.split == "nb201" and name in NB201_SPLITS:
+        n = NB201_SPLITS[name].train_images
+        return n if settings.train_limit <= 0 else min(n, int(settings.train_limit))
     if info.train_pool is None:
         return None
     return train_count(
@@ -200,6 +243,9 @@ def check_available(name: str, data_root: str | os.PathLike | None, download: bo
         return
     if info.kind == "file":
         find_folder(name, data_root)
+        return
+    if info.kind == "pickle":
+        find_imagenet16(data_root)
         return
     assert info.folder is not None  # every torchvision dataset names its folder
     check_folder(name, info.folder, info.layout, data_root, download, info.description, list_datasets("embedded"))
@@ -284,6 +330,98 @@ def _file_splits(
     return _float_splits(info, parts, input_size, device, peak=255.0)
 
 
+def _uint8_splits(
+    info: DatasetInfo,
+    parts: list[tuple[torch.Tensor, torch.Tensor]],
+    input_size: int,
+    device: torch.device | str,
+) -> tuple[Split, Split, Split]:
+    """uint8 (train, val, test) splits from ``(images [N, 3, S, S], labels)``, normalised by the train stats."""
+    mean, std = _channel_stats(parts[0][0])
+    return tuple(  # type: ignore[return-value]
+        Split(name, x.to(device), y.to(device), info.num_classes, input_size, mean, std, info.flip_ok)
+        for name, (x, y) in zip(SPLIT_NAMES, parts)
+    )
+
+
+Take = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class _Official:
+    """The official train and test parts of a torchvision or pickle dataset, undecoded:
+    ``take_*(indices)`` decodes those rows to uint8 ``(images, labels)``."""
+
+    take_train: Take
+    take_test: Take
+    y_train: np.ndarray
+    n_test: int
+
+
+def _official_parts(
+    info: DatasetInfo, data_root: str | os.PathLike | None, download: bool, input_size: int
+) -> _Official:
+    """The official parts of ``info`` (the NB201 split path and the pickle sets index into them)."""
+    if info.kind == "pickle":
+        folder = find_imagenet16(data_root)
+        try:
+            x_tr, y_tr, x_te, y_te = load_imagenet16(folder, info.num_classes)
+        except ValueError as err:
+            raise DatasetNotFound(f"dataset '{info.name}' at {folder} is malformed: {err}") from err
+
+        def pick(x: np.ndarray, y: np.ndarray) -> Take:
+            return lambda idx: (torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]))
+
+        return _Official(pick(x_tr, y_tr), pick(x_te, y_te), y_tr, len(y_te))
+    check_available(info.name, data_root, download)
+    parts = open_parts(info.name, info.folder, info.layout, info._loader, data_root, download)  # type: ignore[arg-type]
+    size = stored_size(input_size)
+
+    def decode(ds: Any) -> Take:
+        return lambda idx: images_to_uint8(ds, size, idx)
+
+    return _Official(decode(parts["train"]), decode(parts["test"]), dataset_labels(parts["train"]), len(parts["test"]))
+
+
+def _nb201_splits(
+    info: DatasetInfo,
+    data_root: str | os.PathLike | None,
+    download: bool,
+    *,
+    seed: int,
+    input_size: int,
+    train_limit: int,
+    device: torch.device | str,
+) -> tuple[Split, Split, Split]:
+    """NAS-Bench-201's own train / val / test (``bench.data.nb201_splits``); ``train_limit`` still applies."""
+    nb201_spec(info.name)  # a dataset NB201 does not split is an error before any file is read
+    parts = _official_parts(info, data_root, download, input_size)
+    (p_tr, tr), va, te = nb201_indices(info.name, data_root, len(parts.y_train), parts.n_test)
+    tr = limit(tr, parts.y_train, train_limit, seed)  # p_tr is "train" for every NB201 dataset
+    take = {"train": parts.take_train, "test": parts.take_test}
+    return _uint8_splits(info, [take[p_tr](tr), take[va[0]](va[1]), take[te[0]](te[1])], input_size, device)
+
+
+def _pickle_splits(
+    info: DatasetInfo,
+    data_root: str | os.PathLike | None,
+    *,
+    seed: int,
+    input_size: int,
+    val_frac: float,
+    train_limit: int,
+    device: torch.device | str,
+) -> tuple[Split, Split, Split]:
+    """ImageNet16: the official val file is test, a stratified ``val_frac`` of the official train set is val."""
+    parts = _official_parts(info, data_root, False, input_size)
+    train, val = carve(np.arange(len(parts.y_train)), parts.y_train, val_frac, seed)
+    train = limit(train, parts.y_train, train_limit, seed)
+    test = np.arange(parts.n_test)
+    return _uint8_splits(
+        info, [parts.take_train(train), parts.take_train(val), parts.take_test(test)], input_size, device
+    )
+
+
 def load_splits(
     name: str,
     *,
@@ -295,9 +433,28 @@ def load_splits(
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     device: torch.device | str = "cpu",
+    split: str = "harness",
 ) -> tuple[Split, Split, Split]:
-    """The (train, val, test) splits of dataset ``name`` on ``device``; see the module docstring."""
+    """The (train, val, test) splits of dataset ``name`` on ``device``; see the module docstring.
+
+    ``split`` is the policy (``TaskSettings.split``): ``"harness"`` or ``"nb201"``."""
     info = dataset_info(name)
+    if split not in SPLIT_POLICIES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_POLICIES)}, got {split!r}")
+    if split == "nb201":
+        return _nb201_splits(
+            info, data_root, download, seed=seed, input_size=input_size, train_limit=train_limit, device=device
+        )
+    if info.kind == "pickle":
+        return _pickle_splits(
+            info,
+            data_root,
+            seed=seed,
+            input_size=input_size,
+            val_frac=val_frac,
+            train_limit=train_limit,
+            device=device,
+        )
     if info.kind == "embedded":
         return _embedded_splits(
             info,

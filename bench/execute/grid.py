@@ -17,13 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.contract.cell import CellSpec
+from bench.contract.cell import TIERS, CellSpec
 from bench.contract.config import canonical_json, config_dict, make_config
 from bench.contract.settings import TaskSettings
 from bench.errors import BenchError, InvalidGrid
 from bench.registry import DATASETS, METHODS, MODELS
 
-TIERS = ("smoke", "short", "paper")
+__all__ = ["TIERS", "Grid", "TierPlan", "parse_seeds"]
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ def build_task(spec: CellSpec, settings: TaskSettings, device: torch.device) -> 
         val_frac=settings.val_frac,
         test_frac=settings.test_frac,
         train_limit=settings.train_limit,
+        split=settings.split,
         data_root=spec.data_root,
         download=spec.download,
         device=device,

@@ -70,6 +70,7 @@ __all__ = [
     "Spread",
     "Threshold",
     "evaluate",
+    "inconclusive",
     "register_check",
     "register_claims",
     "render",

@@ -23,8 +23,18 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from bench.results.claims import AllOf, Check, Compare, Each, FirstOf, Outcome, Ratio, Select, register_check
-from bench.results.verdict import inconclusive
+from bench.results.claims import (
+    AllOf,
+    Check,
+    Compare,
+    Each,
+    FirstOf,
+    Outcome,
+    Ratio,
+    Select,
+    inconclusive,
+    register_check,
+)
 
 RANK = "trnas_rank"
 RANK_FLOOR = "proxy_best_reference_top1_pct"

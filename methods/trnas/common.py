@@ -1,5 +1,6 @@
 """Shared pieces of the Tr-NAS methods: transfer settings, the training protocols, building
-and training one candidate network, the harness reference cache and the NATS-Bench table.
+and training one candidate network, the harness reference cache and the NATS-Bench table
+(``NatsTable``, found by ``find_table``: ``nats_path`` or ``<data_root>/NATS-tss-v1_0-3ffb9-simple``).
 
 The grid's *model* of a Tr-NAS cell is the hand-crafted network B whose stem and first
 ``j`` blocks are transferred (``resnet32``, CIFAR option A); ``task.build_model()``
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +38,7 @@ from methods.trnas.network import (
     transfer,
 )
 from methods.trnas.seeds import role_seed
-from methods.trnas.space import Arch, format_arch
+from methods.trnas.space import Arch, all_archs, format_arch, parse
 
 MIB = float(1 << 20)
 
@@ -248,53 +250,195 @@ def reference_path(task: Task, archs: list[Arch], cfg: engine.TrainConfig, C: in
 
 # ----------------------------------------------------------------------------- NATS-Bench
 
-
+#: The NATS-Bench topology table (NAS-Bench-201's 15,625 cells) in its fast-mode folder form; a tier
+#: looks for it under ``--bench-data-root`` (``find_table``). The single-file form
+#: ``NATS-tss-v1_0-3ffb9.pickle.pbz2`` is read too when ``nats_path`` names it.
+NATS_TSS = "NATS-tss-v1_0-3ffb9-simple"
+#: Harness dataset -> the NATS-Bench dataset whose accuracies match NB201's splits (``split="nb201"``):
+#: ``cifar10-valid`` trains on the train half and reports valid (valid half) and test (official test).
 NATS_DATASETS = {"cifar10": "cifar10-valid", "cifar100": "cifar100", "imagenet16-120": "ImageNet16-120"}
+#: The NATS-Bench datasets a harness dataset may be read as (``nats_dataset``); ``cifar10`` is NB201's
+#: training on train + valid (no valid accuracy; test on the official test set).
+NATS_CHOICES = {
+    "cifar10": ("cifar10-valid", "cifar10"),
+    "cifar100": ("cifar100",),
+    "imagenet16-120": ("ImageNet16-120",),
+}
+NATS_HELP = (
+    "the optional package nats_bench (pip install nats_bench) and the NATS-Bench topology table "
+    f"({NATS_TSS}, from NATS-Bench's release page)"
+)
+
+
+def nats_bench_module() -> Any:
+    """The ``nats_bench`` package; ``InvalidConfig`` saying how to get it when it is not installed."""
+    try:
+        import nats_bench
+    except ImportError:
+        raise InvalidConfig(
+            f"a NATS-Bench reference needs {NATS_HELP}; nats_bench is not installed here. Use "
+            "reference='harness' for a reference training by the harness itself"
+        ) from None
+    return nats_bench
 
 
 class NatsTable:
-    """NAS-Bench-201 / NATS-Bench topology table through the optional ``nats_bench`` package."""
+    """NAS-Bench-201 / NATS-Bench topology table through the optional ``nats_bench`` package.
+
+    Accuracies are NATS-Bench's ``get_more_info(index, dataset, hp, is_random=False)``: the mean
+    over every seed the table trained that architecture with (``seeds`` says which:
+    ``query_meta_info_by_index(index, hp).get_dataset_seeds(dataset)``; 777/888/999 at 200
+    epochs for most cells). ``test_accuracy`` is the 200-epoch ``test-accuracy`` (cifar10-valid:
+    the official test set; cifar100 / ImageNet16-120: NB201's ``xtest`` half), ``valid_accuracy``
+    the ``valid-accuracy`` (NB201's valid half / ``xvalid``). Rows are memoised; in fast mode
+    (the ``-simple`` folder) each architecture's file is dropped from the api after it is read,
+    so reading the whole space does not keep 15,625 result files in memory.
+    """
 
     def __init__(self, path: str, dataset: str) -> None:
-        try:
-            import nats_bench
-        except ImportError:
-            raise InvalidConfig(
-                "reference='nats' needs the optional package nats_bench (pip install nats_bench) and the "
-                "benchmark file (NATS-tss-v1_0-3ffb9-simple) at nats_path; without them use "
-                "reference='harness' (a longer reference training by the harness)"
-            ) from None
+        nats_bench = nats_bench_module()
         if not path or not Path(path).exists():
             raise InvalidConfig(
                 f"nats_path {path!r} does not exist; point it at the NATS-Bench topology "
-                "file or folder (e.g. $TORCH_HOME/NATS-tss-v1_0-3ffb9-simple)"
+                f"folder {NATS_TSS} (or the file NATS-tss-v1_0-3ffb9.pickle.pbz2), or place the folder "
+                "under --bench-data-root"
             )
-        self.api = nats_bench.create(path, "tss", fast_mode=True, verbose=False)
-        self.dataset = dataset
+        self.path, self.dataset = str(path), dataset
+        self.fast = Path(path).is_dir()
+        self.api = nats_bench.create(self.path, "tss", fast_mode=self.fast, verbose=False)
+        self._rows: dict[tuple[Arch, str, str], tuple[float, tuple[int, ...]]] = {}
+
+    def _index(self, arch: Arch) -> int:
+        text = format_arch(arch)
+        index = self.api.query_index_by_arch(text)
+        if not isinstance(index, int) or index < 0:
+            raise InvalidConfig(f"the NATS-Bench table at {self.path} has no architecture {text}")
+        return index
+
+    def row(self, arch: Arch, hp: str, key: str) -> tuple[float, tuple[int, ...]]:
+        """(``key`` averaged over the table's seeds, those seeds) of ``arch`` trained ``hp`` epochs."""
+        memo = (tuple(arch), hp, key)
+        if memo in self._rows:
+            return self._rows[memo]
+        index = self._index(arch)
+        info = self.api.get_more_info(index, self.dataset, hp=hp, is_random=False)
+        if key not in info or info[key] is None:
+            hint = (
+                " (NB201 trains 'cifar10' on train + valid: use nats_dataset='cifar10-valid')"
+                if (self.dataset == "cifar10" and key.startswith("valid"))
+                else ""
+            )
+            raise InvalidConfig(
+                f"the NATS-Bench table has no {key} for {self.dataset} at {hp} epochs{hint}; it has "
+                f"{', '.join(sorted(k for k in info if k.endswith('accuracy')))}"
+            )
+        seeds = tuple(
+            sorted(int(x) for x in self.api.query_meta_info_by_index(index, hp=hp).get_dataset_seeds(self.dataset))
+        )
+        if self.fast:  # re-read on demand by nats_bench's _prepare_info; only the fast mode can re-read
+            infos = getattr(self.api, "arch2infos_dict", None)
+            if isinstance(infos, dict):
+                infos.pop(index, None)
+        self._rows[memo] = (float(info[key]), seeds)
+        return self._rows[memo]
 
     def accuracy(self, arch: Arch, hp: str, key: str) -> float:
-        """``key`` ('valid-accuracy' or 'test-accuracy') of ``arch`` trained for ``hp`` epochs."""
-        index = self.api.query_index_by_arch(format_arch(arch))
-        info = self.api.get_more_info(index, self.dataset, hp=hp, is_random=False)
-        return float(info[key])
+        """``key`` ('valid-accuracy' or 'test-accuracy') of ``arch`` trained for ``hp`` epochs, mean over seeds."""
+        return self.row(arch, hp, key)[0]
+
+    def test_accuracy(self, arch: Arch) -> float:
+        """The 200-epoch test accuracy (%), mean over the table's seeds: the reference."""
+        return self.accuracy(arch, "200", "test-accuracy")
+
+    def valid_accuracy(self, arch: Arch, hp: str = "12") -> float:
+        """The ``hp``-epoch valid accuracy (%): the Original proxy as the paper reads it (12 epochs)."""
+        return self.accuracy(arch, hp, "valid-accuracy")
+
+    def seeds(self, archs: Iterable[Arch], hp: str = "200", key: str = "test-accuracy") -> list[tuple[int, ...]]:
+        """The seeds each of ``archs`` was averaged over."""
+        return [self.row(a, hp, key)[1] for a in archs]
+
+    def kind(self, archs: Iterable[Arch]) -> str:
+        """``nats-200ep-mean-seeds(777,888,999)``: the reference the rows hold, with the union of seeds."""
+        union = sorted({s for seeds in self.seeds(archs) for s in seeds})
+        return f"nats-200ep-mean-seeds({','.join(str(s) for s in union)})"
+
+    def whole_space(self, device: Any = "cpu") -> dict[str, float]:
+        """The 200-epoch test accuracy of every architecture of the space (by string), cached.
+
+        Read once per table and dataset (``bench.cache``: keyed on the table's path, its
+        modification time and the dataset) because 15,625 fast-mode reads take minutes."""
+        target = Path(self.path).resolve()
+        inputs = {"path": str(target), "mtime_ns": target.stat().st_mtime_ns, "dataset": self.dataset, "version": 1}
+        path = cache_file("trnas-nats", f"{self.dataset}-tss-200ep", inputs, device)
+
+        def compute() -> dict:
+            out = {}
+            for arch in all_archs():
+                acc, seeds = self.row(arch, "200", "test-accuracy")
+                out[format_arch(arch)] = (acc, seeds)
+            return {"rows": out}
+
+        blob, _ = cached(path, compute)
+        for text, (acc, seeds) in blob["rows"].items():
+            self._rows.setdefault((parse(text), "200", "test-accuracy"), (float(acc), tuple(seeds)))
+        return {text: float(acc) for text, (acc, _) in blob["rows"].items()}
 
 
 def nats_dataset(dataset: str, override: str) -> str:
-    """The NATS-Bench dataset name of a harness dataset (``override`` wins)."""
-    if override:
-        return override
+    """The NATS-Bench dataset of a harness dataset (``override`` when it is one the dataset may be read as)."""
     if dataset not in NATS_DATASETS:
+        if override:  # a dataset the harness does not know as NB201's: the user's explicit choice
+            return override
         raise InvalidConfig(
             f"no NATS-Bench table for dataset '{dataset}'; tables exist for "
             f"{', '.join(NATS_DATASETS)} (or set nats_dataset)"
         )
-    return NATS_DATASETS[dataset]
+    if override and override not in NATS_CHOICES[dataset]:
+        raise InvalidConfig(
+            f"nats_dataset={override!r} does not hold '{dataset}''s accuracies; valid: "
+            f"{', '.join(NATS_CHOICES[dataset])}"
+        )
+    return override or NATS_DATASETS[dataset]
+
+
+def default_table_path(data_root: str | None) -> Path | None:
+    """``<data_root>/NATS-tss-v1_0-3ffb9-simple`` when it exists, else None."""
+    if not data_root:
+        return None
+    path = Path(data_root) / NATS_TSS
+    return path if path.exists() else None
+
+
+def find_table(task: Task, nats_path: str, override: str, *, required: bool = False) -> NatsTable | None:
+    """The NATS-Bench table of ``task``: ``nats_path`` when set (it must exist), else the tier's default
+    ``<data_root>/NATS-tss-v1_0-3ffb9-simple`` when present and the dataset is one of NB201's (or
+    ``override`` names a NATS dataset), else None (``required``: an ``InvalidConfig`` saying where to put it)."""
+    if nats_path:
+        return NatsTable(nats_path, nats_dataset(task.dataset, override))
+    found = default_table_path(task.data_root)
+    if found is not None and (task.dataset in NATS_DATASETS or override):
+        return NatsTable(str(found), nats_dataset(task.dataset, override))
+    if required:
+        where = (
+            f"{task.data_root}/{NATS_TSS}" if task.data_root else f"<data_root>/{NATS_TSS} (no --bench-data-root given)"
+        )
+        raise InvalidConfig(
+            f"reference='nats' needs a NATS-Bench table: set nats_path or place {where}; needs {NATS_HELP}"
+        )
+    return None
 
 
 __all__ = [
+    "NATS_DATASETS",
+    "NATS_TSS",
     "Builder",
     "Count",
     "NatsTable",
+    "default_table_path",
+    "find_table",
+    "nats_bench_module",
+    "nats_dataset",
     "Trained",
     "TransferConfig",
     "nb201_train",

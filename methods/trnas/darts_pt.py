@@ -29,7 +29,9 @@ projection: measurements and all tuning, the epoch after the last decision inclu
 is what darts-pt's search phase runs and the paper times), ``search_act_mib`` (saved
 activations of one supernet batch), ``search_peak_alloc_mib`` (CUDA; projection included, in
 the search's precision: ``search_bf16_bool``, ``search_channels_last_bool``),
-``found_table_test_top1_pct`` with a NATS-Bench table. ``hessian.every_epochs`` > 0 turns on
+``found_table_test_top1_pct`` with a NATS-Bench table (``nats_path`` or the tier's default
+under the data root, ``common.find_table``; the 200-epoch test accuracy, mean over the table's
+seeds named in the note ``table_kind``). ``hessian.every_epochs`` > 0 turns on
 Fig. 9's probe (``methods.trnas.hessian``): the series ``search_hessian_eig_nat``, the dominant
 eigenvalue of the architecture-split loss w.r.t. alpha every that many epochs of search steps,
 without touching the search (its seconds are ``search_hessian_s``, left out of ``search_s``).
@@ -59,9 +61,8 @@ from bench.registry import register_method
 from methods.trnas.common import (
     MIB,
     Builder,
-    NatsTable,
     TransferConfig,
-    nats_dataset,
+    find_table,
     nb201_train,
     with_warmup,
 )
@@ -407,6 +408,7 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
+        table = find_table(task, cfg.nats_path, cfg.nats_dataset)  # before the search: a bad table fails early
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         w_part, a_part = split_halves(task.train, cfg.train_frac, role_seed("search-data", task.seed))
         torch.manual_seed(role_seed("supernet-init", task.seed))
@@ -438,9 +440,9 @@ class TrNasDartsPt(BaseMethod[DartsPtConfig]):
         rec.scalar("proj_decisions_count", len(decisions))
         rec.scalar("proj_tune_steps_count", run.tune_steps)
         rec.note("found_arch", format_arch(arch))
-        if cfg.nats_path:
-            table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset))
-            rec.scalar("found_table_test_top1_pct", table.accuracy(arch, "200", "test-accuracy"))
+        if table is not None:
+            rec.scalar("found_table_test_top1_pct", table.test_accuracy(arch))
+            rec.note("table_kind", table.kind([arch]))
         torch.manual_seed(role_seed("final-init", task.seed))
         final = nb201(arch, builder.C, cfg.N, task.num_classes).to(task.device)
         with rec.stage("train"):

@@ -11,8 +11,9 @@ lookup would) and still counts.
 The method's fitness is the validation accuracy after the proxy protocol (Tr-Net-i-j
 with warmup, or the original network). The best architecture found (by fitness) is then
 trained as the plain NB201 network with ``final`` and returned, so ``test_top1_pct``
-is its accuracy; with a NATS-Bench table (``nats_path``) its 200-epoch test accuracy
-is also recorded as ``found_table_test_top1_pct``. Series per evaluation:
+is its accuracy; with a NATS-Bench table (``nats_path``, or the tier's default under the data
+root: ``common.find_table``) its 200-epoch test accuracy, mean over the table's seeds, is also
+recorded as ``found_table_test_top1_pct`` (note ``table_kind`` names the seeds). Series per evaluation (Fig. 4):
 ``rea_best_val_top1_pct`` (best fitness so far), ``rea_fitness_val_top1_pct``,
 ``rea_eval_act_mib`` (saved activations of one training batch) and on CUDA
 ``rea_eval_peak_alloc_mib``; ``search_s``, ``search_act_mib`` (mean) and
@@ -53,9 +54,8 @@ from bench.errors import InnerRunsDiverged
 from bench.registry import register_method
 from methods.trnas.common import (
     Builder,
-    NatsTable,
     TransferConfig,
-    nats_dataset,
+    find_table,
     nb201_train,
     train_candidate,
     with_warmup,
@@ -158,6 +158,7 @@ class TrNasRea(BaseMethod[ReaConfig]):
 
     def fit(self, task: Task, rec: Recorder) -> Fitted:
         cfg = self.config
+        table = find_table(task, cfg.nats_path, cfg.nats_dataset)  # before the search: a bad table fails early
         builder = Builder(task, cfg.C, cfg.N, cfg.transfer)
         proxy_cfg = with_warmup(cfg.proxy, cfg.warmup_epochs, len(task.train))
         acts: list[float]
@@ -230,13 +231,13 @@ class TrNasRea(BaseMethod[ReaConfig]):
         # Fig. 4: test accuracy of the best-so-far after each evaluation (after the search: not in search_s)
         best_test = {born: engine.evaluate(net, task.test)["top1_pct"] for born, net in best_nets.items()}
         best_nets.clear()
-        table = NatsTable(cfg.nats_path, nats_dataset(task.dataset, cfg.nats_dataset)) if cfg.nats_path else None
         for step, ind in best_at:
             rec.point("rea_best_test_top1_pct", step, best_test[ind.born])
             if table is not None:
-                rec.point("rea_best_table_test_top1_pct", step, table.accuracy(ind.arch, "200", "test-accuracy"))
+                rec.point("rea_best_table_test_top1_pct", step, table.test_accuracy(ind.arch))
         if table is not None:
-            rec.scalar("found_table_test_top1_pct", table.accuracy(best.arch, "200", "test-accuracy"))
+            rec.scalar("found_table_test_top1_pct", table.test_accuracy(best.arch))
+            rec.note("table_kind", table.kind([best.arch]))
         with rec.stage("train"):
             import torch
 

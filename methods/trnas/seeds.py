@@ -15,6 +15,8 @@ Roles (``ROLES``; an unknown role is an error, so a typo cannot silently alias a
 ``proxy-data``       batch order / augmentation of that proxy training
 ``reference-init``   initial weights of the harness reference training of k
 ``reference-data``   batch order / augmentation of that reference training
+``topk-init``        initial weights of the proxy network of the k-th of the table's top-k
+``topk-data``        batch order / augmentation of that top-k proxy training
 ``pretrain-init``    B's initial weights when pretrained on the target
 ``pretrain-data``    B's pretraining batch order
 ``rea``              regularized evolution's own choices (population, tournaments, mutations)
@@ -40,6 +42,8 @@ ROLES = frozenset(
         "proxy-data",
         "reference-init",
         "reference-data",
+        "topk-init",
+        "topk-data",
         "pretrain-init",
         "pretrain-data",
         "rea",
