@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.gate.reference import config_key  # noqa: E402
+from bench.gate.reference import config_key, flatten  # noqa: E402
 from bench.gate.reference_file import _render  # noqa: E402
 
 CELL_FIELDS = ("suite", "variant", "dataset", "model", "tier", "mode")
@@ -82,22 +82,13 @@ def cell_id(cell: dict[str, Any]) -> str:
     return "/".join(str(cell[f]) for f in CELL_FIELDS)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def only_added(old: dict[str, Any], new: dict[str, Any], added: dict[str, Any]) -> list[str]:
     """The differences between two cells' ``{"config", "task"}`` that ``added`` does not allow; [] when sound.
 
     ``added`` maps a dotted field name or an ``fnmatch`` pattern (``*.compile``: that field of every
     nested training config) to the one value the field may have been added with."""
-    a = _flatten({"config": old["config"], "task": old["task"]})
-    b = _flatten({"config": new["config"], "task": new["task"]})
+    a = flatten({"config": old["config"], "task": old["task"]})
+    b = flatten({"config": new["config"], "task": new["task"]})
     bad = []
     for key in sorted(set(a) | set(b)):
         if key in a and key in b:

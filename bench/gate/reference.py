@@ -333,19 +333,20 @@ def config_differences(ref: dict[str, Any] | None, cand: dict[str, Any] | None, 
     """``"config.train.steps 30 -> 60, ..."`` for two resolved configs; ``""`` when unknown."""
     if not ref or not cand:
         return ""
-    a, b = _flatten(ref), _flatten(cand)
+    a, b = flatten(ref), flatten(cand)
     diffs = [
         f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
     ]
     return ", ".join(diffs[:limit]) + (f", ... ({len(diffs)} in all)" if len(diffs) > limit else "")
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"train.lr": 0.1, ...}``: the dotted names the gate's notes and the re-keying compare."""
     if not isinstance(data, dict):
         return {prefix: data}
     out: dict[str, Any] = {}
     for k, v in data.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
