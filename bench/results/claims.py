@@ -35,7 +35,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -430,6 +430,8 @@ class Claim:
     check_text: str = ""
     tier: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    paper_title: str = ""  # from the file's "papers" map: what a reader of the claims table calls the paper
+    suite: str = ""  # the suite file whose cells the check reads (the command that reproduces the verdict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
@@ -447,6 +449,7 @@ class Claim:
             "setting",
             "check",
             "tier",
+            "suite",
         }
         return cls(
             id=data["id"],
@@ -462,6 +465,7 @@ class Claim:
             check_text=data.get("check", ""),
             tier=data.get("tier"),
             extra={k: v for k, v in data.items() if k not in known},
+            suite=data.get("suite", ""),
         )
 
 
@@ -532,9 +536,18 @@ def register_claims(claims: Iterable[Claim]) -> None:
 
 
 def load_claims_file(path: str | Path) -> list[Claim]:
-    """Claims from a JSON file shaped like ``methods/paper_claims.json``."""
+    """Claims from a JSON file shaped like ``methods/paper_claims.json``.
+
+    Its optional ``papers`` map (``{paper file: {"title", "suite"}}``) names each paper and the suite
+    that measures its claims; every claim of that paper carries both (a claim's own ``suite`` wins)."""
     data = json.loads(Path(path).read_text())
-    return [Claim.from_dict(item) for item in data["claims"]]
+    papers = data.get("papers", {})
+    out = []
+    for item in data["claims"]:
+        claim = Claim.from_dict(item)
+        about = papers.get(claim.paper, {})
+        out.append(replace(claim, paper_title=about.get("title", ""), suite=claim.suite or about.get("suite", "")))
+    return out
 
 
 def register_check(claim_id: str, check: Check) -> None:

@@ -326,6 +326,13 @@ class Store:
         """Every run_id in the database, oldest first."""
         return [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY started_at, run_id").fetchall()]
 
+    def result_commits(self) -> list[tuple[str, bool]]:
+        """``(git_sha, dirty)`` of every run that wrote a result: the code the rows were measured with."""
+        rows = self.db.execute(
+            "SELECT DISTINCT git_sha, git_dirty FROM runs WHERE run_id IN (SELECT DISTINCT run_id FROM results)"
+        ).fetchall()
+        return sorted((sha, bool(dirty)) for sha, dirty in rows if sha)
+
     def write_result(self, run_id: str, result: CellResult) -> str:
         """Write one cell's row, metrics and series in one transaction; return result_id.
 
