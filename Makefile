@@ -37,7 +37,14 @@ SMOKE_ARGS    ?=
 SMOKE_KEEP_CACHE ?=
 UNPIN = -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA -u DNNL_MAX_CPU_ISA -u MKL_CBWR -u BENCH_CACHE_DIR
 
-.PHONY: bench test lint smoke-run smoke-gate reference gate-noise gpu-check gpu-wheels venv clean
+# `make evidence`: the `cpu` tier (real data, Fashion-MNIST, on 2 CPU cores) into $(EVIDENCE_DB), then
+# the claims at that tier and the per-paper document suites/reference/evidence.md. Only the suites
+# that define a cpu tier are run (the others would refuse the tier at collection).
+EVIDENCE_DB     ?= evidence.db
+EVIDENCE_SUITES ?= suites/test_trnas.py
+EVIDENCE_MD     ?= suites/reference/evidence.md
+
+.PHONY: bench test lint smoke-run smoke-gate reference gate-noise evidence gpu-check gpu-wheels venv clean
 
 venv: $(STAMP)
 
@@ -58,6 +65,12 @@ bench: $(STAMP)
 	$(BIN)/bench report --db $(DB)
 	@echo
 	@echo "Browse the results:  $(BIN)/bench serve $(DB)    (then open http://127.0.0.1:8001)"
+
+evidence: $(STAMP)
+	$(BIN)/python -m pytest $(EVIDENCE_SUITES) -p no:cacheprovider -n $(WORKERS) --dist worksteal \
+		--bench-db $(EVIDENCE_DB) --bench-budget cpu -q -rfE
+	$(BIN)/bench claims --db $(EVIDENCE_DB) --tier cpu
+	$(BIN)/bench claims --db $(EVIDENCE_DB) --tier cpu --no-write --format md --out $(EVIDENCE_MD)
 
 test: $(TEST_STAMP)
 	@$(MAKE) --no-print-directory lint

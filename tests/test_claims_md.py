@@ -53,6 +53,10 @@ def test_one_section_per_paper_with_ci_n_censoring_verdict_and_command():
     ]
     (b_line,) = [line for line in md.splitlines() if line.startswith("| `b-cost`")]
     assert '{"cifar10": [0.7, 0.9]} GB' in b_line and "| inconclusive | no data | any |" in b_line
+    at_cpu = render_markdown(rows, tier="cpu")
+    assert at_cpu.startswith("# Claims at the cpu tier\n")
+    (b_cpu,) = [line for line in at_cpu.splitlines() if line.startswith("| `b-cost`")]
+    assert b_cpu.endswith("| any |  |")  # no suite named for B: no command rather than a wrong one
 
 
 def test_the_paper_map_names_each_papers_claims_and_a_claims_own_suite_wins(tmp_path):
@@ -76,9 +80,10 @@ def test_bench_claims_format_md_writes_the_document_with_the_rows_commit(tmp_pat
         spec = CellSpec(suite="s", method="m", variant="m", dataset="uci-digits", model="resnet20", seed=0)
         store.write_result(run, CellResult(spec=spec, status="ok", metrics={"test_top1_pct": 90.0}))
     out = tmp_path / "evidence.md"
-    assert main(["claims", "--db", str(db), "--format", "md", "--out", str(out), "--no-write"]) == 0
+    assert main(["claims", "--db", str(db), "--format", "md", "--out", str(out), "--no-write", "--tier", "cpu"]) == 0
     assert "verdicts ->" in capsys.readouterr().out
     text = out.read_text()
-    assert text.startswith("# Claims\n") and "## Tr-NAS: memory-efficient" in text
+    assert text.startswith("# Claims at the cpu tier\n") and "## Tr-NAS: memory-efficient" in text
+    assert "`pytest suites/test_trnas.py --bench-budget cpu`" in text  # no data yet: the command that would measure it
     assert "commit `0123456789ab+dirty`" in text  # the runs' provenance, a modified tree marked
     assert text.count("\n## ") == 4  # the four papers with claims

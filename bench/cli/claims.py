@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "md":
         from bench.results.claims_md import render_markdown
 
-        text = render_markdown(rows, commit=measured_at(args.db), db=Path(args.db).name)
+        text = render_markdown(rows, commit=measured_at(args.db), db=Path(args.db).name, tier=args.tier)
     else:
         text = claims.render(rows)
     if args.out:

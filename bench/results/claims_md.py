@@ -23,10 +23,13 @@ COLUMNS = ("claim", "where", "paper", "ours [95% CI]", "n", "verdict", "reason",
 
 
 def render_markdown(
-    rows: Sequence[ClaimRow], *, commit: str | None = None, db: str | None = None, title: str = "Claims"
+    rows: Sequence[ClaimRow], *, commit: str | None = None, db: str | None = None, tier: str | None = None
 ) -> str:
-    """Markdown: a header with provenance and the tally, then a section and a table per paper."""
-    lines = [f"# {title}", ""]
+    """Markdown: a header with provenance and the tally, then a section and a table per paper.
+
+    ``tier`` is the tier the verdicts were asked for (``bench claims --tier``): the title says it,
+    and a claim with no data there gets that tier's command."""
+    lines = [f"# Claims at the {tier} tier" if tier else "# Claims", ""]
     source = ", from ".join(
         part for part in (f"commit `{commit}`" if commit else "", f"database `{db}`" if db else "") if part
     )
@@ -48,12 +51,12 @@ def render_markdown(
         lines.append("| " + " | ".join(COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
         for row in sorted(group, key=lambda r: (r.claim.id, r.tier)):
-            lines.append("| " + " | ".join(_cell(v) for v in _row(row)) + " |")
+            lines.append("| " + " | ".join(_cell(v) for v in _row(row, tier)) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _row(row: ClaimRow) -> list[str]:
+def _row(row: ClaimRow, tier: str | None) -> list[str]:
     c, o = row.claim, row.outcome
     verdict = row.verdict
     n = "-" if o.n is None else str(o.n)
@@ -68,7 +71,7 @@ def _row(row: ClaimRow) -> list[str]:
         f"**{verdict}**" if verdict != "inconclusive" else verdict,
         row.reason or "",
         row.tier,
-        _command(c.suite, row.tier),
+        _command(c.suite, tier if row.tier == "any" and tier else row.tier),
     ]
 
 
