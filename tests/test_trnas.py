@@ -520,6 +520,7 @@ def test_warmup_claim_reads_the_fig7_axis():
     out = check(frame({**base, "tr_5_5_w9": 0.85}))  # the peak is at 9 epochs, not 13
     assert out.verdict == "not reproduced" and "w13 >= w9" in out.detail
     assert check(frame({"original": 0.5})).verdict is None
+    assert check(frame({"original": 0.5, "tr_5_5": 0.7})).verdict is None  # no axis run (the cpu tier)
 
 
 # ----------------------------------------------------------------------------- seeds and B
