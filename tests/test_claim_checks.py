@@ -29,6 +29,7 @@ LABELS = pd.DataFrame(
             for s in ("gen", "bohb", "fixed_mlp", "oa_regnet")
             for k in (0, 1)
         ),
+        {"variant": "trnas_rank:tr_5_5_w0", "model": "nb201"},  # Fig. 7's axis was run
         {"variant": "trnas_rank:tr_5_5_w5", "model": "nb201"},
         {"variant": "original", "model": "resnet20_cells"},
     ]

@@ -31,6 +31,14 @@ def test_expands_every_cell_with_readable_ids():
     assert len({c.cell_key for c in cells}) == 8
 
 
+def test_cells_come_seed_major_so_contiguous_chunks_share_a_seeds_caches():
+    cells = grid().cells("smoke")
+    seeds = [c.seed for c in cells]
+    assert seeds == sorted(seeds) and seeds[0] != seeds[-1]
+    first = [c.test_id for c in cells if c.seed == seeds[0]]
+    assert first == [c.replace("-s1", "-s0") for c in (x.test_id for x in cells if x.seed == seeds[-1])]
+
+
 def test_seed_override_and_keys_stable():
     a = grid().cells("smoke", seeds=[3])
     b = grid().cells("smoke", seeds=[3], threads=4, device="cpu")

@@ -122,13 +122,14 @@ def test_interrupt_keeps_rows_and_resume_finishes(suite: pytest.Pytester, monkey
     first = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "r.db", "-q")
     assert first.ret == pytest.ExitCode.INTERRUPTED
     done = rows(suite.path / "r.db")
-    assert [(v, s) for _, v, s, _ in done] == [("full_ft", 0), ("full_ft", 1), ("full_ft", 2), ("stop_at_seed", 0)]
+    # cells run seed-major (bench.execute.grid): full_ft/0, stop/0, full_ft/1, then stop/1 interrupts
+    assert [(v, s) for _, v, s, _ in done] == [("full_ft", 0), ("full_ft", 1), ("stop_at_seed", 0)]
     con = sqlite3.connect(suite.path / "r.db")
     assert con.execute("select status from runs").fetchone() == ("interrupted",)
     con.close()
     monkeypatch.delenv("STOP_AT_SEED")
     second = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "r.db", "--bench-resume", "-q")
-    second.assert_outcomes(passed=2, skipped=4)
+    second.assert_outcomes(passed=3, skipped=3)
     after = rows(suite.path / "r.db")
     assert len(after) == 6 and len({r[0] for r in after}) == 6 and all(r[3] == "ok" for r in after)
     third = suite.runpytest_subprocess("-p", "no:cacheprovider", "--bench-db", "r.db", "--bench-resume", "-q")

@@ -257,7 +257,8 @@ def test_dry_run_prints_the_tasks_and_submits_nothing(work: Path):
     )
     assert rc == 0 and "4 cells in 2 task(s)" in out
     assert "slurm_partition='gpu'" in out and "gpus_per_node=1" in out and "timeout_min=60" in out
-    assert "full_ft-uci-digits-resnet20-s0, full_ft-uci-digits-resnet20-s1, linear_probe-uci-digits-resnet20-s0" in out
+    # seed-major (bench.execute.grid): a task holds one seed's cells together
+    assert "full_ft-uci-digits-resnet20-s0, linear_probe-uci-digits-resnet20-s0, full_ft-uci-digits-resnet20-s1" in out
     assert not shards.exists()
 
 

@@ -156,6 +156,11 @@ class Grid:
                                 threads=threads,
                             )
                         )
+        # Seed-major (stable within a seed): a worker or a Slurm task that takes a contiguous run of
+        # cells gets the cells of one seed together, which share its per-seed caches (a source
+        # pretraining, a Tr-NAS reference), instead of two workers computing or waiting on the same
+        # entry at once. Results do not depend on the order (the shuffled calibration run checks it).
+        specs.sort(key=lambda s: s.seed)
         ids = [s.test_id for s in specs]
         if len(set(ids)) != len(ids):
             raise InvalidGrid(f"suite '{self.suite}': duplicate cells {sorted({i for i in ids if ids.count(i) > 1})}")
