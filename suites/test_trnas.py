@@ -47,7 +47,7 @@ the paper's splits keep their meaning: ``tr_5_5`` replaces stage 1 by ResNet sta
 stage-2 cell trainable as Tr-Net-10-10 does with N = 5.
 
     pytest suites/test_trnas.py                                          # smoke: CPU, ~2 minutes
-    pytest suites/test_trnas.py --bench-budget cpu -n 2                  # Fashion-MNIST, 2 cores, ~43 min
+    pytest suites/test_trnas.py --bench-budget cpu -n 2                  # Fashion-MNIST, 2 cores, ~26 min
     pytest suites/test_trnas.py --bench-budget paper --bench-device cuda --bench-data-root /data
 """
 
